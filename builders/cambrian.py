@@ -1,0 +1,122 @@
+"""Cambrian-7M / Cambrian-10M JSONL and LLaVA-style JSON arrays (LLaVA-665K) → `vqa` / `text` records.
+
+Where to get it: Cambrian's `jsons/*.jsonl` with the per-source image tarballs extracted under one root
+(`nyu-visionx/Cambrian-10M`), or `llava_v1_5_mix665k.json` (one ~1 GB JSON array, streamed here) with COCO, GQA,
+OCR-VQA, TextVQA and VG images under one root. A record: `{"id", "image"?, "conversations": [{"from", "value"}]}`.
+
+Quirks handled (each one noted in the record's meta when it changed something):
+- "no image" spelled as a missing key, "", null, "None", "none", "nan" → a `text` record;
+- duplicate or int-like ids → ids made unique and stable from file and line: `{orig_id}@{file}:{line}`;
+- a leading `gpt` turn (dropped), a trailing unanswered `human` turn (dropped), `user`/`assistant` role spellings;
+- an image with no `<image>` placeholder in the text → one placeholder prepended to the first human turn;
+- letter-case mismatches between paths and files (resolved by the writer, noted as `case_resolved`);
+- missing or undecodable images, invalid JSON lines, unusable conversations → rejects with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmdata.options import opt
+from mmdata.registry import Builder, register
+from mmdata.schema import IMAGE, Record, RecordError, Reject, Turn
+from mmdata.sources import Span, iter_span, plan
+
+ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt",
+                "system": "system"}
+
+
+@dataclass
+class CambrianOptions:
+    input: list[Path] = opt(help="Cambrian JSONL or LLaVA JSON array file (repeat for several)", factory=list)
+    media_root: Path | None = opt(None, help="Folder the records' `image` paths are relative to")
+
+
+@dataclass(frozen=True)
+class Unit:
+    label: str  # the input's name, made unique among the inputs; part of every record id
+    span: Span
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    stems = [p.stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
+
+
+def units(options: CambrianOptions, shard_size: int, limit: int | None) -> list[Unit]:
+    if not options.input:
+        raise ValueError("cambrian: give at least one --input file")
+    out: list[Unit] = []
+    left = limit
+    for label, path in zip(_labels(options.input), options.input):
+        if left == 0:
+            break
+        spans = plan(Path(path), shard_size, left)
+        out.extend(Unit(label, s) for s in spans)
+        if left is not None:
+            left -= sum(s.count for s in spans)
+    return out
+
+
+def records(options: CambrianOptions, unit: Unit) -> Iterator[Record | Reject]:
+    for item in iter_span(unit.span):
+        if item.error is not None:
+            yield Reject(item.ref, item.error)
+            continue
+        try:
+            yield convert(item.value, f"{unit.label}:{item.number}", item.ref)
+        except RecordError as e:
+            yield Reject(item.ref, str(e))
+
+
+def convert(raw: Any, key: str, ref: str) -> Record:
+    """One LLaVA/Cambrian dict → a Record, repairing the known quirks (noted in meta) or raising `RecordError`."""
+    if not isinstance(raw, dict):
+        raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
+    orig = raw.get("id")
+    rid = f"{'' if orig is None else orig}@{key}"
+    record = Record.from_llava(raw, source="cambrian", id=rid)
+    if "video" in record.meta:
+        raise RecordError(f"record {rid!r}: has a `video`, not an image; build it with `mmdata build video`")
+    notes: dict[str, Any] = {}
+    turns = []
+    for i, t in enumerate(record.conversations):
+        role = ROLE_ALIASES.get(str(t.role).lower())
+        if role is None:
+            raise RecordError(f"record {rid!r}: conversations[{i}].from is {t.role!r}; expected human or gpt")
+        turns.append(Turn(role, t.value))
+    lead = 1 if turns and turns[0].role == "system" else 0
+    while len(turns) > lead and turns[lead].role == "gpt":
+        turns.pop(lead)
+        notes["dropped_leading_gpt"] = notes.get("dropped_leading_gpt", 0) + 1
+    if len(turns) > lead and turns[-1].role == "human":
+        turns.pop()
+        notes["dropped_trailing_human"] = True
+    if len(turns) == lead:
+        raise RecordError(f"record {rid!r}: no human/gpt exchange left in 'conversations'")
+    placeholders = sum(t.value.count(IMAGE) for t in turns)
+    if record.media and placeholders == 0:
+        first = next(t for t in turns if t.role == "human")
+        first.value = IMAGE * len(record.media) + "\n" + first.value
+        notes["placeholder_added"] = True
+    record.media = [type(m)(path=m.path[2:] if m.path.startswith("./") else m.path) for m in record.media]
+    record.conversations = turns
+    record.meta["ref"] = ref
+    if record.media:
+        record.meta["subset"] = record.media[0].path.split("/", 1)[0]
+    if notes:
+        record.meta["repaired"] = notes
+    return record
+
+
+register(Builder(
+    name="cambrian",
+    help="Cambrian-7M/10M JSONL and LLaVA-style JSON arrays (LLaVA-665K) → vqa/text conversations.",
+    options=CambrianOptions,
+    units=units,
+    records=records,
+    media_root=lambda o: o.media_root,
+))

@@ -1,0 +1,201 @@
+"""Run a builder into a dataset directory: units → shards (in worker processes), resume, rejects, manifest.
+
+The manifest (`dataset.json`) is written last: its existence means the build is complete. A build killed midway
+leaves complete shards (with their `.done.json`) and no manifest; rerunning the same command skips those shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mmdata.manifest import SCHEMA_VERSION, Manifest
+from mmdata.media import write_bytes
+from mmdata.registry import Builder, get
+from mmdata.writer import FORMATS, ShardConfig, ShardResult, done_path, shard_name, write_shard
+
+DEFAULT_SHARD_SIZE = 10_000
+
+
+class BuildError(ValueError):
+    """A build cannot start (wrong output directory, bad options); the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    out: Path
+    format: str = "jsonl"
+    workers: int = 1
+    copy_media: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    limit: int | None = None
+    overwrite: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise BuildError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.workers < 1:
+            raise BuildError(f"--workers must be >= 1, got {self.workers}")
+        if self.shard_size < 1:
+            raise BuildError(f"--shard-size must be >= 1, got {self.shard_size}")
+        if self.limit is not None and self.limit < 0:
+            raise BuildError(f"--limit must be >= 0, got {self.limit}")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _identity(builder: Builder, options: Any, settings: BuildSettings) -> dict[str, Any]:
+    """What determines the shards' content: a rerun must match it to resume."""
+    return {
+        "builder": builder.name,
+        "args": _jsonable(dataclasses.asdict(options)),
+        "format": settings.format,
+        "copy_media": settings.copy_media or builder.generates_media,
+        "shard_size": settings.shard_size,
+        "limit": settings.limit,
+    }
+
+
+def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+    marker = out / ".build.json"
+    if out.exists() and any(out.iterdir()):
+        if marker.is_file() and orjson.loads(marker.read_bytes()) == identity:
+            return  # same build: resume
+        if not overwrite:
+            what = "a different build" if marker.is_file() else "files that are not an mmdata build"
+            raise BuildError(f"{out}: output directory holds {what}; choose another --out or pass --overwrite")
+        _clear(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_bytes(orjson.dumps(identity, option=orjson.OPT_INDENT_2), marker)
+
+
+def _clear(out: Path) -> None:
+    import shutil
+
+    for child in out.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def _run_unit(name: str, options: Any, cfg: ShardConfig, index: int, unit: Any) -> ShardResult:
+    # Module-level so worker processes can unpickle it; the registry is rebuilt by import in each worker.
+    builder = get(name)
+    return write_shard(cfg, index, builder.records(options, unit))
+
+
+def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
+    """Build (or resume) a dataset and return its manifest."""
+    builder = get(builder_name)
+    identity = _identity(builder, options, settings)
+    units = list(builder.units(options, settings.shard_size, settings.limit))
+    media_root = builder.media_root(options)
+    if media_root is not None:
+        media_root = Path(media_root).resolve()
+        if not media_root.is_dir():
+            raise BuildError(f"--media-root {media_root}: directory not found")
+    out = settings.out
+    _prepare_out(out, identity, settings.overwrite)
+    cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
+
+    results: dict[int, ShardResult] = {}
+    todo: list[int] = []
+    for k in range(len(units)):
+        done = done_path(out, k)
+        if done.is_file():
+            results[k] = ShardResult.from_dict(orjson.loads(done.read_bytes()))
+        else:
+            todo.append(k)
+    with _Progress(progress, len(units), len(results)) as bar:
+        if settings.workers == 1 or len(todo) <= 1:
+            for k in todo:
+                results[k] = write_shard(cfg, k, builder.records(options, units[k]))
+                bar.advance(results[k])
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(settings.workers, mp_context=ctx) as pool:
+                futures = [pool.submit(_run_unit, builder.name, options, cfg, k, units[k]) for k in todo]
+                for fut in as_completed(futures):
+                    r = fut.result()
+                    results[r.index] = r
+                    bar.advance(r)
+    return _finish(out, identity, cfg, [results[k] for k in range(len(units))])
+
+
+def _finish(out: Path, identity: dict[str, Any], cfg: ShardConfig, shards: list[ShardResult]) -> Manifest:
+    rejects = b"".join(orjson.dumps(r) + b"\n" for s in shards for r in s.rejects)
+    write_bytes(rejects, out / "rejects.jsonl")
+    tasks: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    for s in shards:
+        tasks.update(s.tasks)
+        sources.update(s.sources)
+    counts = {k: sum(getattr(s, k) for s in shards) for k in ("read", "written", "rejected")}
+    assert counts["read"] == counts["written"] + counts["rejected"], counts
+    media_root: str | None
+    if cfg.copy_media:
+        media_root = "media"
+    else:
+        media_root = str(cfg.media_root) if cfg.media_root is not None else None
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        builder=identity["builder"],
+        args=identity["args"],
+        formats=list(cfg.formats),
+        shard_size=identity["shard_size"],
+        media_root=media_root,
+        counts=counts,
+        tasks=dict(sorted(tasks.items())),
+        sources=dict(sorted(sources.items())),
+        shards=[
+            {"name": shard_name(s.index), "count": s.written, "read": s.read, "rejected": s.rejected,
+             "files": s.files}
+            for s in shards
+        ],
+    )
+    manifest.save(out)
+    return manifest
+
+
+class _Progress:
+    """A rich progress bar over shards (or nothing, for library use and tests)."""
+
+    def __init__(self, enabled: bool, total: int, already: int) -> None:
+        self.enabled = enabled and total > 0
+        self.total, self.already = total, already
+        self.written = self.rejected = 0
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("shards  {task.fields[info]}"), TimeRemainingColumn(),
+                                transient=False, disable=not os.isatty(2) and "MMDATA_PROGRESS" not in os.environ)
+            self.bar.start()
+            self.task = self.bar.add_task("build", total=self.total, completed=self.already, info="")
+        return self
+
+    def advance(self, r: ShardResult) -> None:
+        self.written += r.written
+        self.rejected += r.rejected
+        if self.enabled:
+            self.bar.update(self.task, advance=1, info=f"{self.written} written, {self.rejected} rejected")
+
+    def __exit__(self, *_: Any) -> None:
+        if self.enabled:
+            self.bar.stop()

@@ -1,0 +1,162 @@
+"""Read a built dataset lazily: `mmdata.open(path)` → `len`, `[i]`, iteration, `to_pandas()`, images.
+
+Opening reads the manifest and the (tiny) per-shard indexes, never the records: memory stays flat in dataset size.
+`[i]` is one seek + one read through the uint64 byte-offset index, for JSONL shards and webdataset tars alike.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+import tarfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+from PIL import Image
+
+from mmdata.manifest import Manifest
+from mmdata.schema import Record
+
+
+class Dataset(Sequence[Record]):
+    """A built dataset. Records come from the JSONL shards when present, else from the webdataset tars (whose
+    records carry their media bytes in `Media.data`)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.manifest = Manifest.load(self.root)
+        self.form = "jsonl" if "jsonl" in self.manifest.formats else "wds"
+        self.media_root = self.manifest.resolve_media_root(self.root)
+        self._shards = [s for s in self.manifest.shards if s["count"] > 0]
+        self._starts = list(np.cumsum([0] + [s["count"] for s in self._shards]))
+        self._offsets: dict[int, np.ndarray] = {}
+        self._files: dict[int, IO[bytes]] = {}
+
+    # ---------------------------------------------------------------- sequence protocol
+    def __len__(self) -> int:
+        return int(self._starts[-1])
+
+    def __getitem__(self, i: int) -> Record:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError("slices are not supported; use itertools.islice or a list of indices")
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"record index {i} out of range for a dataset of {n} records")
+        s = bisect.bisect_right(self._starts, i) - 1
+        return self._read(s, i - int(self._starts[s]))
+
+    def __iter__(self) -> Iterator[Record]:
+        for s, shard in enumerate(self._shards):
+            if self.form == "jsonl":
+                with open(self.root / shard["files"]["jsonl"]["name"], "rb") as f:
+                    for line in f:
+                        yield Record.from_dict(orjson.loads(line))
+            else:
+                for j in range(shard["count"]):
+                    yield self._read(s, j)
+
+    def raw(self, i: int) -> bytes:
+        """The stored JSON line of record `i` (JSONL form), undecoded: the fastest access there is."""
+        s = bisect.bisect_right(self._starts, i) - 1
+        f, start, end = self._span(s, i - int(self._starts[s]))
+        f.seek(start)
+        return f.read(end - start)
+
+    # ---------------------------------------------------------------- storage
+    def _index(self, s: int) -> np.ndarray:
+        if s not in self._offsets:
+            shard = self._shards[s]
+            name = shard["files"][self.form]["name"]
+            idx = self.root / (name[:-6] + ".idx" if self.form == "jsonl" else name + ".idx")
+            offsets = np.fromfile(idx, dtype="<u8")
+            size = shard["files"][self.form]["bytes"]
+            self._offsets[s] = np.append(offsets, np.uint64(size))
+        return self._offsets[s]
+
+    def _file(self, s: int) -> IO[bytes]:
+        f = self._files.get(s)
+        if f is None:
+            if len(self._files) >= 64:  # bound open file handles on datasets with thousands of shards
+                self._files.pop(next(iter(self._files))).close()
+            f = self._files[s] = open(self.root / self._shards[s]["files"][self.form]["name"], "rb")
+        return f
+
+    def _span(self, s: int, j: int) -> tuple[IO[bytes], int, int]:
+        offsets = self._index(s)
+        return self._file(s), int(offsets[j]), int(offsets[j + 1])
+
+    def _read(self, s: int, j: int) -> Record:
+        f, start, end = self._span(s, j)
+        f.seek(start)
+        data = f.read(end - start)
+        if self.form == "jsonl":
+            return Record.from_dict(orjson.loads(data))
+        return _record_from_tar(data)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Picklable for dataloader workers: each process opens its own file handles.
+        state = self.__dict__.copy()
+        state["_files"] = {}
+        return state
+
+    # ---------------------------------------------------------------- media
+    def media_path(self, record: Record, j: int) -> Path:
+        if self.media_root is None:
+            raise FileNotFoundError(f"{self.root}: dataset has no media root")
+        return self.media_root / record.media[j].path
+
+    def image(self, record: Record, j: int) -> Image.Image:
+        """Media `j` of `record` as an RGB `PIL.Image` (from the tar bytes or the media root)."""
+        m = record.media[j]
+        src: Any = io.BytesIO(m.data) if m.data is not None else self.media_path(record, j)
+        with Image.open(src) as im:
+            return im.convert("RGB")
+
+    # ---------------------------------------------------------------- inspection
+    def to_pandas(self, limit: int | None = None) -> Any:
+        from mmdata.inspect import records_frame
+
+        return records_frame(self, limit)
+
+    def __repr__(self) -> str:
+        m = self.manifest
+        return f"Dataset({str(self.root)!r}, builder={m.builder!r}, records={len(self)}, form={self.form!r})"
+
+
+def _record_from_tar(data: bytes) -> Record:
+    """Parse one record's tar members (`<key>.json`, `<key>.<i>.<ext>`) into a Record with media bytes attached."""
+    record: Record | None = None
+    blobs: dict[int, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            content = tar.extractfile(member)
+            assert content is not None, member.name
+            parts = member.name.split(".")
+            if parts[-1] == "json" and len(parts) == 2:
+                record = Record.from_dict(orjson.loads(content.read()))
+            else:
+                blobs[int(parts[1])] = content.read()
+    assert record is not None, "tar sample without a .json member"
+    for i, m in enumerate(record.media):
+        m.data = blobs.get(i)
+    return record
+
+
+def open_dataset(path: str | Path) -> Any:
+    """Open a built dataset or a mixture directory (anything with `len`, `[i]`, iteration and `to_pandas()`)."""
+    root = Path(path)
+    if (root / "mixture.json").is_file():
+        from mmdata.mixture import Mixture  # type: ignore[import-not-found]
+
+        return Mixture(root)
+    return Dataset(root)

@@ -1,0 +1,59 @@
+"""The builder registry: one dict, name → `Builder`. Every module in `builders/` registers itself on import.
+
+A builder is a source format and nothing else: it splits its input into independent units (one output shard each)
+and yields `Record | Reject` for a unit. Sharding, media checks, resume, workers and the manifest belong to
+`mmdata.build`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmdata.schema import Record, Reject
+
+
+@dataclass(frozen=True)
+class Builder:
+    name: str
+    help: str
+    options: type  # a dataclass; its fields become `mmdata build <name>` flags (see mmdata.cli)
+    # units(options, shard_size, limit) -> picklable units, in a stable order; unit k becomes shard k.
+    units: Callable[[Any, int, int | None], Sequence[Any]]
+    # records(options, unit) -> the unit's records and rejects; every input item yields exactly one of them.
+    records: Callable[[Any, Any], Iterator[Record | Reject]]
+    # Where the source's media live, referenced in place unless --copy-media (None: the builder makes its media).
+    media_root: Callable[[Any], Path | None] = lambda options: None
+    # True when records carry media bytes (crops, frames, parquet images): they are stored under <out>/media.
+    generates_media: bool = False
+
+
+BUILDERS: dict[str, Builder] = {}
+
+
+def register(builder: Builder) -> Builder:
+    if builder.name in BUILDERS and BUILDERS[builder.name] is not builder:
+        raise ValueError(f"builder {builder.name!r} is registered twice")
+    BUILDERS[builder.name] = builder
+    return builder
+
+
+def discover() -> dict[str, Builder]:
+    """Import every module of the `builders` package (each registers itself) and return the registry."""
+    import builders
+
+    for info in pkgutil.iter_modules(builders.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"builders.{info.name}")
+    return BUILDERS
+
+
+def get(name: str) -> Builder:
+    found = discover()
+    if name not in found:
+        raise KeyError(f"unknown builder {name!r}; available: {', '.join(sorted(found))}")
+    return found[name]
