@@ -69,6 +69,8 @@ def resolve_case(root: Path, rel: str) -> str | None:
 
 def place(src: Path, dst: Path) -> None:
     """Put a copy of `src` at `dst`: a hard link when the filesystem allows (free), else a byte copy."""
+    if dst.exists() and os.path.samefile(src, dst):
+        return  # the same image referenced by several records
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
     try:
@@ -76,6 +78,7 @@ def place(src: Path, dst: Path) -> None:
     except OSError:
         shutil.copyfile(src, tmp)
     os.replace(tmp, dst)
+    tmp.unlink(missing_ok=True)  # rename() between two links of one file is a no-op that leaves `tmp`
 
 
 def write_bytes(data: bytes, dst: Path) -> None:

@@ -55,6 +55,8 @@ def plan(path: Path, per_span: int, limit: int | None = None) -> list[Span]:
     """Split `path` into spans of `per_span` items (the last may be shorter), at most `limit` items in all."""
     if not path.is_file():
         raise FileNotFoundError(f"{path}: input file not found")
+    if limit == 0:
+        return []
     kind = detect_kind(path)
     spans = _plan_jsonl(path, per_span, limit) if kind == "jsonl" else _plan_json(path, per_span, limit)
     return spans

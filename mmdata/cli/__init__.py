@@ -1,0 +1,115 @@
+"""The `mmdata` command line. Each command parses its flags and calls one library function."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from mmdata.cli import build as build_cli
+from mmdata.cli._errors import user_errors
+
+app = typer.Typer(
+    name="mmdata",
+    help="Turn raw multimodal sources into clean, training-ready conversation datasets; inspect and mix them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+build_cli.register_builders()
+app.add_typer(build_cli.app, name="build")
+console = Console()
+
+
+@app.command()
+@user_errors
+def inspect(
+    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    n: int = typer.Option(3, "--n", "-n", help="How many records to print"),
+    start: int = typer.Option(0, "--start", help="Index of the first record printed"),
+) -> None:
+    """Counts, the per-task and per-source tables, and N records with their media."""
+    import mmdata
+    from mmdata.inspect import record_panel, summary_table
+
+    ds = mmdata.open(path)
+    for renderable in summary_table(ds):
+        console.print(renderable)
+    for i in range(start, min(start + n, len(ds))):
+        console.print(record_panel(ds[i], i))
+
+
+@app.command()
+@user_errors
+def validate(
+    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    no_media: bool = typer.Option(False, "--no-media", help="Check records only, do not decode media"),
+) -> None:
+    """Re-check every record and decode every media file; exit 1 with a summary on any problem."""
+    import mmdata
+    from mmdata.inspect import validate as run_validate
+    from rich.progress import track
+
+    ds = mmdata.open(path)
+    report = run_validate(ds, check_media=not no_media,
+                          progress=iter(track(range(len(ds)), description="validating", console=Console(stderr=True),
+                                              transient=True)))
+    for p in report.problems[:20]:
+        typer.echo(f"  [{p.index}] {p.id}: {p.reason}", err=True)
+    if len(report.problems) > 20:
+        typer.echo(f"  … and {len(report.problems) - 20} more", err=True)
+    if not report.counts_ok:
+        typer.echo("  manifest counts do not reconcile (read != written + rejected, or written != records)",
+                   err=True)
+    verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
+    typer.echo(f"{path}: {report.records:,} records, {report.media:,} media checked: {verdict}")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def stats(
+    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records"),  # noqa: UP007
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables"),
+) -> None:
+    """Counts, text lengths per role, turns and media per record, and media sizes."""
+    import mmdata
+    from mmdata.inspect import stats as compute
+    from rich.table import Table
+
+    result = compute(mmdata.open(path), limit)
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    console.print(f"[bold]{result['records']:,}[/] records; tasks {result['tasks']}; media {result['media']}")
+    table = Table("distribution", "min", "mean", "p50", "p95", "max")
+    for key in ("turns_per_record", "media_per_record", "human_chars", "gpt_chars", "media_width", "media_height"):
+        d = result[key]
+        table.add_row(key, *(f"{d[k]:,.1f}" for k in ("min", "mean", "p50", "p95", "max")))
+    console.print(table)
+
+
+@app.command()
+@user_errors
+def mix(
+    recipe: Path = typer.Argument(..., help="A mixture recipe (YAML)"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Mixture directory"),  # noqa: UP007
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, write nothing"),
+) -> None:
+    """Resolve a recipe into a weighted, seeded, deterministic mixture of built datasets."""
+    from mmdata.mix import mix as run_mix
+    from mmdata.mix import plan_table
+
+    plan = run_mix(recipe, out, dry_run)
+    console.print(plan_table(plan))
+    for warning in plan.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg="yellow")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,195 @@
+"""Look at a dataset: a pandas frame, a terminal summary, length/media statistics, and a full re-validation."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmdata.media import MediaError, check_bytes
+from mmdata.schema import Record, RecordError
+
+
+def records_frame(records: Sequence[Record], limit: int | None = None, dataset: Any = None) -> Any:
+    """One row per record: id, source, task, n_media, n_turns, human, gpt (first turns) and the raw record dict.
+
+    `dataset`, when given, is a callable i -> dataset name, added as a `dataset` column (mixtures).
+    """
+    import pandas as pd
+
+    n = len(records) if limit is None else min(limit, len(records))
+    rows = []
+    for i in range(n):
+        r = records[i]
+        row = {"id": r.id, "source": r.source, "task": r.task, "n_media": len(r.media),
+               "n_targets": len(r.targets()), "n_turns": len(r.conversations),
+               "human": r.first_text("human"), "gpt": r.first_text("gpt"), "record": r.to_dict()}
+        if dataset is not None:
+            row = {"dataset": dataset(i), **row}
+        rows.append(row)
+    columns = (["dataset"] if dataset is not None else []) + ["id", "source", "task", "n_media", "n_targets",
+                                                              "n_turns", "human", "gpt", "record"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+# ---------------------------------------------------------------------------------------------- summary
+def summary_table(ds: Any) -> list[Any]:
+    """Rich renderables: counts and the per-task / per-source breakdown (from the manifest when there is one)."""
+    from rich.table import Table
+
+    out: list[Any] = []
+    manifest = getattr(ds, "manifest", None)
+    counts = getattr(manifest, "counts", None)
+    head = Table(title=str(getattr(ds, "root", "")), show_header=False)
+    head.add_row("records", f"{len(ds):,}")
+    if counts:
+        head.add_row("read / written / rejected",
+                     f"{counts['read']:,} / {counts['written']:,} / {counts['rejected']:,}")
+        head.add_row("builder", manifest.builder)
+        head.add_row("formats", ", ".join(manifest.formats))
+        head.add_row("media root", str(manifest.media_root))
+        head.add_row("shards", str(len(manifest.shards)))
+    out.append(head)
+    tasks = getattr(manifest, "tasks", None)
+    sources = getattr(manifest, "sources", None)
+    if not tasks:
+        sample = [ds[i] for i in range(min(len(ds), 10_000))]
+        tasks, sources = Counter(r.task for r in sample), Counter(r.source for r in sample)
+    for title, table in (("task", tasks), ("source", sources)):
+        t = Table(title=f"per {title}")
+        t.add_column(title)
+        t.add_column("records", justify="right")
+        t.add_column("share", justify="right")
+        total = sum(table.values()) or 1
+        for k, v in sorted(table.items(), key=lambda kv: -kv[1]):
+            t.add_row(k, f"{v:,}", f"{100 * v / total:.1f} %")
+        out.append(t)
+    return out
+
+
+def record_panel(record: Record, index: int) -> Any:
+    """A record pretty-printed: its turns (targets marked) and its media with role, size and time."""
+    from rich.panel import Panel
+    from rich.text import Text
+
+    text = Text()
+    for turn in record.conversations:
+        style = {"human": "cyan", "gpt": "green", "system": "magenta"}.get(turn.role, "white")
+        text.append(f"{turn.role}: ", style=f"bold {style}")
+        text.append(turn.value + "\n")
+    for j, (m, role) in enumerate(zip(record.media, record.media_roles())):
+        when = f" t={m.t:.2f}s" if m.t is not None else ""
+        text.append(f"  media[{j}] {role:<6} {m.kind} {m.width}x{m.height}{when}  {m.path}\n", style="dim")
+    if record.meta:
+        keys = ", ".join(sorted(record.meta))
+        text.append(f"  meta: {keys}\n", style="dim")
+    return Panel(text, title=f"[{index}] {record.id}  ({record.source} / {record.task})", expand=False)
+
+
+# ---------------------------------------------------------------------------------------------- stats
+def _describe(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {"min": 0, "mean": 0, "p50": 0, "p95": 0, "max": 0}
+    a = np.asarray(values, dtype=np.float64)
+    return {"min": float(a.min()), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p95": float(np.percentile(a, 95)), "max": float(a.max())}
+
+
+def stats(ds: Any, limit: int | None = None) -> dict[str, Any]:
+    """Counts, text lengths (characters) per role, turns and media per record, and media sizes."""
+    n = len(ds) if limit is None else min(limit, len(ds))
+    turns, media, human, gpt, widths, heights = [], [], [], [], [], []
+    tasks: Counter[str] = Counter()
+    roles: Counter[str] = Counter()
+    for i in range(n):
+        r = ds[i]
+        tasks[r.task] += 1
+        turns.append(len(r.conversations))
+        media.append(len(r.media))
+        human.append(sum(len(t.value) for t in r.conversations if t.role == "human"))
+        gpt.append(sum(len(t.value) for t in r.conversations if t.role == "gpt"))
+        roles.update(r.media_roles())
+        widths.extend(m.width for m in r.media)
+        heights.extend(m.height for m in r.media)
+    return {
+        "records": n,
+        "tasks": dict(tasks),
+        "media": {"total": sum(media), "inputs": roles["input"], "targets": roles["target"]},
+        "turns_per_record": _describe(turns),
+        "media_per_record": _describe(media),
+        "human_chars": _describe(human),
+        "gpt_chars": _describe(gpt),
+        "media_width": _describe(widths),
+        "media_height": _describe(heights),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- validate
+@dataclass
+class Problem:
+    index: int
+    id: str
+    reason: str
+
+
+@dataclass
+class ValidationReport:
+    records: int = 0
+    media: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    counts_ok: bool = True
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.counts_ok
+
+
+def _media_bytes(ds: Any, record: Record, j: int) -> bytes:
+    m = record.media[j]
+    if m.data is not None:
+        return m.data
+    try:
+        return Path(ds.media_path(record, j)).read_bytes()
+    except FileNotFoundError:
+        raise MediaError(f"media[{j}] {m.path!r}: file not found") from None
+
+
+def validate(ds: Any, check_media: bool = True, progress: Iterator[int] | None = None) -> ValidationReport:
+    """Re-check every record's invariants, id uniqueness, manifest counts and (optionally) decode every media."""
+    report = ValidationReport()
+    manifest = getattr(ds, "manifest", None)
+    if manifest is not None and hasattr(manifest, "counts"):
+        c = manifest.counts
+        report.counts_ok = c["read"] == c["written"] + c["rejected"] and c["written"] == len(ds)
+    ids = np.empty(len(ds), dtype=np.uint64)
+    for i in progress if progress is not None else range(len(ds)):
+        r = ds[i]
+        report.records += 1
+        ids[i] = int.from_bytes(hashlib.blake2b(r.id.encode(), digest_size=8).digest(), "little")
+        try:
+            r.validate()
+        except RecordError as e:
+            report.problems.append(Problem(i, r.id, str(e)))
+            continue
+        if not check_media:
+            continue
+        for j, m in enumerate(r.media):
+            report.media += 1
+            try:
+                w, h, _ = check_bytes(_media_bytes(ds, r, j), f"media[{j}] {m.path!r}")
+            except MediaError as e:
+                report.problems.append(Problem(i, r.id, str(e)))
+                continue
+            if (w, h) != (m.width, m.height):
+                report.problems.append(Problem(i, r.id, f"media[{j}] {m.path!r} is {w}x{h}, record says "
+                                                        f"{m.width}x{m.height}"))
+    ids.sort()
+    dup = np.flatnonzero(ids[1:] == ids[:-1])
+    if len(dup):
+        report.problems.append(Problem(-1, "", f"{len(dup)} duplicate record id(s)"))
+    return report

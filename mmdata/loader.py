@@ -1,0 +1,153 @@
+"""The training side of a mixture: a rank-sharding, resumable sampler and a loader that counts what it served.
+
+The order is global and fixed: position p of epoch e is mixture sample p (epoch 0, and every epoch unless
+`shuffle`); rank r of R takes positions start + r, start + r + R, … . A DataLoader over a map-style dataset draws
+indices from the sampler in the main process and hands whole batches to its workers, so the batches come back in
+sampler order whatever `num_workers` is: workers never overlap and never lose a sample, and the resume position
+is simply "global samples consumed", valid for any number of workers (and any world size, ranks being in lockstep).
+
+Nothing here imports torch at module level: `MixtureLoader` imports it when iterated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from mmdata.schema import Record
+
+T = TypeVar("T")
+
+
+class MixtureSampler:
+    """Indices for one rank, from a saved position onward. A `torch.utils.data.Sampler` by duck typing.
+
+    `start` is the global position (samples consumed by all ranks together) in epoch `epoch`. With
+    `drop_last=False` the union over ranks is exactly the epoch and the last ranks may get one sample fewer; a
+    DDP trainer that needs equal step counts passes `drop_last=True` (at most world_size - 1 samples are left out).
+    """
+
+    def __init__(self, length: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, start: int = 0,
+                 epoch: int = 0, shuffle: bool = False, drop_last: bool = False) -> None:
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} / world_size {world_size}: need world_size >= 1 and 0 <= rank < "
+                             "world_size")
+        if length < 0 or not 0 <= start <= length:
+            raise ValueError(f"start {start} is outside the epoch of {length} samples; was the state saved for "
+                             "another mixture?")
+        self.length, self.rank, self.world_size = length, rank, world_size
+        self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
+        self.start, self.epoch = start, epoch
+
+    def _end(self) -> int:
+        if self.drop_last:
+            return self.start + (self.length - self.start) // self.world_size * self.world_size
+        return self.length
+
+    def positions(self) -> range:
+        """This rank's remaining positions in the epoch (global positions, before any shuffle)."""
+        return range(self.start + self.rank, self._end(), self.world_size)
+
+    def order(self) -> np.ndarray | None:
+        """The epoch's permutation of the samples, or None for the mixture's own order."""
+        if not self.shuffle:
+            return None
+        return np.random.Generator(np.random.PCG64([self.seed, self.epoch])).permutation(self.length)
+
+    def __iter__(self) -> Iterator[int]:
+        order = self.order()
+        positions = self.positions()
+        if order is None:
+            return iter(positions)
+        return iter(order[positions.start:positions.stop:positions.step].tolist())
+
+    def __len__(self) -> int:
+        return len(self.positions())
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch `epoch` from its beginning."""
+        self.epoch, self.start = epoch, 0
+
+    def advance(self, per_rank: int) -> None:
+        """Mark `per_rank` more samples consumed on every rank (ranks step in lockstep)."""
+        self.start = min(self.start + per_rank * self.world_size, self.length)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "consumed": self.start, "length": self.length, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        if state["length"] != self.length:
+            raise ValueError(f"saved loader state is for {state['length']} samples, this mixture has "
+                             f"{self.length}: resume with the same mixture (same recipe, seed and datasets)")
+        if state["seed"] != self.seed:
+            raise ValueError(f"saved loader state has seed {state['seed']}, this loader {self.seed}")
+        self.epoch, self.start = int(state["epoch"]), int(state["consumed"])
+
+
+class RecordDataset(Generic[T]):
+    """A map-style dataset for `torch.utils.data.DataLoader`: sample `i` of a mixture (or dataset), transformed.
+
+    `transform(record, dataset)` turns a record into what the collator wants; `dataset` is the record's source
+    `Dataset`, for `dataset.image(record, j)`. Without a transform, items are Records.
+    """
+
+    def __init__(self, source: Sequence[Record], transform: Callable[[Record, Any], T] | None = None) -> None:
+        self.source = source
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> T | Record:
+        getter = getattr(self.source, "get", None)
+        record, dataset = getter(i) if getter is not None else (self.source[i], self.source)
+        return self.transform(record, dataset) if self.transform is not None else record
+
+
+class MixtureLoader:
+    """Batches for one rank in mixture order; `state_dict()` is the exact position after the last batch yielded.
+
+    Wraps a `torch.utils.data.DataLoader(data, batch_size, sampler=MixtureSampler(...), num_workers, ...)`; extra
+    keyword arguments go to the DataLoader. Counting happens as batches are handed to the caller, not as the
+    DataLoader prefetches, so a state saved after step k resumes at the first sample of step k + 1.
+    """
+
+    def __init__(self, data: Sequence[Any], *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
+                 shuffle: bool = False, drop_last: bool = False, num_workers: int = 0,
+                 collate_fn: Callable[[list[Any]], Any] | None = None, **dataloader_kwargs: Any) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.data = data
+        self.batch_size, self.num_workers, self.collate_fn = batch_size, num_workers, collate_fn
+        self.kwargs = dataloader_kwargs
+        self.sampler = MixtureSampler(len(data), rank=rank, world_size=world_size, seed=seed, shuffle=shuffle,
+                                      drop_last=drop_last)
+
+    def __len__(self) -> int:
+        """Batches left in the current epoch on this rank."""
+        return -(-len(self.sampler) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Any]:
+        """The rest of the current epoch; the next `iter()` starts the next epoch."""
+        from torch.utils.data import DataLoader
+
+        remaining = len(self.sampler)
+        loader = DataLoader(self.data, batch_size=self.batch_size, sampler=self.sampler,  # type: ignore[arg-type]
+                            num_workers=self.num_workers, collate_fn=self.collate_fn, **self.kwargs)
+        for batch in loader:
+            n = min(self.batch_size, remaining)
+            remaining -= n
+            self.sampler.advance(n)
+            yield batch
+        self.sampler.set_epoch(self.sampler.epoch + 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.load_state_dict(state)

@@ -1,0 +1,178 @@
+"""The writer and reader end to end on the generated LLaVA world: counts, rejects, formats, resume, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+from PIL import Image
+
+import mmdata
+import mmdata.build as build_mod
+from builders.cambrian import CambrianOptions
+from mmdata.build import BuildError, BuildSettings, build
+from mmdata.testing.llava import World
+
+
+def _build(world: World, out: Path, **settings: object) -> mmdata.Dataset:
+    opts = CambrianOptions(input=[world.jsonl, world.json_array], media_root=world.media_root)
+    build("cambrian", opts, BuildSettings(out=out, **settings))  # type: ignore[arg-type]
+    return mmdata.open(out)
+
+
+def _shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "shards").iterdir()) if not p.name.endswith(".done.json")}
+
+
+def test_counts_reconcile_and_every_bad_input_is_a_reasoned_reject(llava_world: World, tmp_path: Path) -> None:
+    ds = _build(llava_world, tmp_path / "out", shard_size=7)
+    c = ds.manifest.counts
+    assert c == {"read": c["written"] + c["rejected"], "written": llava_world.expected_written,
+                 "rejected": llava_world.expected_rejected}
+    assert len(ds) == c["written"] == sum(s["count"] for s in ds.manifest.shards)
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == c["rejected"]
+    reasons = "\n".join(f"{r['ref']}: {r['reason']}" for r in rejects)
+    for expected in ["cambrian_sample.jsonl:4: invalid JSON", "file not found under media root",
+                     "does not decode as an image", "empty file (0 bytes)",
+                     "3 <image> placeholder(s) in conversations but 1 media", "conversations[1].value is empty",
+                     "llava_sample.json[23]"]:
+        assert expected in reasons
+    assert ds.manifest.tasks == {"text": 2 * 6, "vqa": c["written"] - 12}  # t1..t5 + "odd"
+
+
+def test_quirks_are_repaired_and_noted(llava_world: World, tmp_path: Path) -> None:
+    ds = _build(llava_world, tmp_path / "out")
+    by_orig: dict[object, list[mmdata.Record]] = {}
+    for r in ds:
+        by_orig.setdefault(r.meta["orig_id"], []).append(r)
+    assert len({r.id for r in ds}) == len(ds)  # duplicate ids made unique ...
+    assert len(by_orig["000000"]) == 4  # ... and the duplicates are all kept (2 files x 2)
+    assert by_orig[42][0].id == "42@cambrian_sample:20"  # int-like id, stable from file and line
+    case = by_orig["case"][0]
+    assert case.media[0].path == "ocr_vqa/Mixed_Case.JPG"
+    assert case.meta["case_resolved"] == [{"from": "OCR_VQA/mixed_case.jpg", "to": "ocr_vqa/Mixed_Case.JPG"}]
+    assert by_orig["lead"][0].conversations[0].role == "human"
+    assert by_orig["lead"][0].meta["repaired"] == {"dropped_leading_gpt": 1}
+    assert by_orig["odd"][0].meta["repaired"] == {"dropped_trailing_human": True}
+    assert by_orig["000001"][0].conversations[0].value.endswith("\n<image>")  # placeholder at the end, kept
+    assert by_orig["000000"][-1].meta.get("extra") == {"model": "gpt-4v"}
+    png = by_orig["png"][0].media[0]
+    assert (png.width, png.height) == (40, 30)
+    for t in ("t1", "t2", "t3", "t4", "t5"):
+        assert by_orig[t][0].task == "text" and by_orig[t][0].media == []
+
+
+def test_jsonl_and_wds_hold_the_same_records(llava_world: World, tmp_path: Path) -> None:
+    both = _build(llava_world, tmp_path / "both", format="both", shard_size=9)
+    tars = _build(llava_world, tmp_path / "wds", format="wds", shard_size=9)
+    assert both.form == "jsonl" and tars.form == "wds"
+    assert [r.to_dict() for r in both] == [r.to_dict() for r in tars] == [tars[i].to_dict() for i in range(len(tars))]
+    for i in (0, 5, len(tars) - 1):
+        a, b = both[i], tars[i]
+        for j in range(len(a.media)):
+            assert both.image(a, j).tobytes() == tars.image(b, j).tobytes()
+    # the tars are plain webdataset: the library reads them as they are
+    urls = sorted(str(p) for p in (tmp_path / "wds" / "shards").glob("*.tar"))
+    samples = list(wds.WebDataset(urls, shardshuffle=False))
+    assert len(samples) == len(tars)
+    first = json.loads(samples[0]["json"])
+    assert first["id"] == tars[0].id and "0.jpg" in samples[0]
+
+
+def test_output_is_independent_of_workers_and_byte_identical_on_rebuild(llava_world: World, tmp_path: Path) -> None:
+    _build(llava_world, tmp_path / "w1", shard_size=5, format="both")
+    _build(llava_world, tmp_path / "w2", shard_size=5, format="both", workers=2)
+    assert _shard_bytes(tmp_path / "w1") == _shard_bytes(tmp_path / "w2")
+    m1 = json.loads((tmp_path / "w1" / "dataset.json").read_text())
+    m2 = json.loads((tmp_path / "w2" / "dataset.json").read_text())
+    assert m1 == m2
+
+
+def test_killed_build_resumes_without_loss_or_duplication(llava_world: World, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    reference = tmp_path / "ref"
+    _build(llava_world, reference, shard_size=4)
+    out = tmp_path / "out"
+    real = build_mod.write_shard
+    calls = {"n": 0}
+
+    def dies_on_third_shard(cfg, index, items):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 3:
+            next(iter(items))
+            raise KeyboardInterrupt  # as if the process were killed mid-shard
+        return real(cfg, index, items)
+
+    monkeypatch.setattr(build_mod, "write_shard", dies_on_third_shard)
+    with pytest.raises(KeyboardInterrupt):
+        _build(llava_world, out, shard_size=4)
+    assert not (out / "dataset.json").exists()
+    with pytest.raises(FileNotFoundError, match="build is incomplete"):
+        mmdata.open(out)
+    done_before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.done.json")}
+    assert len(done_before) == 2
+    monkeypatch.setattr(build_mod, "write_shard", real)
+    ds = _build(llava_world, out, shard_size=4)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.done.json")
+            if p.name in done_before} == done_before  # complete shards were skipped, not rewritten
+    assert _shard_bytes(out) == _shard_bytes(reference)
+    assert ds.manifest.counts == mmdata.open(reference).manifest.counts
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_rebuild_into_a_different_build_needs_overwrite(llava_world: World, tmp_path: Path) -> None:
+    _build(llava_world, tmp_path / "out")
+    with pytest.raises(BuildError, match="holds a different build; choose another --out or pass --overwrite"):
+        _build(llava_world, tmp_path / "out", shard_size=3)
+    ds = _build(llava_world, tmp_path / "out", shard_size=3, overwrite=True)
+    assert ds.manifest.shard_size == 3
+
+
+def test_copy_media_stores_files_under_the_dataset(llava_world: World, tmp_path: Path) -> None:
+    ds = _build(llava_world, tmp_path / "out", copy_media=True)
+    assert ds.manifest.media_root == "media"
+    r = next(r for r in ds if r.media)
+    path = ds.media_path(r, 0)
+    assert path.is_file() and path.is_relative_to((tmp_path / "out" / "media").resolve())
+    assert ds.image(r, 0).size == (r.media[0].width, r.media[0].height)
+
+
+def test_reader_is_lazy_and_indexable(llava_world: World, tmp_path: Path) -> None:
+    _build(llava_world, tmp_path / "out", shard_size=6)
+    ds = mmdata.open(tmp_path / "out")
+    assert ds._offsets == {} and ds._files == {}  # opening read no shard
+    records = list(ds)
+    assert [ds[i].id for i in range(len(ds))] == [r.id for r in records]
+    assert ds[-1].id == records[-1].id
+    with pytest.raises(IndexError, match="out of range"):
+        ds[len(ds)]
+    df = ds.to_pandas()
+    assert list(df.columns[:6]) == ["id", "source", "task", "n_media", "n_targets", "n_turns"]
+    assert len(df) == len(ds) and df["record"][0]["id"] == records[0].id
+    r = ds[0]
+    assert isinstance(ds.image(r, 0), Image.Image)
+
+
+def test_not_a_dataset(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="not an mmdata dataset"):
+        mmdata.open(tmp_path)
+
+
+def test_media_root_must_exist(llava_world: World, tmp_path: Path) -> None:
+    opts = CambrianOptions(input=[llava_world.jsonl], media_root=tmp_path / "nowhere")
+    with pytest.raises(BuildError, match="--media-root .*nowhere: directory not found"):
+        build("cambrian", opts, BuildSettings(out=tmp_path / "out"))
+
+
+def test_temp_files_never_use_final_names(tmp_path: Path) -> None:
+    from mmdata.writer import _Hashing
+
+    h = _Hashing(tmp_path / "000000.jsonl")
+    h.write(b"x")
+    assert not (tmp_path / "000000.jsonl").exists() and h.tmp.name.endswith(f".{os.getpid()}.tmp")
+    h.commit()
+    assert (tmp_path / "000000.jsonl").read_bytes() == b"x"

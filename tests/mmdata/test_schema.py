@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+
+from mmdata.schema import Media, Record, RecordError, Turn, llava_image_paths
+
+
+def rec(turns: list[tuple[str, str]], media: int = 0, **kw: object) -> Record:
+    return Record(id="r1", source="s", task="vqa", conversations=[Turn(r, v) for r, v in turns],
+                  media=[Media(path=f"a/{i}.jpg") for i in range(media)], **kw)  # type: ignore[arg-type]
+
+
+def test_valid_record_with_system_turn_and_target() -> None:
+    r = rec([("system", "Be brief."), ("human", "<image>\nWhat?"), ("gpt", "This: <image>")], media=2).validate()
+    assert r.media_roles() == ["input", "target"]
+    assert r.targets() == [r.media[1]] and r.inputs() == [r.media[0]]
+
+
+@pytest.mark.parametrize(
+    ("turns", "media", "message"),
+    [
+        ([("human", "<image> q"), ("gpt", "a")], 0, "1 <image> placeholder(s) in conversations but 0 media"),
+        ([("human", "q"), ("gpt", "a")], 1, "0 <image> placeholder(s) in conversations but 1 media"),
+        ([("gpt", "a"), ("human", "q")], 0, "conversations[0].from is 'gpt', expected 'human'"),
+        ([("human", "q"), ("human", "q")], 0, "conversations[1].from is 'human', expected 'gpt'"),
+        ([("human", "q"), ("system", "s")], 0, "only the first turn may be one"),
+        ([("human", "q"), ("bot", "a")], 0, "conversations[1].from is 'bot'"),
+        ([("human", "q"), ("gpt", " ")], 0, "conversations[1].value is empty"),
+        ([("system", "s")], 0, "no human turn"),
+        ([], 0, "'conversations' is empty"),
+        ([("system", "<image>"), ("human", "q")], 1, "system) contains <image>"),
+    ],
+)
+def test_invariants_name_the_field(turns: list[tuple[str, str]], media: int, message: str) -> None:
+    with pytest.raises(RecordError, match="record 'r1'") as e:
+        rec(turns, media).validate()
+    assert message in str(e.value)
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../x.jpg", "a/../../x.jpg", "C:/x.jpg", "a\\b.jpg", ""])
+def test_media_paths_never_escape_the_root(path: str) -> None:
+    r = rec([("human", "<image>"), ("gpt", "a")], 1)
+    r.media[0].path = path
+    with pytest.raises(RecordError, match=r"media\[0\]\.path"):
+        r.validate()
+
+
+def test_frame_time_must_be_finite() -> None:
+    r = rec([("human", "<image>"), ("gpt", "a")], 1)
+    r.media[0] = Media(path="v/0.jpg", kind="frame", t=float("nan"))
+    with pytest.raises(RecordError, match=r"media\[0\]\.t"):
+        r.validate()
+
+
+@pytest.mark.parametrize("value", [None, "", "None", "none", "nan", "NaN", float("nan"), "  "])
+def test_no_image_spellings(value: object) -> None:
+    assert llava_image_paths(value) == []
+
+
+def test_llava_round_trip_is_lossless() -> None:
+    for d in [
+        {"id": 7, "image": "coco/1.jpg", "model": "x", "conversations": [
+            {"from": "human", "value": "<image>\nq"}, {"from": "gpt", "value": "a"}]},
+        {"id": "m", "image": ["a.jpg", "b.jpg"], "conversations": [
+            {"from": "human", "value": "<image><image> q"}, {"from": "gpt", "value": "a"}]},
+        {"id": "one-in-list", "image": ["a.jpg"], "conversations": [
+            {"from": "human", "value": "<image> q"}, {"from": "gpt", "value": "a"}]},
+        {"id": "t", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        {"id": "v", "video": "k700/x.mp4", "conversations": [
+            {"from": "human", "value": "<video>\nq"}, {"from": "gpt", "value": "a"}]},
+    ]:
+        r = Record.from_llava(d, source="cambrian", id=f"{d['id']}@f:1")
+        assert r.to_llava() == d
+        assert Record.from_dict(r.to_dict()) == r
+
+
+def test_from_llava_rejects_unusable_conversations() -> None:
+    with pytest.raises(RecordError, match="'conversations' must be a non-empty list"):
+        Record.from_llava({"id": 1, "conversations": "hi"}, source="s")
+    with pytest.raises(RecordError, match=r"conversations\[0\] needs 'from' and 'value'"):
+        Record.from_llava({"id": 1, "conversations": [{"value": "x"}]}, source="s")
+    with pytest.raises(RecordError, match="field 'image' must be a string"):
+        Record.from_llava({"id": 1, "image": 5, "conversations": [{"from": "human", "value": "x"}]}, source="s")

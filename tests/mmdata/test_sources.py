@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+import mmdata.sources as sources
+from mmdata.sources import iter_file, iter_span, plan
+
+
+@pytest.fixture
+def items() -> list[dict[str, object]]:
+    rng = random.Random(0)
+    return [{"id": i, "v": "é✓" * rng.randint(0, 4) + "x" * rng.randint(0, 40)} for i in range(257)]
+
+
+@pytest.mark.parametrize("layout", ["jsonl", "jsonl_blank_lines", "json_indent", "json_compact"])
+@pytest.mark.parametrize("per_span", [1, 10, 1000])
+@pytest.mark.parametrize("limit", [None, 0, 33, 500])
+def test_spans_cover_every_item_once_in_order(tmp_path: Path, items: list[dict[str, object]], layout: str,
+                                               per_span: int, limit: int | None,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "_BLOCK", 97)  # tiny blocks exercise every boundary case
+    path = tmp_path / ("a.jsonl" if layout.startswith("jsonl") else "a.json")
+    if layout == "jsonl":
+        path.write_text("\n".join(json.dumps(x, ensure_ascii=False) for x in items), encoding="utf-8")
+    elif layout == "jsonl_blank_lines":
+        path.write_text("\n\n".join(json.dumps(x, ensure_ascii=False) for x in items) + "\n\n", encoding="utf-8")
+    else:
+        path.write_text(json.dumps(items, ensure_ascii=False, indent=2 if layout == "json_indent" else None),
+                        encoding="utf-8")
+    spans = plan(path, per_span, limit)
+    got = [item.value for span in spans for item in iter_span(span)]
+    assert got == (items[:limit] if limit is not None else items)
+    assert all(0 < s.count <= per_span for s in spans)
+
+
+def test_refs_point_at_lines_and_indices(tmp_path: Path) -> None:
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"a": 1}\n\n{"a": \n{"a": 3}\n')
+    got = [(i.ref, i.value, i.error is not None) for i in iter_file(p)]
+    assert got == [("x.jsonl:1", {"a": 1}, False), ("x.jsonl:3", None, True), ("x.jsonl:4", {"a": 3}, False)]
+    q = tmp_path / "y.json"
+    q.write_text('[{"a": 1}, {"a": 2}]')
+    assert [i.ref for i in iter_file(q)] == ["y.json[0]", "y.json[1]"]
+
+
+def test_broken_json_array_is_a_clear_error(tmp_path: Path) -> None:
+    p = tmp_path / "bad.json"
+    p.write_text('[{"a": 1}, {"a": ]')
+    with pytest.raises(ValueError, match=r"bad.json: invalid JSON array at item 1"):
+        plan(p, 10)
+    p.write_text('[{"a": 1}, {"a": 2}')
+    with pytest.raises(ValueError, match="not terminated"):
+        plan(p, 10)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nope.jsonl: input file not found"):
+        plan(tmp_path / "nope.jsonl", 10)

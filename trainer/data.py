@@ -1,0 +1,177 @@
+"""Records → training samples → batches.
+
+- `ConversationDataset` takes any `Sequence[Record]` and a `load_image(record, j) -> PIL.Image` (e.g. an opened
+  mmdata dataset's `.image`). Its `length(i)` is the exact expanded length (text + (N + 2) per image), known from
+  the text alone, before any image is loaded: truncation drops whole trailing exchanges, never part of an image.
+- A sample that cannot be used (labels cannot be built, an image will not load) raises in `on_error="raise"` mode
+  (tests) and becomes a `Skipped(index, id, reason)` in `on_error="skip"` mode (training): the collator passes
+  skips up in `batch["skipped"]`, so the loop counts them in the main process even with dataloader workers.
+- `Collator` pads with an explicit pad id, stacks images in placeholder order with one generation-target flag each;
+  text-only samples add no image at all.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from mmdata.schema import Record
+from trainer.templates import IGNORE_INDEX, ConversationEncoder, Encoded, LabelError
+
+LoadImage = Callable[[Record, int], Image.Image]
+
+
+@dataclass
+class Sample:
+    id: str
+    input_ids: torch.Tensor  # (L,) long
+    labels: torch.Tensor  # (L,) long, IGNORE_INDEX where unsupervised
+    pixel_values: torch.Tensor | None  # (n_images, 3, H, W) in placeholder order; None for text-only
+    image_is_target: list[bool]
+    dropped_turns: int = 0
+
+    def __len__(self) -> int:
+        return int(self.input_ids.shape[0])
+
+
+@dataclass(frozen=True)
+class Skipped:
+    index: int
+    id: str
+    reason: str
+
+
+class ConversationDataset(torch.utils.data.Dataset):
+    def __init__(self, records: Sequence[Record], load_image: LoadImage, *, tokenizer: Any,
+                 processor: Callable[[Image.Image], torch.Tensor], template: str, num_image_tokens: int,
+                 max_length: int, on_error: Literal["raise", "skip"] = "raise") -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
+        self.records, self.load_image, self.processor = records, load_image, processor
+        self.encoder = ConversationEncoder(template, tokenizer, num_image_tokens)
+        self.max_length, self.on_error = max_length, on_error
+        self._lengths: dict[int, int] = {}
+
+    @classmethod
+    def for_model(cls, records: Sequence[Record], load_image: LoadImage, model: Any, *, max_length: int,
+                  on_error: Literal["raise", "skip"] = "raise") -> ConversationDataset:
+        """Template, tokenizer, processor and N taken from a built/loaded `UnifiedModel`, so they cannot disagree."""
+        return cls(records, load_image, tokenizer=model.tokenizer, processor=model.processor,
+                   template=model.config.template, num_image_tokens=model.num_image_tokens,
+                   max_length=max_length, on_error=on_error)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def encode(self, i: int) -> Encoded:
+        """Text only (no image decoded): ids, labels, image flags, after truncation to max_length."""
+        r = self.records[i]
+        enc = self.encoder.encode([(t.role, t.value) for t in r.conversations], record_id=r.id,
+                                  max_length=self.max_length)
+        self._lengths[i] = len(enc)
+        return enc
+
+    def length(self, i: int) -> int:
+        """Exact expanded length of item i (0 for a sample that will be skipped), for length grouping."""
+        if i not in self._lengths:
+            try:
+                self.encode(i)
+            except LabelError:
+                if self.on_error == "raise":
+                    raise
+                self._lengths[i] = 0
+        return self._lengths[i]
+
+    def lengths(self) -> list[int]:
+        """All lengths; tokenizes every record once (no image I/O), so call it once and keep the result."""
+        return [self.length(i) for i in range(len(self))]
+
+    def __getitem__(self, i: int) -> Sample | Skipped:
+        r = self.records[i]
+        try:
+            enc = self.encode(i)
+        except LabelError as e:
+            if self.on_error == "raise":
+                raise
+            return Skipped(i, r.id, f"labels: {e}")
+        pixels = []
+        for j in range(len(enc.image_is_target)):  # kept images are a prefix of media: truncation drops the tail
+            try:
+                image = self.load_image(r, j)
+            except (OSError, ValueError) as e:  # missing / corrupt file; programming errors still propagate
+                if self.on_error == "raise":
+                    raise ValueError(f"record {r.id!r}: media[{j}] ({r.media[j].path}) does not load: {e}") from e
+                return Skipped(i, r.id, f"image {j} ({r.media[j].path}): {type(e).__name__}: {e}")
+            pixels.append(self.processor(image))
+        return Sample(
+            id=r.id,
+            input_ids=torch.tensor(enc.input_ids, dtype=torch.long),
+            labels=torch.tensor(enc.labels, dtype=torch.long),
+            pixel_values=torch.stack(pixels) if pixels else None,
+            image_is_target=enc.image_is_target,
+            dropped_turns=enc.dropped_turns,
+        )
+
+
+class Collator:
+    """Right-pads to the longest sample (optionally to a multiple); `batch["input_ids"]` is (0, 0) if all skipped."""
+
+    def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
+        if not isinstance(pad_token_id, int):
+            raise ValueError(f"pad_token_id must be an int, got {pad_token_id!r}; pass model.pad_token_id")
+        self.pad_token_id, self.multiple = pad_token_id, pad_to_multiple_of
+
+    def __call__(self, items: Sequence[Sample | Skipped]) -> dict[str, Any]:
+        samples = [s for s in items if isinstance(s, Sample)]
+        skipped = [s for s in items if isinstance(s, Skipped)]
+        width = max((len(s) for s in samples), default=0)
+        if self.multiple and width:
+            width = math.ceil(width / self.multiple) * self.multiple
+        ids = torch.full((len(samples), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(samples), width), IGNORE_INDEX, dtype=torch.long)
+        mask = torch.zeros((len(samples), width), dtype=torch.long)
+        for b, s in enumerate(samples):
+            ids[b, : len(s)], labels[b, : len(s)], mask[b, : len(s)] = s.input_ids, s.labels, 1
+        pixels = [s.pixel_values for s in samples if s.pixel_values is not None]
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "pixel_values": torch.cat(pixels) if pixels else None,
+            "image_is_target": torch.tensor([f for s in samples for f in s.image_is_target], dtype=torch.bool),
+            "ids": [s.id for s in samples],
+            "skipped": skipped,
+            "dropped_turns": sum(s.dropped_turns for s in samples),
+        }
+
+
+class LengthGroupedSampler(torch.utils.data.Sampler[int]):
+    """Shuffled, then sorted by length inside mega-batches (LLaVA's scheme), so batches carry little padding.
+
+    Each consecutive run of `batch_size * world_size` indices has similar lengths; deterministic per (seed, epoch).
+    """
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, *, world_size: int = 1, seed: int = 0,
+                 mega_batch_mult: int = 50) -> None:
+        self.lengths, self.seed, self.epoch = list(lengths), seed, 0
+        self.group = batch_size * world_size
+        self.mega = self.group * mega_batch_mult
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(len(self.lengths), generator=g).tolist()
+        megas = [sorted(order[i: i + self.mega], key=lambda j: -self.lengths[j])
+                 for i in range(0, len(order), self.mega)]
+        for m in megas:
+            yield from m
