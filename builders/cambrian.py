@@ -22,7 +22,7 @@ from typing import Any
 
 from mmdata.options import opt
 from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Record, RecordError, Reject, Turn
+from mmdata.schema import IMAGE, Record, RecordError, Reject
 from mmdata.sources import Span, iter_span, plan
 
 ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt",
@@ -82,12 +82,12 @@ def convert(raw: Any, key: str, ref: str) -> Record:
     if "video" in record.meta:
         raise RecordError(f"record {rid!r}: has a `video`, not an image; build it with `mmdata build video`")
     notes: dict[str, Any] = {}
-    turns = []
-    for i, t in enumerate(record.conversations):
-        role = ROLE_ALIASES.get(str(t.role).lower())
+    turns = record.conversations
+    for i, t in enumerate(turns):
+        role = ROLE_ALIASES.get(t.role) or ROLE_ALIASES.get(t.role.lower())
         if role is None:
             raise RecordError(f"record {rid!r}: conversations[{i}].from is {t.role!r}; expected human or gpt")
-        turns.append(Turn(role, t.value))
+        t.role = role
     lead = 1 if turns and turns[0].role == "system" else 0
     while len(turns) > lead and turns[lead].role == "gpt":
         turns.pop(lead)
@@ -97,13 +97,13 @@ def convert(raw: Any, key: str, ref: str) -> Record:
         notes["dropped_trailing_human"] = True
     if len(turns) == lead:
         raise RecordError(f"record {rid!r}: no human/gpt exchange left in 'conversations'")
-    placeholders = sum(t.value.count(IMAGE) for t in turns)
-    if record.media and placeholders == 0:
+    if record.media and not any(IMAGE in t.value for t in turns):
         first = next(t for t in turns if t.role == "human")
         first.value = IMAGE * len(record.media) + "\n" + first.value
         notes["placeholder_added"] = True
-    record.media = [type(m)(path=m.path[2:] if m.path.startswith("./") else m.path) for m in record.media]
-    record.conversations = turns
+    for m in record.media:
+        if m.path.startswith("./"):
+            m.path = m.path[2:]
     record.meta["ref"] = ref
     if record.media:
         record.meta["subset"] = record.media[0].path.split("/", 1)[0]

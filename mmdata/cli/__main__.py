@@ -1,0 +1,3 @@
+from mmdata.cli import main
+
+main()

@@ -1,0 +1,125 @@
+"""`make demo`: generate sample sources, build each one, inspect, mix, train stage 1 then stage 2 of a tiny model.
+
+Every input is generated here (images, videos, a TSV served on loopback, parquet, Visual-CoT JSON); nothing is
+downloaded. Each step is the real CLI a user would type, printed before it runs. Steps whose component is not
+there yet are skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "demo_out"
+BIN = Path(sys.executable).parent
+
+# (builder name, module providing demo_source, extra kwargs for demo_source, output name)
+SOURCES = [
+    ("cambrian", "mmdata.testing.llava", {}, "cambrian"),
+    ("cc12m", "mmdata.testing.cc12m", {}, "cc12m"),
+    ("video", "mmdata.testing.video", {"task": "video_qa"}, "video_qa"),
+    ("video", "mmdata.testing.video", {"task": "frame_pred"}, "frame_pred"),
+    ("visual_cot", "mmdata.testing.visual_cot", {}, "visual_cot"),
+    ("instructpix2pix", "mmdata.testing.instructpix2pix", {}, "instructpix2pix"),
+]
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def run(args: list[str]) -> None:
+    print("$ " + " ".join(shlex.quote(a) for a in args), flush=True)
+    subprocess.run(args, check=True, cwd=ROOT)
+
+
+def mmdata(*args: str) -> None:
+    run([str(BIN / "mmdata"), *args])
+
+
+def build_sources() -> list[str]:
+    from mmdata.registry import discover
+
+    builders = discover()
+    built: list[str] = []
+    for name, module, kwargs, out_name in SOURCES:
+        if name not in builders:
+            say(f"skip {out_name}: the `{name}` builder is not in this checkout yet")
+            continue
+        try:
+            demo_source = importlib.import_module(module).demo_source
+        except (ImportError, AttributeError):
+            say(f"skip {out_name}: {module}.demo_source is not in this checkout yet")
+            continue
+        say(f"build {out_name}")
+        with demo_source(OUT / "sources" / out_name, **kwargs) as args:
+            mmdata("build", name.replace("_", "-"), *args, "--out", str(OUT / "data" / out_name), "--overwrite")
+        built.append(out_name)
+    return built
+
+
+def main() -> None:
+    start = time.perf_counter()
+    if OUT.exists():
+        shutil.rmtree(OUT)
+    OUT.mkdir()
+    built = build_sources()
+    say("inspect the Cambrian sample")
+    mmdata("inspect", str(OUT / "data" / "cambrian"), "--n", "2")
+    mmdata("validate", str(OUT / "data" / "cambrian"))
+
+    mixture = mix(built)
+    runs = train(mixture)
+
+    say(f"done in {time.perf_counter() - start:.0f} s — where everything is")
+    for name in built:
+        print(f"  dataset   {OUT / 'data' / name}")
+    if mixture:
+        print(f"  mixture   {mixture}")
+    for stage, path in runs.items():
+        print(f"  {stage:<9} {path}")
+    print("\nLook at any of them with `mmdata inspect PATH`, or in pandas: "
+          "`import mmdata; mmdata.open(PATH).to_pandas()`.")
+
+
+def mix(built: list[str]) -> Path | None:
+    recipe = ROOT / "recipes" / "demo_mix.yaml"
+    try:
+        importlib.import_module("mmdata.mix")
+    except ImportError:
+        say("skip mix: `mmdata mix` is not in this checkout yet")
+        return None
+    if not recipe.is_file():
+        say(f"skip mix: {recipe.relative_to(ROOT)} is not in this checkout yet")
+        return None
+    say("mix the sample datasets")
+    out = OUT / "mixture"
+    mmdata("mix", str(recipe), "--dry-run")
+    mmdata("mix", str(recipe), "--out", str(out))
+    mmdata("inspect", str(out), "--n", "2")
+    return out
+
+
+def train(mixture: Path | None) -> dict[str, Path]:
+    if mixture is None:
+        say("skip training: no mixture")
+        return {}
+    try:
+        demo = importlib.import_module("trainer.demo")
+    except ImportError:
+        say("skip training: `mmtrain` is not in this checkout yet")
+        return {}
+    return demo.run(ROOT, OUT, mixture, say=say, run=run)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    main()
