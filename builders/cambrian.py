@@ -66,10 +66,54 @@ def records(options: CambrianOptions, unit: Unit) -> Iterator[Record | Reject]:
         if item.error is not None:
             yield Reject(item.ref, item.error)
             continue
+        key = f"{unit.label}:{item.number}"
+        fast = convert_text(item.value, key, item.ref)
+        if fast is not None:
+            yield fast
+            continue
         try:
-            yield convert(item.value, f"{unit.label}:{item.number}", item.ref)
+            yield convert(item.value, key, item.ref)
         except RecordError as e:
             yield Reject(item.ref, str(e))
+
+
+def convert_text(raw: Any, key: str, ref: str) -> dict[str, Any] | None:
+    """A well-formed text-only record straight to its stored form (`Record.to_dict()` layout), or None.
+
+    Text-heavy files are otherwise bound by building objects; the output is identical to `convert(...).to_dict()`
+    (a test holds it to that), and the writer still validates it.
+    """
+    if type(raw) is not dict:
+        return None
+    image = raw.get("image")
+    if image is not None and not (type(image) is str and image.strip().lower() in _NO_IMAGE):
+        return None
+    if raw.get("video") not in (None, ""):
+        return None
+    convs = raw.get("conversations")
+    if type(convs) is not list or not convs or len(convs) % 2:
+        return None
+    turns = []
+    for i, t in enumerate(convs):
+        if type(t) is not dict:
+            return None
+        role, value = t.get("from"), t.get("value")
+        if role != _ALTERNATION[i & 1] or type(value) is not str or not value or value.isspace() \
+                or IMAGE in value:
+            return None
+        turns.append({"from": role, "value": value})
+    orig = raw.get("id")
+    meta: dict[str, Any] = {"orig_id": orig}
+    if not raw.keys() <= _LLAVA_KEYS:
+        meta["extra"] = {k: v for k, v in raw.items() if k not in _LLAVA_KEYS}
+    meta["ref"] = ref
+    return {"id": f"{'' if orig is None else orig}@{key}", "source": "cambrian", "task": "text", "media": [],
+            "conversations": turns, "meta": meta}
+
+
+_ALTERNATION = ("human", "gpt")
+_NO_IMAGE = {"", "none", "null", "nan"}
+_LLAVA_KEYS = frozenset(("id", "image", "video", "conversations"))
 
 
 def convert(raw: Any, key: str, ref: str) -> Record:

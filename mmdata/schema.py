@@ -216,7 +216,7 @@ class Record:
         kind = "image"
         if not paths and d.get("video") not in (None, ""):
             paths, kind = llava_image_paths(d.get("video")), "video"
-        extra = {k: v for k, v in d.items() if k not in _LLAVA_KEYS} if len(d) > 3 else None
+        extra = None if d.keys() <= _LLAVA_KEYS else {k: v for k, v in d.items() if k not in _LLAVA_KEYS}
         meta: dict[str, Any] = {"orig_id": d.get("id")}
         if extra:
             meta["extra"] = extra
@@ -241,6 +241,28 @@ class Record:
         out.update(self.meta.get("extra", {}))
         out["conversations"] = [t.to_dict() for t in self.conversations]
         return out
+
+
+def validate_dict(d: dict[str, Any]) -> None:
+    """`Record.validate` on a record already in its JSON form (`Record.to_dict()` layout), for the writer's fast
+    path. The common case is checked here without building objects; anything else goes through `Record`, which
+    raises the message naming the field."""
+    turns = d["conversations"]
+    ok = bool(turns) and not d["media"] and type(d["id"]) is str and bool(d["id"])
+    if ok:
+        start = 1 if turns[0]["from"] == "system" else 0
+        ok = len(turns) > start
+        for i, t in enumerate(turns):
+            v = t["value"]
+            if (t["from"] != ("system" if i < start else _ALTERNATION[(i - start) & 1]) or type(v) is not str
+                    or not v or v.isspace() or IMAGE in v):
+                ok = False
+                break
+    if not ok:
+        Record.from_dict(d).validate()
+
+
+_ALTERNATION = ("human", "gpt")
 
 
 @dataclass(frozen=True)

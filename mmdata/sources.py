@@ -32,7 +32,7 @@ class Span:
     count: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: frozen dataclasses cost ~1 µs per instance, and there is one per input item
 class Item:
     """One raw input item: `ref` says where it came from, `value` is the parsed JSON or None, `error` why not."""
 
@@ -175,16 +175,14 @@ def iter_span(span: Span) -> Iterator[Item]:
         data = f.read(span.end - span.start)
     name = Path(span.path).name
     if span.kind == "jsonl":
-        number = span.first - 1
-        for raw in data.split(b"\n"):
-            number += 1
-            if not raw.strip():
+        loads = orjson.loads
+        for number, raw in enumerate(data.split(b"\n"), span.first):
+            if not raw or raw.isspace():
                 continue
-            ref = f"{name}:{number}"
             try:
-                yield Item(ref, number, orjson.loads(raw))
+                yield Item(f"{name}:{number}", number, loads(raw))
             except orjson.JSONDecodeError as e:
-                yield Item(ref, number, error=f"invalid JSON: {e}")
+                yield Item(f"{name}:{number}", number, error=f"invalid JSON: {e}")
         return
     text = data.decode("utf-8", errors="replace")
     decoder = json.JSONDecoder()

@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from mmdata.media import MediaError, check_bytes, place, resolve_case, write_bytes
-from mmdata.schema import Record, RecordError, Reject
+from mmdata.schema import Record, RecordError, Reject, validate_dict
 
 Format = Literal["jsonl", "wds"]
 FORMATS: dict[str, tuple[Format, ...]] = {"jsonl": ("jsonl",), "wds": ("wds",), "both": ("jsonl", "wds")}
@@ -103,7 +103,10 @@ class JsonlSink:
         self.idx_path = shards / f"{name}.idx"
 
     def add(self, line: bytes, record: Record, blobs: list[bytes]) -> None:
-        self.offsets.append(self.data.tell())
+        self.add_line(line, record.id)
+
+    def add_line(self, line: bytes, rid: str) -> None:
+        self.offsets.append(self.data.size)
         self.data.write(line + b"\n")
 
     def commit(self) -> dict[str, Any]:
@@ -130,13 +133,17 @@ class TarSink:
         self.idx_path = shards / f"{name}.tar.idx"
 
     def add(self, line: bytes, record: Record, blobs: list[bytes]) -> None:
-        # webdataset splits the key at the first dot of the member name: the key must have none.
-        key = f"{len(self.offsets):06d}_{_KEY_UNSAFE.sub('_', record.id)[:60]}"
-        self.offsets.append(self.data.tell())
-        self._member(f"{key}.json", line)
+        key = self.add_line(line, record.id)
         for i, (m, blob) in enumerate(zip(record.media, blobs)):
             ext = m.path.rsplit(".", 1)[-1].lower() if "." in m.path.rsplit("/", 1)[-1] else "img"
             self._member(f"{key}.{i}.{ext}", blob)
+
+    def add_line(self, line: bytes, rid: str) -> str:
+        # webdataset splits the key at the first dot of the member name: the key must have none.
+        key = f"{len(self.offsets):06d}_{_KEY_UNSAFE.sub('_', rid)[:60]}"
+        self.offsets.append(self.data.tell())
+        self._member(f"{key}.json", line)
+        return key
 
     def _member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -180,11 +187,19 @@ class ShardWriter:
             return
         self.commit()
 
-    def add(self, item: Record | Reject) -> bool:
-        """Write a record (True) or record why not (False). Counts every input exactly once."""
+    def add(self, item: Record | dict[str, Any] | Reject) -> bool:
+        """Write a record (True) or record why not (False). Counts every input exactly once.
+
+        A record may also come as a dict in `Record.to_dict()` form: media-free ones are validated and written
+        without building objects (text-heavy sources are otherwise bound by object construction).
+        """
         self.result.read += 1
         if isinstance(item, Reject):
             return self._reject(item.ref, item.reason)
+        if isinstance(item, dict):
+            if not item["media"]:
+                return self._add_dict(item)
+            item = Record.from_dict(item)
         try:
             item.validate()
             blobs = self._check_media(item)
@@ -198,6 +213,19 @@ class ShardWriter:
         self.result.written += 1
         self._tasks[item.task] += 1
         self._sources[item.source] += 1
+        return True
+
+    def _add_dict(self, d: dict[str, Any]) -> bool:
+        try:
+            validate_dict(d)
+        except RecordError as e:
+            return self._reject(d["meta"].get("ref") or d["id"], str(e))
+        line = orjson.dumps(d)
+        for sink in self.sinks.values():
+            sink.add_line(line, d["id"])
+        self.result.written += 1
+        self._tasks[d["task"]] += 1
+        self._sources[d["source"]] += 1
         return True
 
     def _reject(self, ref: str, reason: str) -> bool:

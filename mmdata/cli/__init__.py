@@ -96,6 +96,22 @@ def stats(
 
 @app.command()
 @user_errors
+def report(
+    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [default: PATH/report.html]"),  # noqa: UP007
+    n: int = typer.Option(24, "--n", "-n", help="How many records to show, spread over tasks"),
+    seed: int = typer.Option(0, "--seed", help="Which records are sampled"),
+) -> None:
+    """A self-contained HTML report: counts, reject reasons, sampled records with their images inline."""
+    import mmdata
+    from mmdata.report import write_report
+
+    written = write_report(mmdata.open(path), out or path / "report.html", n=n, seed=seed)
+    typer.echo(f"report: {written}")
+
+
+@app.command()
+@user_errors
 def mix(
     recipe: Path = typer.Argument(..., help="A mixture recipe (YAML)"),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Mixture directory"),  # noqa: UP007

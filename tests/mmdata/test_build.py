@@ -176,3 +176,27 @@ def test_temp_files_never_use_final_names(tmp_path: Path) -> None:
     assert not (tmp_path / "000000.jsonl").exists() and h.tmp.name.endswith(f".{os.getpid()}.tmp")
     h.commit()
     assert (tmp_path / "000000.jsonl").read_bytes() == b"x"
+
+
+def test_text_fast_path_writes_exactly_what_the_object_path_writes(llava_world: World) -> None:
+    from builders.cambrian import convert, convert_text
+    from mmdata.schema import RecordError
+    from mmdata.sources import iter_file
+
+    seen = 0
+    samples = [item.value for item in iter_file(llava_world.json_array)] + [
+        {"id": None, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        {"id": 3, "x": 1, "conversations": [{"value": "q", "from": "human"}, {"from": "gpt", "value": "a"}]},
+        {"id": 4, "image": [], "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+    ]
+    for raw in samples:
+        fast = convert_text(raw, "f:1", "f.json[1]")
+        if fast is None:
+            continue
+        seen += 1
+        try:
+            slow = convert(raw, "f:1", "f.json[1]").validate().to_dict()
+        except RecordError:
+            raise AssertionError(f"fast path accepted what the object path rejects: {raw}") from None
+        assert fast == slow and list(fast) == list(slow) and list(fast["meta"]) == list(slow["meta"])
+    assert seen >= 6

@@ -81,3 +81,13 @@ def test_build_resume_reports_the_same_counts(built: Path, llava_world: World) -
                                  str(llava_world.json_array), "--media-root", str(llava_world.media_root),
                                  "--out", str(built), "--format", "both", "--quiet"])
     assert result.exit_code == 0 and f"{llava_world.expected_written} written" in result.output
+
+
+def test_report_shows_sampled_records_with_their_images(built: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.html"
+    result = runner.invoke(app, ["report", str(built), "--out", str(out), "--n", "6"])
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert page.count('class="rec"') == 6
+    assert page.count('<img class="input"') >= 3  # the world is mostly VQA: inputs, inline as data URIs
+    assert "Most common reject reasons" in page and "file not found under media root" in page
