@@ -21,6 +21,9 @@ from mmdata.manifest import Manifest
 from mmdata.schema import Record
 
 
+_EMPTY = np.zeros(0, dtype="<u8")
+
+
 class Dataset(Sequence[Record]):
     """A built dataset. Records come from the JSONL shards when present, else from the webdataset tars (whose
     records carry their media bytes in `Media.data`)."""
@@ -73,9 +76,8 @@ class Dataset(Sequence[Record]):
             shard = self._shards[s]
             name = shard["files"][self.form]["name"]
             idx = self.root / (name[:-6] + ".idx" if self.form == "jsonl" else name + ".idx")
-            offsets = np.fromfile(idx, dtype="<u8")
-            size = shard["files"][self.form]["bytes"]
-            self._offsets[s] = np.append(offsets, np.uint64(size))
+            # Memory-mapped: only the pages of records actually touched are ever resident.
+            self._offsets[s] = np.memmap(idx, dtype="<u8", mode="r") if idx.stat().st_size else _EMPTY
         return self._offsets[s]
 
     def _file(self, s: int) -> IO[bytes]:
@@ -88,7 +90,8 @@ class Dataset(Sequence[Record]):
 
     def _span(self, s: int, j: int) -> tuple[IO[bytes], int, int]:
         offsets = self._index(s)
-        return self._file(s), int(offsets[j]), int(offsets[j + 1])
+        end = int(offsets[j + 1]) if j + 1 < len(offsets) else self._shards[s]["files"][self.form]["bytes"]
+        return self._file(s), int(offsets[j]), end
 
     def _read(self, s: int, j: int) -> Record:
         f, start, end = self._span(s, j)
@@ -107,6 +110,7 @@ class Dataset(Sequence[Record]):
         # Picklable for dataloader workers: each process opens its own file handles.
         state = self.__dict__.copy()
         state["_files"] = {}
+        state["_offsets"] = {}  # memory maps are reopened, not copied into the pickle
         return state
 
     # ---------------------------------------------------------------- media
