@@ -18,6 +18,7 @@ Empty instructions, missing or undecodable images are rejects with the reason.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,7 +125,7 @@ def units(options: InstructPix2PixOptions, shard_size: int, limit: int | None) -
     labels = iter(s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems))
     root = media_root(options)
     out: list[ParquetUnit | ReleaseUnit] = []
-    left = limit if limit is not None else -1
+    left = limit
     for _, form, paths in forms:
         for path in paths:
             label = next(labels)
@@ -135,38 +136,47 @@ def units(options: InstructPix2PixOptions, shard_size: int, limit: int | None) -
             else:
                 new = _release_units(path, label, root is not None and Path(root) == path, shard_size, left)
             out.extend(new)
-            if left > 0:
+            if left is not None:
                 left -= sum(u.count if isinstance(u, ParquetUnit) else len(u.seeds) for u in new)
     return out
 
 
-def _parquet_units(path: Path, label: str, shard_size: int, left: int) -> list[ParquetUnit]:
-    pf = pq.ParquetFile(path)
+def _parquet_units(path: Path, label: str, shard_size: int, left: int | None) -> list[ParquetUnit]:
+    """Whole row groups per unit (about `shard_size` rows), so a unit reads only its own part of the file."""
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
     column = _input_column(pf, path)
+    cap = math.inf if left is None else left
     out: list[ParquetUnit] = []
     groups: list[int] = []
-    first = row = count = 0
+    first = row = count = total = 0
     for g in range(pf.metadata.num_row_groups):
-        n = pf.metadata.row_group(g).num_rows
+        if total + count >= cap:
+            break
         if not groups:
             first = row
         groups.append(g)
+        n = pf.metadata.row_group(g).num_rows
         row += n
         count += n
-        if 0 <= left <= count or count >= shard_size:
-            out.append(ParquetUnit(str(path), label, column, tuple(groups), first, min(count, left) if left >= 0
-                                   else count))
-            if 0 <= left <= count:
-                return out
-            left = left - count if left > 0 else left
+        if count >= shard_size or total + count >= cap:
+            take = int(min(count, cap - total))
+            out.append(ParquetUnit(str(path), label, column, tuple(groups), first, take))
+            total += take
             groups, count = [], 0
     if groups:
         out.append(ParquetUnit(str(path), label, column, tuple(groups), first, count))
     return out
 
 
-def _release_units(root: Path, label: str, in_place: bool, shard_size: int, left: int) -> list[ReleaseUnit]:
-    entries = json.loads((root / "seeds.json").read_bytes())
+def _release_units(root: Path, label: str, in_place: bool, shard_size: int, left: int | None
+                   ) -> list[ReleaseUnit]:
+    try:
+        entries = json.loads((root / "seeds.json").read_bytes())
+    except ValueError as e:
+        raise ValueError(f"{root / 'seeds.json'}: invalid JSON ({e})") from None
     if not isinstance(entries, list):
         raise ValueError(f"{root / 'seeds.json'}: expected a list of [folder, [seed, ...]], got "
                          f"{type(entries).__name__}")
@@ -175,7 +185,7 @@ def _release_units(root: Path, label: str, in_place: bool, shard_size: int, left
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
             raise ValueError(f"{root / 'seeds.json'}[{i}]: expected [folder, [seed, ...]], got {entry!r}")
         pairs.extend((str(entry[0]), str(s)) for s in entry[1])
-    if left >= 0:
+    if left is not None:
         pairs = pairs[:left]
     return [ReleaseUnit(str(root), label, in_place, tuple(pairs[i:i + shard_size]))
             for i in range(0, len(pairs), shard_size)]
@@ -198,14 +208,22 @@ def _parquet_records(unit: ParquetUnit) -> Iterator[Record | Reject]:
     name = Path(unit.path).name
     row = unit.first_row
     left = unit.count
-    for batch in pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(unit.row_groups), columns=columns):
-        cols = {c: _pylist(batch.column(c)) for c in columns}
+    batches = pf.iter_batches(batch_size=BATCH_ROWS, row_groups=list(unit.row_groups), columns=columns)
+    while left > 0:
+        try:
+            batch = next(batches)
+            cols = {c: _pylist(batch.column(c)) for c in columns}
+        except StopIteration:
+            break
+        except (pa.ArrowException, OSError) as e:
+            # A damaged page or row group: the rest of this unit cannot be read, but every row is still counted.
+            for r in range(row, row + left):
+                yield Reject(f"{name} row {r}", f"unreadable parquet data in row groups {list(unit.row_groups)}: {e}")
+            return
         for i in range(min(batch.num_rows, left)):
             yield _parquet_record(unit, name, row + i, {c: v[i] for c, v in cols.items()})
         row += batch.num_rows
         left -= batch.num_rows
-        if left <= 0:
-            return
 
 
 def _pylist(array: pa.Array) -> list[Any]:
@@ -297,7 +315,8 @@ def _read_folder(folder: Path) -> tuple[dict[str, Any] | str, dict[str, dict[str
                 row = json.loads(line)
                 scores[str(row["seed"])] = {k: v for k, v in row.items() if k != "seed"}
             except (ValueError, KeyError, TypeError):
-                scores.setdefault("_errors", {})[str(n)] = "invalid line"  # scores are optional: noted, not fatal
+                # Scores are optional: a broken line is noted on the folder's records, not fatal.
+                scores.setdefault("_invalid_lines", {})[str(n)] = line.decode("utf-8", "replace")[:200]
     return prompt, scores
 
 
@@ -322,6 +341,8 @@ def _release_record(unit: ReleaseUnit, root: Path, folder: str, seed: str, promp
         meta["not_utf8"] = prompt["_not_utf8"]
     if seed in scores:
         meta["scores"] = scores[seed]
+    if "_invalid_lines" in scores:
+        meta["metadata_invalid_lines"] = sorted(int(n) for n in scores["_invalid_lines"])
     try:
         return edit_record(f"{unit.label}:{folder}/{seed}", "instructpix2pix", prompt.get("edit"), media[0],
                            media[1], meta, "edit")

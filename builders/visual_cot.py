@@ -140,8 +140,8 @@ def _from_metadata(options: VisualCotOptions, raw: dict[str, Any], label: str, n
     declared = (raw.get("width"), raw.get("height"))
     meta: dict[str, Any] = {"box_raw": raw.get("bboxs")}
     is_float = any(isinstance(v, float) for v in flat)
-    return _record(options, raw, label, number, ref, path, [float(v) for v in flat], is_float, question.strip(),
-                   str(answer).strip(), declared, meta)
+    return _record(options, raw, label, number, ref, path, [float(v) for v in flat], is_float,
+                   question.replace(IMAGE, "").strip(), str(answer).replace(IMAGE, "").strip(), declared, meta)
 
 
 def _flatten(value: Any) -> list[int | float] | None:
@@ -181,7 +181,7 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     width, height = im.size
     normalised = normalised_literals and bool(values) and all(0.0 <= v <= 1.0 for v in values)
     box, notes = crop_box(values, width, height, normalised, declared, where=f"box {meta['box_raw']!r}")
-    crop = im.convert("RGB").crop(box)
+    crop = im.crop(box).convert("RGB")
     buf = io.BytesIO()
     if options.crop_format == "png":
         crop.save(buf, format="PNG")

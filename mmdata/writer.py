@@ -265,7 +265,10 @@ class ShardWriter:
             if src is not None and src.is_file():
                 place(src, dst)
             elif m.data is not None:
-                write_bytes(m.data, dst)
+                # Written in place, not via temp + rename: a media file only counts once the shard's .done.json
+                # exists, and a rerun of an unfinished shard rewrites the same paths.
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(m.data)
 
     def commit(self) -> ShardResult:
         for fmt, sink in self.sinks.items():

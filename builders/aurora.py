@@ -1,0 +1,92 @@
+"""AURORA (action/reasoning image edits) → `edit` records, the same shape as InstructPix2Pix.
+
+Where to get it: `McGill-NLP/AURORA` (`train.json` plus the per-source image folders, extracted under one root; the
+JSON's paths are relative to it). An item: `{"instruction": str | [str, ...], "input": path, "output": path}`.
+Direction comes from the keys only — `input` is the source, `output` the edited image — never from file names (some
+are named `*_after`/`*_before` the other way round). A list of instructions gives one record: the phrasing is picked
+by a stable hash of (seed, id), the others are kept in meta. Images stay in place under the media root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builders.instructpix2pix import edit_record
+from builders.visual_cot import pick
+from mmdata.options import opt
+from mmdata.registry import Builder, register
+from mmdata.schema import Media, Record, RecordError, Reject
+from mmdata.sources import Span, iter_span, plan
+
+
+@dataclass
+class AuroraOptions:
+    input: list[Path] = opt(help="AURORA JSON array (train.json; repeat for several)", factory=list)
+    media_root: Path | None = opt(None, help="Folder the `input`/`output` paths are relative to (the repo root)")
+    seed: int = opt(0, help="Seed for picking one of several instructions (stable per record id)")
+
+
+@dataclass(frozen=True)
+class Unit:
+    label: str
+    span: Span
+
+
+def units(options: AuroraOptions, shard_size: int, limit: int | None) -> list[Unit]:
+    if not options.input:
+        raise ValueError("aurora: give at least one --input file")
+    stems = [Path(p).stem for p in options.input]
+    labels = [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
+    out: list[Unit] = []
+    left = limit
+    for label, path in zip(labels, options.input):
+        if left == 0:
+            break
+        spans = plan(Path(path), shard_size, left)
+        out.extend(Unit(label, s) for s in spans)
+        if left is not None:
+            left -= sum(s.count for s in spans)
+    return out
+
+
+def records(options: AuroraOptions, unit: Unit) -> Iterator[Record | Reject]:
+    for item in iter_span(unit.span):
+        if item.error is not None:
+            yield Reject(item.ref, item.error)
+            continue
+        try:
+            yield convert(item.value, f"{unit.label}:{item.number}", item.ref, options.seed)
+        except RecordError as e:
+            yield Reject(item.ref, str(e))
+
+
+def convert(raw: Any, rid: str, ref: str, seed: int) -> Record:
+    if not isinstance(raw, dict):
+        raise RecordError(f"record {rid!r}: expected a JSON object, got {type(raw).__name__}")
+    paths = []
+    for key in ("input", "output"):
+        value = raw.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise RecordError(f"record {rid!r}: field {key!r} must be an image path, got {value!r}")
+        paths.append(value.strip().removeprefix("./"))
+    instruction = raw.get("instruction")
+    meta: dict[str, Any] = {"ref": ref}
+    if isinstance(instruction, list):
+        options = [s.strip() for s in instruction if isinstance(s, str) and s.strip()]
+        meta["instructions"] = instruction
+        instruction = options[pick(seed, rid, len(options))] if options else None
+    meta.update({k: v for k, v in raw.items() if k not in ("instruction", "input", "output")})
+    return edit_record(rid, "aurora", instruction, Media(path=paths[0]), Media(path=paths[1]), meta, "instruction")
+
+
+register(Builder(
+    name="aurora",
+    help="AURORA JSON ({instruction, input, output}) → edit records, output image as the generation target.",
+    options=AuroraOptions,
+    units=units,
+    records=records,
+    media_root=lambda o: o.media_root,
+))
