@@ -11,6 +11,7 @@ Nothing here imports torch at module level: `MixtureLoader` imports it when iter
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -84,6 +85,8 @@ class MixtureSampler:
         if state["seed"] != self.seed:
             raise ValueError(f"saved loader state has seed {state['seed']}, this loader {self.seed}")
         self.epoch, self.start = int(state["epoch"]), int(state["consumed"])
+        if len(self) == 0:  # saved right after the epoch's last batch: the next sample is the next epoch's first
+            self.set_epoch(self.epoch + 1)
 
 
 class RecordDataset(Generic[T]):
@@ -96,14 +99,35 @@ class RecordDataset(Generic[T]):
     def __init__(self, source: Sequence[Record], transform: Callable[[Record, Any], T] | None = None) -> None:
         self.source = source
         self.transform = transform
+        self._pid = os.getpid()
+
+    def _check_fork(self) -> None:
+        # A forked worker shares the parent's open files and so their offsets: seek + read would race.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            close = getattr(self.source, "close", None)
+            if close is not None:
+                close()
 
     def __len__(self) -> int:
         return len(self.source)
 
     def __getitem__(self, i: int) -> T | Record:
+        self._check_fork()
         getter = getattr(self.source, "get", None)
         record, dataset = getter(i) if getter is not None else (self.source[i], self.source)
         return self.transform(record, dataset) if self.transform is not None else record
+
+    def __getitems__(self, indices: list[int]) -> list[T | Record]:
+        # torch's DataLoader fetches a whole batch through this when it exists: one vectorized lookup per batch.
+        self._check_fork()
+        getter = getattr(self.source, "get_many", None)
+        if getter is None:
+            return [self[i] for i in indices]
+        pairs = getter(indices)
+        if self.transform is None:
+            return [record for record, _ in pairs]
+        return [self.transform(record, dataset) for record, dataset in pairs]
 
 
 class MixtureLoader:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import mmap
+import os
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -26,7 +27,8 @@ from mmdata.mix import INDEX_DTYPE, MIXTURE, MIXTURE_VERSION
 from mmdata.schema import Record
 
 _CHUNK = 4096  # samples resolved per vectorized step when iterating
-_ORIGINS = 4096  # recently served records whose dataset `image()` can still tell
+_ORIGINS = 4096
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only  # recently served records whose dataset `image()` can still tell
 
 
 class Mixture(Sequence[Record]):
@@ -45,6 +47,7 @@ class Mixture(Sequence[Record]):
         self._rows = [_JsonlRows(d) if d.form == "jsonl" else None for d in self.datasets]
         self._index: np.ndarray | None = None
         self._origins: OrderedDict[int, tuple[Record, int]] = OrderedDict()
+        self._pid = os.getpid()
 
     def _open_source(self, s: dict[str, Any]) -> Dataset:
         # Relative first, so a folder holding datasets and mixtures can move as a whole.
@@ -84,8 +87,21 @@ class Mixture(Sequence[Record]):
             raise TypeError("slices are not supported; use itertools.islice or a list of indices")
         return self.get(i)[0]
 
+    def _check_fork(self) -> None:
+        # A forked DataLoader worker inherits the datasets' open files, and with them one shared file offset:
+        # seek + read from two processes would then race. Memory maps have no offset and stay.
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self.close()
+
+    def close(self) -> None:
+        """Close the source datasets' file handles (they reopen on demand)."""
+        for d in self.datasets:
+            d.close()
+
     def get(self, i: int) -> tuple[Record, Dataset]:
         """Sample `i` and the dataset it comes from (for its images)."""
+        self._check_fork()
         d, row = self._locate(i)
         rows = self._rows[d]
         record = Record.from_dict(orjson.loads(rows.line(row))) if rows is not None else self.datasets[d][row]
@@ -107,22 +123,35 @@ class Mixture(Sequence[Record]):
 
     def iter_from(self, start: int) -> Iterator[Record]:
         """Records from position `start` to the end, resolved a chunk at a time."""
-        index, readers = self.index, self._rows
         for lo in range(start, len(self), _CHUNK):
-            chunk = index[lo:lo + _CHUNK]
-            ds, rows = chunk["dataset"].astype(np.int64), chunk["row"].astype(np.int64)
-            shard, begin, end = np.zeros_like(rows), np.zeros_like(rows), np.zeros_like(rows)
-            for d, reader in enumerate(readers):
-                mask = ds == d
-                if reader is not None and mask.any():
-                    shard[mask], begin[mask], end[mask] = reader.spans(rows[mask])
-            for d, s, b, e, row in zip(ds.tolist(), shard.tolist(), begin.tolist(), end.tolist(), rows.tolist()):
-                reader = readers[d]
-                if reader is None:
-                    record = self.datasets[d][row]
-                else:
-                    record = Record.from_dict(orjson.loads((reader.maps[s] or reader.open(s))[b:e]))
-                yield record
+            yield from self._records(self.index[lo:lo + _CHUNK])
+
+    def get_many(self, positions: Sequence[int]) -> list[tuple[Record, Dataset]]:
+        """`get` for a batch of positions at once (vectorized lookups: what a DataLoader batch wants)."""
+        n = len(self)
+        pos = np.asarray(positions, dtype=np.int64)
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise IndexError(f"a position in {positions!r} is out of range for a mixture of {n} samples")
+        chunk = self.index[pos % max(n, 1)]
+        datasets = self.datasets
+        return [(record, datasets[d]) for record, d in zip(self._records(chunk), chunk["dataset"].tolist())]
+
+    def _records(self, chunk: np.ndarray) -> list[Record]:
+        # The per-record loop is the hot path of training: lookups are vectorized per chunk, the loop only slices
+        # a memory map and decodes.
+        self._check_fork()
+        readers = self._rows
+        ds, rows = chunk["dataset"].astype(np.int64), chunk["row"].astype(np.int64)
+        shard, begin, end = np.zeros_like(rows), np.zeros_like(rows), np.zeros_like(rows)
+        for d, reader in enumerate(readers):
+            mask = ds == d
+            if reader is not None and mask.any():
+                shard[mask], begin[mask], end[mask] = reader.spans(rows[mask])
+        maps = [reader.maps if reader is not None else None for reader in readers]
+        loads, from_dict, datasets = orjson.loads, Record.from_dict, self.datasets
+        return [datasets[d][row] if maps[d] is None
+                else from_dict(loads((maps[d][s] or readers[d].open(s))[b:e]))  # type: ignore[index,union-attr]
+                for d, s, b, e, row in zip(ds.tolist(), shard.tolist(), begin.tolist(), end.tolist(), rows.tolist())]
 
     # ---------------------------------------------------------------- media
     def _remember(self, record: Record, d: int) -> None:
@@ -200,7 +229,9 @@ class _JsonlRows:
         m = self.maps[s]
         if m is None:
             with open(self.root / self.names[s], "rb") as f:
-                m = self.maps[s] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                # Pre-faulting the whole shard costs one pass over pages already cached and saves a page fault
+                # on nearly every random read after it.
+                m = self.maps[s] = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED | _POPULATE, prot=mmap.PROT_READ)
         return m
 
     def line(self, row: int) -> bytes:
