@@ -123,7 +123,7 @@ class Collator:
 
     def __init__(self, pad_token_id: int, *, pad_to_multiple_of: int | None = None) -> None:
         if not isinstance(pad_token_id, int):
-            raise ValueError(f"pad_token_id must be an int, got {pad_token_id!r}; pass model.pad_token_id")
+            raise TypeError(f"pad_token_id must be an int, got {pad_token_id!r}; pass model.pad_token_id")
         self.pad_token_id, self.multiple = pad_token_id, pad_to_multiple_of
 
     def __call__(self, items: Sequence[Sample | Skipped]) -> dict[str, Any]:

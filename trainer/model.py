@@ -155,19 +155,25 @@ class UnifiedModel(nn.Module):
         return cosine_vision_loss(pred, features[image_is_target.bool()]), tgt.shape[0]
 
     # ------------------------------------------------------------------ save / load
-    def save_pretrained(self, path: str | Path) -> None:
-        """LM + tokenizer (`llm/`), tower + preprocessor (`vision/`), `mm_config.json`, `mm_weights.safetensors`."""
+    def save_pretrained(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """LM + tokenizer (`llm/`), tower + preprocessor (`vision/`), `mm_config.json`, `mm_weights.safetensors`.
+
+        `state_dict` (keys as in `self.state_dict()`) replaces the module's own tensors: under ZeRO-3 the
+        parameters are partitioned and only a consolidated state dict holds the weights.
+        """
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        self.llm.save_pretrained(path / "llm")
+        sd = self.state_dict() if state_dict is None else state_dict
+        self.llm.save_pretrained(path / "llm", state_dict=None if state_dict is None else _prefixed(sd, "llm."))
         if self.tokenizer is not None:
             self.tokenizer.save_pretrained(path / "llm")
-        self.vision.model.save_pretrained(path / "vision")
+        self.vision.model.save_pretrained(path / "vision", state_dict=None if state_dict is None
+                                          else _prefixed(sd, "vision.model."))
         if self.processor is not None:
             self.processor.save_pretrained(path / "vision")
-        weights = {f"projector.{k}": v.contiguous() for k, v in self.projector.state_dict().items()}
+        weights = {f"projector.{k}": v.contiguous() for k, v in _prefixed(sd, "projector.").items()}
         if self.vision_head is not None:
-            weights |= {f"vision_head.{k}": v.contiguous() for k, v in self.vision_head.state_dict().items()}
+            weights |= {f"vision_head.{k}": v.contiguous() for k, v in _prefixed(sd, "vision_head.").items()}
         save_file(weights, str(path / MM_WEIGHTS))
         cfg = dataclasses.asdict(self.config) | {"llm": "llm", "vision_tower": "vision"}
         meta = {"format_version": FORMAT_VERSION, "model": cfg, "pad_token_id": self.pad_token_id,

@@ -23,11 +23,7 @@ from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, MM_TOKENS
 
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-_WORDS = (
-    "a the cat dog red blue green image picture photo of on in with and is are what where which how many describe "
-    "generate draw edit make it change color sky tree house car person man woman child yes no left right top bottom "
-    "first then next frame video happens scene question answer because look region zoom small large two three"
-).split()
+_WORDS = ["a", "the", "cat", "dog", "red", "blue", "green", "image", "picture", "photo", "of", "on", "in", "with", "and", "is", "are", "what", "where", "which", "how", "many", "describe", "generate", "draw", "edit", "make", "it", "change", "color", "sky", "tree", "house", "car", "person", "man", "woman", "child", "yes", "no", "left", "right", "top", "bottom", "first", "then", "next", "frame", "video", "happens", "scene", "question", "answer", "because", "look", "region", "zoom", "small", "large", "two", "three"]
 
 
 @dataclass(frozen=True)
@@ -94,10 +90,8 @@ def make_tiny(
     lm_dir, vision_dir = out / "lm", out / "vision"
     torch.manual_seed(seed)
     tokenizer, base_vocab = make_tokenizer(lm_dir, llm=llm)
-    common = dict(
-        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        vocab_size=base_vocab, max_position_embeddings=2048,
-    )
+    common = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
+              "num_key_value_heads": 2, "vocab_size": base_vocab, "max_position_embeddings": 2048}
     if llm == "llama":
         cfg = LlamaConfig(**common, tie_word_embeddings=False,
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -108,8 +102,8 @@ def make_tiny(
         raise ValueError(f"make_tiny: llm={llm!r}; expected 'llama' or 'qwen2'")
     AutoModelForCausalLM.from_config(cfg).save_pretrained(lm_dir)
 
-    vcommon = dict(hidden_size=48, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
-                   image_size=64, patch_size=16)
+    vcommon = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "image_size": 64, "patch_size": 16}
     if vision == "siglip":
         SiglipVisionModel(SiglipVisionConfig(**vcommon)).save_pretrained(vision_dir)
         proc = {"image_processor_type": "SiglipImageProcessor", "do_resize": True, "size": {"height": 64, "width": 64},

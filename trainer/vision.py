@@ -173,7 +173,7 @@ class ImageProcessor:
         image = image.convert("RGB")
         if self.pad_to_square and image.width != image.height:
             side = max(image.size)
-            fill = tuple(int(round(m * 255)) for m in self.image_mean)
+            fill = tuple(round(m * 255) for m in self.image_mean)
             canvas = Image.new("RGB", (side, side), fill)
             canvas.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
             image = canvas

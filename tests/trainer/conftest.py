@@ -8,11 +8,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import transformers  # noqa: E402
-from trainer_world import model_config  # noqa: E402
+import transformers
+from trainer_world import model_config
 
-from trainer import build_model, make_tiny  # noqa: E402
-from trainer.tiny import TinyPaths  # noqa: E402
+from trainer import build_model, make_tiny
+from trainer.tiny import TinyPaths
 
 transformers.utils.logging.disable_progress_bar()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from trainer_world import N, RECORDS
+from trainer_world import RECORDS, N
 
 from trainer.templates import IGNORE_INDEX, TEMPLATES, ChatTemplate, ConversationEncoder, LabelError
 
@@ -77,7 +77,7 @@ def test_golden_labels(shared, template: str, key: str, expected: str) -> None:
 def test_one_tokenization_and_exact_expanded_length(shared, key: str) -> None:
     """The ids are the tokenizer's ids for the whole rendered string (what inference sees), and the length is
     text + (N + 2) per image — known before any image is loaded."""
-    enc, out = encode(shared, "llama3", key)
+    _, out = encode(shared, "llama3", key)
     tok = shared.tokenizer
     assert out.input_ids == tok(out.text, add_special_tokens=False)["input_ids"]
     n_img = len(RECORDS[key].media)
