@@ -53,7 +53,8 @@ def _command(builder: Builder) -> Any:
             default = None if typing.get_origin(ann) is list else f.default_factory()
         else:
             default = ...
-        option = typer.Option(default, flag, help=f.metadata.get("help", ""))
+        metavar = "PATH" if typing.get_origin(ann) is list else None  # not "<list[Path]>"; repeat the flag
+        option = typer.Option(default, flag, help=f.metadata.get("help", ""), metavar=metavar)
         params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann))
         option_names.append(f.name)
     for name, ann, option in _COMMON:
@@ -82,6 +83,6 @@ def _command(builder: Builder) -> Any:
 def register_builders() -> None:
     for name, builder in sorted(discover().items()):
         command = _command(builder)
-        app.command(name, help=builder.help)(command)
-        if "_" in name:  # `visual-cot` and `visual_cot` both work
-            app.command(name.replace("_", "-"), help=builder.help, hidden=True)(command)
+        app.command(name.replace("_", "-"), help=builder.help)(command)
+        if "_" in name:  # `visual-cot` is the documented spelling; the registry name works too
+            app.command(name, help=builder.help, hidden=True)(command)
