@@ -97,19 +97,33 @@ class _Hashing:
 class JsonlSink:
     """`NNNNNN.jsonl`, one record per line, and `NNNNNN.idx`: little-endian uint64 byte offset of each line."""
 
+    _FLUSH = 1 << 22  # buffer ~4 MiB of lines: one write and one hash update instead of thousands
+
     def __init__(self, shards: Path, name: str) -> None:
         self.data = _Hashing(shards / f"{name}.jsonl")
         self.offsets: list[int] = []
         self.idx_path = shards / f"{name}.idx"
+        self.buffer: list[bytes] = []
+        self.size = 0  # bytes added so far, buffered or written
 
     def add(self, line: bytes, record: Record, blobs: list[bytes]) -> None:
         self.add_line(line, record.id)
 
     def add_line(self, line: bytes, rid: str) -> None:
-        self.offsets.append(self.data.size)
-        self.data.write(line + b"\n")
+        self.offsets.append(self.size)
+        self.buffer.append(line)
+        self.size += len(line) + 1
+        if self.size - self.data.size > self._FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.buffer.append(b"")
+            self.data.write(b"\n".join(self.buffer))
+            self.buffer = []
 
     def commit(self) -> dict[str, Any]:
+        self._flush()
         idx = _Hashing(self.idx_path)
         idx.write(np.asarray(self.offsets, dtype="<u8").tobytes())
         idx.commit()
