@@ -145,7 +145,9 @@ class UnifiedModel(nn.Module):
                              "image_is_target flags; the three must match")
         if m == 0 or not bool(image_is_target.any()):
             # No target: a zero that still touches the head, so every rank all-reduces the same parameters.
-            zero = sum(p.sum() for p in self.vision_head.parameters()) * 0.0
+            # Through the head's forward (not its parameters directly): under ZeRO-3 parameters are only
+            # gathered inside a module's forward, and a gradient of the partitioned placeholder breaks reduction.
+            zero = self.vision_head(hidden[:1, :1]).sum() * 0.0
             return zero.float(), 0
         tgt = starts[image_is_target.bool()]
         pos = tgt[:, 1:2] + torch.arange(self.num_image_tokens, device=input_ids.device)  # shifted by one

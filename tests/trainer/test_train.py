@@ -1,0 +1,238 @@
+"""The training loop end to end on a tiny world: stage semantics, stage 1 → stage 2, exact resume, export, CLI.
+
+Runs in-process (one gloo rank, no launcher); the 2-process torchrun run is marked `slow`. One stage-1 run and one
+stage-2 run are shared by the session; each test reads what it needs from their run directories.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from builders.cambrian import CambrianOptions
+from mmdata.build import BuildSettings, build
+from mmdata.mix import mix
+from mmdata.testing.llava import make_world
+from trainer import load, make_tiny
+from trainer.metrics import read
+from trainer.recipe import load_recipe
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = ROOT / "recipes" / "tiny"
+os.environ.setdefault("MMTRAIN_SHM_COMM", "0")  # no JIT-compiled comm op in tests, also for torchrun children
+
+
+@dataclass
+class TrainWorld:
+    root: Path
+    models: Path
+    mixture: Path
+
+    def overrides(self, stage: str, out: Path, **extra: object) -> dict[str, object]:
+        base: dict[str, object] = {"data.mixture": str(self.mixture), "output_dir": str(out),
+                                   "logging.progress": False, "logging.tensorboard": False,
+                                   "train.max_steps": 4, "checkpoint.every": 2, "checkpoint.keep": 2}
+        if stage == "stage1":
+            base |= {"model.llm": str(self.models / "lm"), "model.vision_tower": str(self.models / "vision")}
+        return base | extra
+
+
+@pytest.fixture(scope="session")
+def train_world(tmp_path_factory: pytest.TempPathFactory) -> TrainWorld:
+    root = tmp_path_factory.mktemp("train_world")
+    w = make_world(root / "src")
+    gen = root / "src" / "t2i.jsonl"  # generation targets, so stage 2's vision loss has something to regress
+    gen.write_text("".join(json.dumps({"id": f"g{i}", "image": f"coco/{i:06d}.jpg", "conversations": [
+        {"from": "human", "value": "Draw the picture."}, {"from": "gpt", "value": "<image>"}]}) + "\n"
+        for i in range(8)))
+    for name, src in (("vqa", w.jsonl), ("t2i", gen)):
+        build("cambrian", CambrianOptions(input=[src], media_root=w.media_root), BuildSettings(out=root / name))
+    (root / "mix.yaml").write_text("seed: 0\nsize: 48\nsources:\n  - {path: vqa, weight: 2}\n"
+                                   "  - {path: t2i, weight: 1}\n")
+    mix(root / "mix.yaml", root / "mixture")
+    make_tiny(root / "models")
+    return TrainWorld(root, root / "models", root / "mixture")
+
+
+def _train(stage: str, world: TrainWorld, out: Path, **extra: object):
+    from trainer.train import train
+
+    return train(load_recipe(TINY / f"{stage}.yaml", world.overrides(stage, out, **extra)))
+
+
+@pytest.fixture(scope="session")
+def stage1_run(train_world: TrainWorld) -> Path:
+    return _train("stage1", train_world, train_world.root / "runs" / "s1").run_dir
+
+
+@pytest.fixture(scope="session")
+def stage2_run(train_world: TrainWorld, stage1_run: Path) -> Path:
+    return _train("stage2", train_world, train_world.root / "runs" / "s2", init_from=str(stage1_run)).run_dir
+
+
+def _weights(export: Path) -> dict[str, torch.Tensor]:
+    out = {f"llm.{k}": v for k, v in load_file(str(export / "llm" / "model.safetensors")).items()}
+    out |= {f"vision.{k}": v for k, v in load_file(str(export / "vision" / "model.safetensors")).items()}
+    return out | load_file(str(export / "mm_weights.safetensors"))
+
+
+def test_stage1_trains_only_the_projector_and_the_new_rows(train_world: TrainWorld, stage1_run: Path) -> None:
+    from trainer import build_model
+
+    torch.manual_seed(0)  # the loop seeds with train.seed + rank before building: same initial projector
+    recipe = load_recipe(TINY / "stage1.yaml", train_world.overrides("stage1", stage1_run))
+    before = build_model(recipe.model).model
+    before_sd = {k: v for k, v in before.state_dict().items()}
+    after = _weights(stage1_run / "export")
+    new = before.new_token_ids
+    changed = []
+    for key, b in before_sd.items():
+        name = key.replace("vision.model.", "vision.")
+        a = after[name]
+        if key in ("llm.model.embed_tokens.weight", "llm.lm_head.weight"):
+            keep = torch.ones(b.shape[0], dtype=torch.bool)
+            keep[new] = False
+            assert torch.equal(a[keep], b[keep]), f"{key}: an old row moved"
+            assert not torch.equal(a[new], b[new]), f"{key}: the new image-token rows did not train"
+        elif not torch.equal(a, b):
+            changed.append(key)
+    assert changed and all(k.startswith("projector.") for k in changed), changed
+    rows = read(stage1_run)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(r["vision_loss"] is None for r in rows)
+    assert json.loads((stage1_run / "ds_config.json").read_text())["zero_optimization"]["stage"] == 2
+
+
+def test_stage1_row_mask_holds_under_zero3(train_world: TrainWorld, tmp_path: Path) -> None:
+    """The new-row gradient mask is a tensor hook; under ZeRO-3 the embedding matrices are partitioned."""
+    res = _train("stage1", train_world, tmp_path / "z3", **{"train.zero_stage": 3, "train.max_steps": 2})
+    base = load_file(str(train_world.models / "lm" / "model.safetensors"))
+    after = load_file(str(res.export_dir / "llm" / "model.safetensors"))
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        n = base[key].shape[0]  # rows past n are the image tokens
+        assert torch.equal(after[key][:n], base[key]), f"{key}: an old row moved under ZeRO-3"
+        init = base[key].float().mean(0)  # add_image_tokens starts every new row at the mean row
+        assert not torch.allclose(after[key][n:], init.expand_as(after[key][n:])), f"{key}: new rows did not train"
+    assert all(torch.equal(after[k], base[k]) for k in base if "embed" not in k and "lm_head" not in k)
+
+
+def test_stage2_starts_from_stage1_under_zero3_and_trains_llm_and_head(stage1_run: Path, stage2_run: Path) -> None:
+    s1, s2 = _weights(stage1_run / "export"), _weights(stage2_run / "export")
+    assert json.loads((stage2_run / "ds_config.json").read_text())["zero_optimization"]["stage"] == 3
+    assert all(torch.equal(s1[k], s2[k]) for k in s1 if k.startswith("vision.")), "the vision tower moved"
+    for prefix in ("llm.model.layers.", "projector.", "vision_head."):
+        assert any(not torch.equal(s1[k], s2[k]) for k in s1 if k.startswith(prefix)), f"{prefix} did not train"
+    rows = read(stage2_run)
+    assert any(r["vision_loss"] is not None for r in rows), "no step regressed an image"
+    assert all(-1.0 <= r["vision_cos"] <= 1.0 for r in rows if r["vision_cos"] is not None)
+
+
+def test_stage2_first_step_sees_stage1_weights(train_world: TrainWorld, stage1_run: Path) -> None:
+    from trainer.engine import prepare_model
+
+    recipe = load_recipe(TINY / "stage2.yaml", train_world.overrides("stage2", stage1_run / "x",
+                                                                      init_from=str(stage1_run)))
+    model = prepare_model(recipe).model
+    saved = load_file(str(stage1_run / "export" / "mm_weights.safetensors"))
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in saved.items())
+    emb = load_file(str(stage1_run / "export" / "llm" / "model.safetensors"))["model.embed_tokens.weight"]
+    assert torch.equal(emb, model.llm.get_input_embeddings().weight)
+
+
+def test_export_loads_and_generates(stage2_run: Path) -> None:
+    from trainer.generate import generate
+
+    loaded = load(stage2_run / "export")
+    g = generate(loaded.model, "Draw a red cat.", max_new_tokens=4)
+    assert 1 <= len(g.token_ids) <= 4 + loaded.model.num_image_tokens + 1 and isinstance(g.text, str)
+
+
+def test_kill_and_resume_gives_the_uninterrupted_run(train_world: TrainWorld, stage1_run: Path,
+                                                     tmp_path: Path) -> None:
+    """stage1_run did 4 steps with checkpoints at 2 and 4; resuming a copy from step 2 must redo 3-4 exactly."""
+    run = tmp_path / "resumed"
+    shutil.copytree(stage1_run, run)
+    ckpt = run / "checkpoints"
+    shutil.rmtree(ckpt / "step_00000004")
+    (ckpt / "latest").write_text("step_00000002")
+    shutil.rmtree(run / "export")
+    _train("stage1", train_world, run, **{"checkpoint.resume": True})
+    full, resumed = read(stage1_run), read(run)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(full[2:], resumed[2:]):
+        assert a["samples"] == b["samples"] and a["tokens"] == b["tokens"]  # the same samples
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
+    wa, wb = _weights(stage1_run / "export"), _weights(run / "export")
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7, msg=k)
+
+
+def test_resume_refuses_a_fresh_start_over_checkpoints(train_world: TrainWorld, stage1_run: Path) -> None:
+    from trainer.train import train
+
+    recipe = load_recipe(TINY / "stage1.yaml", train_world.overrides("stage1", stage1_run,
+                                                                      **{"checkpoint.resume": False}))
+    with pytest.raises(ValueError, match="already holds checkpoints; pass --resume"):
+        train(recipe)
+
+
+def test_lora_strategy_trains_adapters_and_exports_merged(train_world: TrainWorld, stage1_run: Path,
+                                                          tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    res = _train("stage2", train_world, tmp_path / "lora", init_from=str(stage1_run), **{
+        "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+        "train.zero_stage": 2, "train.max_steps": 2})
+    keys = load_file(str(res.export_dir / "llm" / "model.safetensors"))
+    assert not any("lora" in k or "base_layer" in k for k in keys)
+    s1 = load_file(str(stage1_run / "export" / "llm" / "model.safetensors"))
+    assert not torch.equal(keys["model.layers.0.self_attn.q_proj.weight"], s1["model.layers.0.self_attn.q_proj.weight"])
+    assert torch.equal(keys["model.layers.0.mlp.up_proj.weight"], s1["model.layers.0.mlp.up_proj.weight"])
+    load(res.export_dir)
+
+
+def test_cli_maps_mistakes_to_one_line(train_world: TrainWorld, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    r = CliRunner().invoke(app, ["stage2", "--config", str(TINY / "stage1.yaml")])
+    assert r.exit_code == 1 and "stage is 'stage1' but you ran `mmtrain stage2`" in r.output
+    r = CliRunner().invoke(app, ["stage1", "--config", str(TINY / "stage1.yaml"), "--optim.lrr", "1"])
+    assert r.exit_code == 1 and "'lrr': unknown key" in r.output
+
+
+@pytest.mark.slow
+def test_two_process_torchrun(train_world: TrainWorld, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            "-m", "trainer.cli", "stage1", "--config", str(TINY / "stage1.yaml")]
+    for k, v in train_world.overrides("stage1", out, **{"train.max_steps": 2}).items():
+        args += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MMTRAIN_SHM_COMM": "0"}
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = read(out)
+    assert [r["step"] for r in rows] == [1, 2] and rows[0]["samples"] == 16  # 4 per device × 2 accum × 2 ranks
+    assert (out / "export" / "mm_config.json").is_file()
+
+
+def test_metrics_helpers(tmp_path: Path) -> None:
+    from trainer.metrics import loss_table, sparkline, truncate
+
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 5.0 - s, "text_loss": 5.0 - s,
+                                                                "vision_cos": None, "lr": 1e-3}) + "\n"
+                                                    for s in (1, 2, 3)))
+    truncate(tmp_path / "metrics.jsonl", 2)  # what a resume from step 2 does
+    assert [r["step"] for r in read(tmp_path)] == [1, 2]
+    assert sparkline([3.0, 2.0, 1.0]) == "█▅▁" and len(sparkline(list(map(float, range(500))), width=40)) == 40
+    assert loss_table(read(tmp_path)).splitlines()[-1].split()[:2] == ["2", "3.0000"]

@@ -1,0 +1,74 @@
+"""The `mmtrain` command line: `mmtrain stage1|stage2 --config RECIPE.yaml [--section.key VALUE ...]`.
+
+Each command parses, loads the recipe (overrides applied before validation) and calls `trainer.train.train`.
+Under torchrun / the deepspeed launcher every rank runs the same command.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import typer
+
+from mmdata.cli._errors import user_errors
+
+app = typer.Typer(name="mmtrain", help="Train the unified model: stage 1 (projector), then stage 2 (LLM + head).",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+_CONFIG = typer.Option(..., "--config", "-c", help="Training recipe YAML (recipes/tiny/, recipes/metamorph/)")
+_RESUME = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (must exist)")
+_SCALE = typer.Option(None, "--lr-scale-from", metavar="BASE_LR@BASE_BATCH",
+                      help="lr = BASE_LR × √(global batch / BASE_BATCH), e.g. 3.74e-5@448")
+
+
+def _run(stage: str, ctx: typer.Context, config: Path, resume: bool, lr_scale_from: str | None) -> None:
+    from trainer.recipe import ConfigError, load_recipe, parse_overrides
+
+    overrides = parse_overrides(list(ctx.args))
+    if resume:
+        overrides["checkpoint.resume"] = True
+    if lr_scale_from is not None:
+        overrides["optim.lr_scale_from"] = lr_scale_from
+    recipe = load_recipe(config, overrides)
+    if recipe.stage != stage:
+        raise ConfigError(f"{config}: stage is {recipe.stage!r} but you ran `mmtrain {stage}`; run "
+                          f"`mmtrain {recipe.stage}` or fix `stage:` in the recipe")
+    from trainer.train import train
+
+    train(recipe)
+
+
+@app.command(context_settings=_EXTRA)
+@user_errors
+def stage1(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, lr_scale_from: str | None = _SCALE) -> None:
+    """Stage 1: projector (+ the new image-token rows) on a frozen LLM and vision tower; text loss only."""
+    _run("stage1", ctx, config, resume, lr_scale_from)
+
+
+@app.command(context_settings=_EXTRA)
+@user_errors
+def stage2(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, lr_scale_from: str | None = _SCALE) -> None:
+    """Stage 2: from stage 1's export, LLM + projector + vision head train; vision loss on."""
+    _run("stage2", ctx, config, resume, lr_scale_from)
+
+
+def main() -> None:
+    # The deepspeed launcher puts --local_rank=N before the subcommand; the rank is in the environment anyway.
+    for arg in [a for a in sys.argv[1:] if a.startswith(("--local_rank=", "--local-rank="))]:
+        sys.argv.remove(arg)
+        os.environ.setdefault("LOCAL_RANK", arg.split("=", 1)[1])
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    logging.basicConfig(level=logging.INFO if os.environ.get("RANK", "0") == "0" else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # torch's own deprecation notices inside DeepSpeed's collectives, once per call: noise for users.
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"torch\.distributed")
+    app()
+
+
+if __name__ == "__main__":
+    main()

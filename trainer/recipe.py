@@ -1,0 +1,292 @@
+"""Training recipes: `recipes/<name>/stage{1,2}.yaml` → a typed `TrainRecipe`, validated once, here.
+
+Every section is a dataclass; unknown keys and wrong types are errors naming `section.key`. Command-line overrides
+(`--data.mixture PATH`, `--optim.lr 1.0e-4`, `--output_dir PATH`) are applied to the YAML *before* validation, so
+they pass the same checks. Paths written in the file are relative to the file; paths given on the command line are
+relative to the working directory. `trainer/README.md` documents every key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from trainer.config import STAGES, ConfigError, ModelConfig, StageConfig, from_dict
+
+StageName = Literal["stage1", "stage2"]
+
+
+@dataclass
+class DataSection:
+    mixture: str  # a directory written by `mmdata mix`
+    max_length: int = 4096
+    on_error: Literal["raise", "skip"] = "skip"
+    num_workers: int = 0
+    shuffle: bool = False  # the mixture is already interleaved; True reshuffles every epoch (seeded)
+
+    def __post_init__(self) -> None:
+        if self.max_length < 8:
+            raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}")
+        if self.num_workers < 0:
+            raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class BatchSection:
+    per_device: int = 1
+    grad_accum: int | None = None  # derived from global_batch when null
+    global_batch: int | None = None  # per_device × grad_accum × world size; checked against the launch
+
+    def __post_init__(self) -> None:
+        for key in ("per_device", "grad_accum", "global_batch"):
+            v = getattr(self, key)
+            if v is not None and v < 1:
+                raise ConfigError(f"batch.{key} must be >= 1, got {v}")
+
+    def resolve(self, world_size: int) -> int:
+        """Gradient accumulation steps for this world size; an impossible global batch is an error."""
+        if self.global_batch is None:
+            return self.grad_accum or 1
+        per_step = self.per_device * world_size
+        if self.global_batch % per_step:
+            raise ConfigError(f"batch.global_batch {self.global_batch} is not a multiple of batch.per_device "
+                              f"{self.per_device} × world size {world_size}; change one of them")
+        accum = self.global_batch // per_step
+        if self.grad_accum is not None and self.grad_accum != accum:
+            raise ConfigError(f"batch.grad_accum {self.grad_accum} disagrees with batch.global_batch "
+                              f"{self.global_batch} = {self.per_device} × {accum} × {world_size} ranks; set one")
+        return accum
+
+
+@dataclass
+class OptimSection:
+    lr: float = 2e-5
+    lr_scale_from: str | None = None  # "BASE_LR@BASE_BATCH": lr = BASE_LR × √(global batch / BASE_BATCH)
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    warmup_ratio: float = 0.03
+    min_lr_ratio: float = 0.0  # cosine decays to lr × this
+    grad_clip: float = 1.0  # 0 disables clipping
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if len(self.betas) != 2:
+            raise ConfigError(f"optim.betas must be two numbers, got {self.betas}")
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if self.lr_scale_from is not None:
+            parse_lr_scale(self.lr_scale_from)
+
+    def resolve_lr(self, global_batch: int) -> float:
+        if self.lr_scale_from is None:
+            return self.lr
+        base_lr, base_batch = parse_lr_scale(self.lr_scale_from)
+        return base_lr * math.sqrt(global_batch / base_batch)
+
+
+@dataclass
+class LoraSection:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+
+
+@dataclass
+class TrainSection:
+    epochs: int = 1
+    max_steps: int | None = None  # stop after this many optimizer steps (crosses epochs if needed)
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "bf16"
+    zero_stage: int = 2
+    gradient_checkpointing: bool = True
+    cpu_threads: int | None = None  # torch intra-op threads; 1 is much faster for tiny models on a busy CPU
+
+    def __post_init__(self) -> None:
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"train.cpu_threads must be >= 1 or null, got {self.cpu_threads}")
+        if self.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"train.zero_stage must be 0, 1, 2 or 3, got {self.zero_stage}")
+        if self.epochs < 1:
+            raise ConfigError(f"train.epochs must be >= 1, got {self.epochs}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1 or null, got {self.max_steps}")
+
+
+@dataclass
+class CheckpointSection:
+    every: int = 500  # optimizer steps between checkpoints (one is always written at the end)
+    keep: int = 2  # newest checkpoints kept; older ones are deleted
+    resume: bool | Literal["auto"] = "auto"  # true: must resume; auto: resume if a checkpoint exists
+
+    def __post_init__(self) -> None:
+        if self.every < 1 or self.keep < 1:
+            raise ConfigError(f"checkpoint.every and checkpoint.keep must be >= 1, got {self.every}, {self.keep}")
+
+
+@dataclass
+class LoggingSection:
+    tensorboard: bool = True
+    progress: bool = True  # a progress bar on rank 0 (stderr)
+
+
+@dataclass
+class TrainRecipe:
+    stage: StageName
+    output_dir: str
+    data: DataSection
+    model: ModelConfig | None = None  # stage 1: base LM + tower; null when init_from is set
+    init_from: str | None = None  # stage 2: a stage-1 run directory (its export/) or an exported model directory
+    trainable: list[str] | None = None  # override of the stage's parts (e.g. add "vision" for the full strategy)
+    vision_loss: bool | None = None  # override of the stage's vision loss
+    vision_coef: float | None = None  # override of the model's vision_coef
+    lora: LoraSection | None = None  # LoRA on the LLM instead of full fine-tuning ("llm" must be trainable)
+    batch: BatchSection = field(default_factory=BatchSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    train: TrainSection = field(default_factory=TrainSection)
+    checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+
+    def __post_init__(self) -> None:
+        self.stage_config  # noqa: B018 — validates `trainable` by name
+        if (self.model is None) == (self.init_from is None):
+            raise ConfigError("set exactly one of `model` (build from a base LM and vision tower) and `init_from` "
+                              "(continue from a stage-1 run or exported model)")
+        if self.lora is not None and "llm" not in self.stage_config.trainable:
+            raise ConfigError("lora is set but 'llm' is not among the trainable parts; LoRA adapts the LLM")
+        if self.lora is not None and self.train.zero_stage == 3:
+            raise ConfigError("lora with train.zero_stage 3 is not supported (adapters are merged for export from "
+                              "unpartitioned weights); use zero_stage 2")
+
+    @property
+    def stage_config(self) -> StageConfig:
+        base = STAGES[self.stage]
+        return StageConfig(trainable=list(self.trainable if self.trainable is not None else base.trainable),
+                           vision_loss=base.vision_loss if self.vision_loss is None else self.vision_loss)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS: dict[str, type] = {"data": DataSection, "batch": BatchSection, "optim": OptimSection, "lora": LoraSection,
+                             "train": TrainSection, "checkpoint": CheckpointSection, "logging": LoggingSection,
+                             "model": ModelConfig}
+PATH_KEYS = (("model", "llm"), ("model", "vision_tower"), ("data", "mixture"), ("init_from",), ("output_dir",))
+
+
+def parse_lr_scale(spec: str) -> tuple[float, int]:
+    try:
+        lr, batch = spec.split("@")
+        base_lr, base_batch = float(lr), int(batch)
+    except ValueError:
+        raise ConfigError(f"lr_scale_from {spec!r}: expected BASE_LR@BASE_BATCH, e.g. 3.74e-5@448") from None
+    if base_lr <= 0 or base_batch < 1:
+        raise ConfigError(f"lr_scale_from {spec!r}: BASE_LR must be > 0 and BASE_BATCH >= 1")
+    return base_lr, base_batch
+
+
+def parse_overrides(args: list[str]) -> dict[str, Any]:
+    """`--a.b value` / `--a.b=value` pairs → {"a.b": value}; values are YAML (`null`, `[x, y]`, `true`, 1.0e-5)."""
+    out: dict[str, Any] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(f"override {arg!r}: expected --section.key VALUE (e.g. --optim.lr 1.0e-4)")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(args):
+                raise ConfigError(f"override --{key} has no value")
+            value, i = args[i + 1], i + 1
+        out[key.replace("-", "_")] = _yaml_value(value)
+        i += 1
+    return out
+
+
+def _yaml_value(text: str) -> Any:
+    value = yaml.safe_load(text) if text.strip() else ""
+    if isinstance(value, str):
+        try:  # YAML 1.1 reads 1e-5 as a string; a number is what anyone typing it means
+            return float(value) if any(c in value for c in ".eE") else value
+        except ValueError:
+            return value
+    return value
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
+    """Read, override, resolve paths, validate. Errors start with the file and name the key."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: training recipe not found; see recipes/tiny/ and recipes/metamorph/")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a training recipe is a mapping of sections, got {type(raw).__name__}")
+    for keys in PATH_KEYS:
+        _resolve_path(raw, keys, path.parent)
+    for dotted, value in (overrides or {}).items():
+        _set(raw, dotted.split("."), value, path)
+    try:
+        return recipe_from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def recipe_from_dict(raw: dict[str, Any]) -> TrainRecipe:
+    raw = dict(raw)
+    if raw.get("init_from") is not None and isinstance(raw.get("model"), dict) and not raw["model"]:
+        raw["model"] = None
+    for name, cls in SECTIONS.items():
+        if isinstance(raw.get(name), dict):
+            raw[name] = from_dict(cls, _coerce_floats(cls, raw[name]), where=f"{name}.")
+        elif name in raw and raw[name] is not None:
+            raise ConfigError(f"{name}: expected a mapping of keys, got {raw[name]!r}")
+    if "data" not in raw:
+        raise ConfigError("data: required section missing (at least data.mixture)")
+    return from_dict(TrainRecipe, _coerce_floats(TrainRecipe, raw))
+
+
+def _coerce_floats(cls: type, d: dict[str, Any]) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    out = dict(d)
+    for k, v in d.items():
+        if isinstance(v, str) and k in hints and float in typing.get_args(hints[k]) + (hints[k],):
+            try:
+                out[k] = float(v)
+            except ValueError:
+                pass  # the type check names the key
+    return out
+
+
+def _resolve_path(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> None:
+    node: Any = raw
+    for k in keys[:-1]:
+        node = node.get(k) if isinstance(node, dict) else None
+    if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+        p = Path(node[keys[-1]]).expanduser()
+        node[keys[-1]] = str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _set(raw: dict[str, Any], keys: list[str], value: Any, path: Path) -> None:
+    node = raw
+    for k in keys[:-1]:
+        if node.get(k) is None:
+            node[k] = {}
+        if not isinstance(node[k], dict):
+            raise ConfigError(f"override --{'.'.join(keys)}: {k!r} is not a section")
+        node = node[k]
+    if tuple(keys) in PATH_KEYS and isinstance(value, str):
+        value = str(Path(value).expanduser().resolve())
+    node[keys[-1]] = value
+
