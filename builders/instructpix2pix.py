@@ -328,12 +328,17 @@ def _release_record(unit: ReleaseUnit, root: Path, folder: str, seed: str, promp
     media: list[Media] = []
     for k in (0, 1):
         src = root / folder / f"{seed}_{k}.jpg"
+        rel = f"{folder}/{seed}_{k}.jpg"
+        if unit.in_place:  # under the media root: the writer reads, checks and hard-links the file itself
+            if not src.is_file():
+                return Reject(ref, f"{src}: {'source' if k == 0 else 'edited'} image not found")
+            media.append(Media(path=rel))
+            continue
         try:
             data = src.read_bytes()
         except FileNotFoundError:
             return Reject(ref, f"{src}: {'source' if k == 0 else 'edited'} image not found")
-        rel = f"{folder}/{seed}_{k}.jpg"
-        media.append(Media(path=rel if unit.in_place else f"instructpix2pix/{unit.label}/{rel}", data=data))
+        media.append(Media(path=f"instructpix2pix/{unit.label}/{rel}", data=data))
     meta: dict[str, Any] = {"ref": ref, "folder": folder, "seed": seed,
                             "input_caption": prompt.get("input", prompt.get("caption")),
                             "output_caption": prompt.get("output")}

@@ -196,7 +196,8 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     return Record(
         id=rid, source="visual_cot", task="visual_cot",
         conversations=[Turn("human", human.format(question=question)), Turn("gpt", gpt.format(answer=answer))],
-        media=[Media(path=path, data=data), Media(path=crop_path, data=buf.getvalue())], meta=meta,
+        # The full image stays a source file (no bytes): the writer checks it and links it rather than copying.
+        media=[Media(path=path), Media(path=crop_path, data=buf.getvalue())], meta=meta,
     )
 
 

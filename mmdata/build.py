@@ -102,14 +102,15 @@ def build(builder_name: str, options: Any, settings: BuildSettings, progress: bo
     """Build (or resume) a dataset and return its manifest."""
     builder = get(builder_name)
     identity = _identity(builder, options, settings)
-    units = list(builder.units(options, settings.shard_size, settings.limit))
     media_root = builder.media_root(options)
     if media_root is not None:
         media_root = Path(media_root).resolve()
         if not media_root.is_dir():
             raise BuildError(f"--media-root {media_root}: directory not found")
     out = settings.out
+    # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
     _prepare_out(out, identity, settings.overwrite)
+    units = list(builder.units(options, settings.shard_size, settings.limit))
     cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
 
     results: dict[int, ShardResult] = {}

@@ -216,6 +216,7 @@ class ShardWriter:
             item = Record.from_dict(item)
         try:
             item.validate()
+            generated = [m.data is not None for m in item.media]
             blobs = self._check_media(item)
         except (RecordError, MediaError) as e:
             return self._reject(item.meta.get("ref") or item.id, str(e))
@@ -223,7 +224,7 @@ class ShardWriter:
         for sink in self.sinks.values():
             sink.add(line, item, blobs)
         if self.cfg.copy_media and "jsonl" in self.cfg.formats:
-            self._store_media(item)
+            self._store_media(item, generated)
         self.result.written += 1
         self._tasks[item.task] += 1
         self._sources[item.source] += 1
@@ -271,14 +272,14 @@ class ShardWriter:
             m.path, path = found, root / found
         return path.read_bytes()
 
-    def _store_media(self, record: Record) -> None:
+    def _store_media(self, record: Record, generated: list[bool]) -> None:
         media_dir = self.cfg.out / "media"
-        for m in record.media:
+        for m, made in zip(record.media, generated):
             dst = media_dir / m.path
-            src = self.cfg.media_root / m.path if self.cfg.media_root is not None else None
-            if src is not None and src.is_file():
-                place(src, dst)
-            elif m.data is not None:
+            if not made:  # a source file: linked (or copied), never re-encoded
+                assert self.cfg.media_root is not None
+                place(self.cfg.media_root / m.path, dst)
+            else:
                 # Written in place, not via temp + rename: a media file only counts once the shard's .done.json
                 # exists, and a rerun of an unfinished shard rewrites the same paths.
                 dst.parent.mkdir(parents=True, exist_ok=True)

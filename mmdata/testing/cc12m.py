@@ -1,5 +1,6 @@
-"""A CC12M test world: a TSV in the released format served by a loopback HTTP server, with the failures real crawls
-meet (dead links, HTML instead of an image, truncated JPEGs, slow hosts) and the captions that break naive readers.
+"""A CC12M test world: a TSV in the released format served by a loopback HTTP server, with the failures
+real crawls meet (dead links, HTML instead of an image, truncated JPEGs, slow hosts) and the captions that
+break naive readers.
 
 Everything is generated from a seed; nothing leaves 127.0.0.1.
 """
@@ -20,8 +21,9 @@ from mmdata.testing.http import Route, Served, serve
 
 Expect = Literal["ok", "missing", "not_image", "truncated", "slow", "bad_row"]
 
-_WORDS = ("a dog", "the old bridge", "two cyclists", "a red kite", "fresh bread", "city lights", "a quiet lake",
-          "the mountain trail", "a wooden table", "colourful umbrellas", "an empty street", "morning fog")
+_WORDS = ("a dog", "the old bridge", "two cyclists", "a red kite", "fresh bread", "city lights",
+          "a quiet lake", "the mountain trail", "a wooden table", "colourful umbrellas", "an empty street",
+          "morning fog")
 _PLACES = ("in Paris", "at night", "near the sea", "under the rain", "on a sunny day", "in the garden")
 # The quirks CC12M captions really have (SOURCES.md): <PERSON>, quotes, HTML entities, non-ASCII, long, tabs.
 _QUIRKS = (
@@ -66,7 +68,8 @@ def image_bytes(rng: np.random.Generator, width: int, height: int, fmt: str = "J
     """A smooth gradient with a little noise: photo-like size and decode cost, unlike pure noise."""
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     a, b, c = rng.uniform(0.2, 1.0, 3)
-    base = np.stack([x / width * 255 * a, y / height * 255 * b, (x + y) / (width + height) * 255 * c], axis=-1)
+    diagonal = (x + y) / (width + height)
+    base = np.stack([x / width * 255 * a, y / height * 255 * b, diagonal * 255 * c], axis=-1)
     noise = rng.normal(0, 6, (height, width, 3))
     buf = io.BytesIO()
     Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8)).save(buf, format=fmt, quality=90)
@@ -74,7 +77,8 @@ def image_bytes(rng: np.random.Generator, width: int, height: int, fmt: str = "J
 
 
 def routes(n_ok: int, seed: int = 0, *, n_missing: int = 0, n_not_image: int = 0, n_truncated: int = 0,
-           n_slow: int = 0, slow_delay: float = 4.0, size: tuple[int, int] = (160, 120)) -> dict[str, tuple[Route, Expect]]:
+           n_slow: int = 0, slow_delay: float = 4.0,
+           size: tuple[int, int] = (160, 120)) -> dict[str, tuple[Route | None, Expect]]:
     """Paths to serve (in TSV order, shuffled by `seed`) with what a download of each should give."""
     rng = np.random.default_rng(seed)
     out: list[tuple[str, Route | None, Expect]] = []
@@ -86,27 +90,29 @@ def routes(n_ok: int, seed: int = 0, *, n_missing: int = 0, n_not_image: int = 0
         out.append((f"/img/{i}.{ext}", Route(image_bytes(rng, w, h, fmt),
                                              content_type=f"image/{fmt.lower()}"), "ok"))
     out += [(f"/gone/{i}.jpg", None, "missing") for i in range(n_missing)]  # unrouted: the server says 404
-    out += [(f"/page/{i}.jpg", Route(b"<html><body>Moved</body></html>", content_type="text/html"), "not_image")
-            for i in range(n_not_image)]
+    page = Route(b"<html><body>Moved</body></html>", content_type="text/html")
+    out += [(f"/page/{i}.jpg", page, "not_image") for i in range(n_not_image)]
     for i in range(n_truncated):
-        # Cut inside the header: every decoder fails. (A JPEG cut in its scan data decodes leniently in OpenCV, gray
-        # at the bottom, and img2dataset reports it as a success: documented in DATA.md, not a test expectation.)
-        data = image_bytes(rng, 64, 48)
-        out.append((f"/cut/{i}.jpg", Route(data[:120]), "truncated"))
-    out += [(f"/slow/{i}.jpg", Route(image_bytes(rng, 32, 32), delay=slow_delay), "slow") for i in range(n_slow)]
+        data = image_bytes(rng, 64, 48)  # a transfer cut in half: the header parses, the decode fails
+        out.append((f"/cut/{i}.jpg", Route(data[: len(data) // 2]), "truncated"))
+    slow = Route(image_bytes(rng, 32, 32), delay=slow_delay)
+    out += [(f"/slow/{i}.jpg", slow, "slow") for i in range(n_slow)]
     order = rng.permutation(len(out))
-    return {out[k][0]: (out[k][1], out[k][2]) for k in order}  # type: ignore[misc]
+    return {out[k][0]: (out[k][1], out[k][2]) for k in order}
 
 
 def write_tsv(path: Path, served: Served, paths: dict[str, tuple[Route | None, Expect]], seed: int = 0,
-              bad_rows: bool = True, columns: Literal["url-caption", "caption-url"] = "url-caption") -> list[Row]:
+              bad_rows: bool = True,
+              columns: Literal["url-caption", "caption-url"] = "url-caption") -> list[Row]:
     """The released format: no header, `url<TAB>caption` per line (CC3M: `caption<TAB>url`), UTF-8."""
     rng = np.random.default_rng(seed + 1)
     rows: list[Row] = []
     lines: list[str] = []
 
     def add(url: str, cap: str, expect: Expect, raw: str | None = None) -> None:
-        lines.append(raw if raw is not None else (f"{url}\t{cap}" if columns == "url-caption" else f"{cap}\t{url}"))
+        if raw is None:
+            raw = f"{url}\t{cap}" if columns == "url-caption" else f"{cap}\t{url}"
+        lines.append(raw)
         rows.append(Row(len(lines), url, cap, expect))
 
     for i, (p, (_, expect)) in enumerate(paths.items()):
@@ -136,7 +142,8 @@ def world(directory: Path, n_ok: int = 200, seed: int = 0, *, n_missing: int = 2
 
 @contextlib.contextmanager
 def demo_source(dir: Path) -> Iterator[list[str]]:  # noqa: A002 - the name the demo runner calls it with
-    """~30 images and a small TSV on a loopback server; yields `mmdata build cc12m` arguments (all but --out)."""
+    """~30 images and a small TSV on a loopback server; yields `mmdata build cc12m` arguments (all but
+    --out)."""
     with world(Path(dir), n_ok=30, n_missing=3, n_not_image=1, n_truncated=1, n_slow=0) as w:
         yield ["--input", str(w.tsv), "--download-dir", str(Path(dir) / "cc12m_img2dataset"),
                "--image-size", "64", "--processes", "1", "--threads", "8", "--timeout", "2"]

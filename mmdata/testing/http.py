@@ -1,4 +1,5 @@
-"""A loopback HTTP server for tests and demos: fixed routes (body, status, content type, delay), everything else 404.
+"""A loopback HTTP server for tests and demos: fixed routes (body, status, content type, delay), anything else
+404.
 
 It binds 127.0.0.1 only, on a port the OS picks, serves from daemon threads, and shuts itself down after
 `max_seconds` even if the caller forgets: a test that hangs never leaves a server behind.
@@ -73,7 +74,8 @@ class Served:
 
 @contextlib.contextmanager
 def serve(routes: Mapping[str, Route], max_seconds: float = 900.0) -> Iterator[Served]:
-    """Serve `routes` (path → Route) on 127.0.0.1 while inside the `with`; stopped on exit or after `max_seconds`."""
+    """Serve `routes` (path → Route) on 127.0.0.1 while inside the `with`; stopped on exit or after
+    `max_seconds`."""
     server = _Server((LOOPBACK, 0), _Handler)
     server.routes, server.stopping, server.hits = dict(routes), threading.Event(), 0
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True,

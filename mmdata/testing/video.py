@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import json
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
 # PyAV first: decord's bundled libvpx otherwise shadows PyAV's, and PyAV's VP9 encoder fails to open (EINVAL).
-import av  # noqa: F401  # isort: skip
+import av  # isort: skip
 import numpy as np
 from PIL import Image
 
@@ -61,7 +62,7 @@ def write_video(path: Path, pts: Sequence[float] | None = None, *, n: int = 0, f
     if pts is None:
         pts = [i / fps for i in range(n)]
     ms = [round(t * 1000) for t in pts]
-    assert all(b > a for a, b in zip(ms, ms[1:])), "frame times must increase by at least 1 ms"
+    assert all(b > a for a, b in itertools.pairwise(ms)), "frame times must increase by at least 1 ms"
     fmt, codec, pix = _CODECS[path.suffix.lower()]
     path.parent.mkdir(parents=True, exist_ok=True)
     with av.open(str(path), "w", format=fmt) as out:
@@ -96,7 +97,7 @@ def vfr_times(seconds: float, seed: int = 0) -> list[float]:
 
 def expected_index(pts: Sequence[float], t: float) -> int:
     """The frame on screen at `t`: the last one that started at or before it."""
-    return int(np.searchsorted(np.asarray(pts) + 1e-6, t, side="right")) - 1
+    return int(np.searchsorted(np.asarray(pts), t + 1e-6, side="right")) - 1
 
 
 # ------------------------------------------------------------------------- broken inputs
@@ -122,6 +123,7 @@ def write_zero_frame_video(path: Path) -> Path:
     with av.open(str(path), "w", format=fmt) as out:
         stream = out.add_stream(codec, rate=10)
         stream.width, stream.height, stream.pix_fmt = 64, 48, pix
+        out.start_encoding()  # the header is otherwise written only with the first packet: no file at all
     return path
 
 
