@@ -77,6 +77,9 @@ def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if marker.is_file() and orjson.loads(marker.read_bytes()) == identity:
             return  # same build: resume
+        started = (out / "dataset.json").exists() or any((out / "shards").glob("*.done.json"))
+        if marker.is_file() and not started:
+            overwrite = True  # an attempt that never completed a shard (e.g. a typo in --input): nothing to keep
         if not overwrite:
             what = "a different build" if marker.is_file() else "files that are not an mmdata build"
             raise BuildError(f"{out}: output directory holds {what}; choose another --out or pass --overwrite")

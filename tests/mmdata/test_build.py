@@ -200,3 +200,11 @@ def test_text_fast_path_writes_exactly_what_the_object_path_writes(llava_world: 
             raise AssertionError(f"fast path accepted what the object path rejects: {raw}") from None
         assert fast == slow and list(fast) == list(slow) and list(fast["meta"]) == list(slow["meta"])
     assert seen >= 6
+
+
+def test_a_failed_start_does_not_block_the_corrected_command(llava_world: World, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    with pytest.raises(FileNotFoundError, match="typo.jsonl"):
+        build("cambrian", CambrianOptions(input=[tmp_path / "typo.jsonl"]), BuildSettings(out=out))
+    ds = _build(llava_world, out)
+    assert len(ds) == llava_world.expected_written
