@@ -20,8 +20,8 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[builders,train,test]' $(TORCH)
+	$(PY) -m pip install -qq $(TORCH)
+	$(PY) -m pip install -qq -e '.[builders,train,test]' $(TORCH)
 	@touch $(STAMP)
 
 demo: $(STAMP)

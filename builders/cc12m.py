@@ -31,6 +31,7 @@ import hashlib
 import html
 import json
 import signal
+import shutil
 import subprocess
 import sys
 import threading
@@ -442,6 +443,16 @@ def convert(options: CC12MOptions, row: dict[str, Any], image: bytes, ext: str, 
                   media=[Media(path=f"{shard}/{rid}.{ext}", data=image)], meta=meta)
 
 
+def keep_stats(options: CC12MOptions, out: Path) -> None:
+    """Copy img2dataset's per-shard `_stats.json` into `<out>/img2dataset/`: the dataset carries its download report
+    (success rate, error counts per reason) even after the download folder is deleted."""
+    folder = Path(options.from_img2dataset) if options.from_img2dataset else Path(options.download_dir) / "shards"  # type: ignore[arg-type]
+    dst = out / "img2dataset"
+    dst.mkdir(exist_ok=True)
+    for stats in sorted(folder.glob("*_stats.json")):
+        shutil.copyfile(stats, dst / stats.name)
+
+
 register(Builder(
     name="cc12m",
     help="CC12M/CC3M url+caption TSV → images downloaded with img2dataset → t2i (and caption) conversations.",
@@ -449,4 +460,5 @@ register(Builder(
     units=units,
     records=records,
     generates_media=True,
+    finish=keep_stats,
 ))

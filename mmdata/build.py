@@ -137,6 +137,8 @@ def build(builder_name: str, options: Any, settings: BuildSettings, progress: bo
                     r = fut.result()
                     results[r.index] = r
                     bar.advance(r)
+    if builder.finish is not None:
+        builder.finish(options, out)
     return _finish(out, identity, cfg, [results[k] for k in range(len(units))])
 
 

@@ -30,6 +30,8 @@ class Builder:
     media_root: Callable[[Any], Path | None] = lambda options: None
     # True when records carry media bytes (crops, frames, parquet images): they are stored under <out>/media.
     generates_media: bool = False
+    # finish(options, out): after every shard is written, before the manifest; e.g. to keep a tool's own reports.
+    finish: Callable[[Any, Path], None] | None = None
 
 
 BUILDERS: dict[str, Builder] = {}

@@ -229,3 +229,11 @@ def test_tar_index_matches_tarfile(fmt: int) -> None:
                     for m in tf if m.name.endswith((".jpg", ".png", ".webp"))}
     buf.seek(0)
     assert _tar_index(buf) == expected and len(expected) == len(names) - 2
+
+
+def test_img2dataset_stats_are_kept_in_the_output(built: Built) -> None:
+    manifest = json.loads((built.out / "dataset.json").read_text())
+    stats = sorted((built.out / "img2dataset").glob("*_stats.json"))
+    assert len(stats) == len(manifest["shards"])
+    total = sum(json.loads(p.read_text())["count"] for p in stats)
+    assert total == manifest["counts"]["read"]
