@@ -24,8 +24,7 @@ from builders.cambrian import CambrianOptions
 from mmdata.build import BuildSettings, build
 from mmdata.testing.images import jpeg_bytes
 
-WORDS = ("the a of image shows person table red blue two three left right near small large building street car "
-         "dog cat sign text window people sitting standing holding wearing white black green water sky").split()
+WORDS = ["the", "a", "of", "image", "shows", "person", "table", "red", "blue", "two", "three", "left", "right", "near", "small", "large", "building", "street", "car", "dog", "cat", "sign", "text", "window", "people", "sitting", "standing", "holding", "wearing", "white", "black", "green", "water", "sky"]  # noqa: E501
 
 
 def sentence(rng: random.Random, lo: int, hi: int) -> str:

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from convert import make_text_jsonl  # noqa: E402
+from convert import make_text_jsonl
 
 LOAD_ALL = """
 import json, resource, sys, time

@@ -88,10 +88,10 @@ def main() -> None:
     mix_s = time.perf_counter() - t
     mix_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
+    import torch.utils.data  # noqa: F401 - imported before any clock starts
+
     from mmdata.loader import MixtureLoader, RecordDataset
     from mmdata.mixture import Mixture
-
-    import torch.utils.data  # noqa: F401 - imported before any clock starts
 
     mixture = Mixture(out / "mixture")
     largest = Dataset(out / "large")

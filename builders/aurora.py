@@ -19,7 +19,7 @@ from builders.visual_cot import pick
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import Media, Record, RecordError, Reject
-from mmdata.sources import Span, iter_span, plan
+from mmdata.sources import InputSpan, iter_span, plan_inputs
 
 
 @dataclass
@@ -29,30 +29,11 @@ class AuroraOptions:
     seed: int = opt(0, help="Seed for picking one of several instructions (stable per record id)")
 
 
-@dataclass(frozen=True)
-class Unit:
-    label: str
-    span: Span
+def units(options: AuroraOptions, shard_size: int, limit: int | None) -> list[InputSpan]:
+    return plan_inputs(options.input, shard_size, limit, "aurora")
 
 
-def units(options: AuroraOptions, shard_size: int, limit: int | None) -> list[Unit]:
-    if not options.input:
-        raise ValueError("aurora: give at least one --input file")
-    stems = [Path(p).stem for p in options.input]
-    labels = [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
-    out: list[Unit] = []
-    left = limit
-    for label, path in zip(labels, options.input):
-        if left == 0:
-            break
-        spans = plan(Path(path), shard_size, left)
-        out.extend(Unit(label, s) for s in spans)
-        if left is not None:
-            left -= sum(s.count for s in spans)
-    return out
-
-
-def records(options: AuroraOptions, unit: Unit) -> Iterator[Record | Reject]:
+def records(options: AuroraOptions, unit: InputSpan) -> Iterator[Record | Reject]:
     for item in iter_span(unit.span):
         if item.error is not None:
             yield Reject(item.ref, item.error)

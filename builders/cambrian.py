@@ -23,7 +23,7 @@ from typing import Any
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Record, RecordError, Reject
-from mmdata.sources import Span, iter_span, plan
+from mmdata.sources import InputSpan, iter_span, plan_inputs
 
 ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt",
                 "system": "system"}
@@ -35,33 +35,11 @@ class CambrianOptions:
     media_root: Path | None = opt(None, help="Folder the records' `image` paths are relative to")
 
 
-@dataclass(frozen=True)
-class Unit:
-    label: str  # the input's name, made unique among the inputs; part of every record id
-    span: Span
+def units(options: CambrianOptions, shard_size: int, limit: int | None) -> list[InputSpan]:
+    return plan_inputs(options.input, shard_size, limit, "cambrian")
 
 
-def _labels(paths: list[Path]) -> list[str]:
-    stems = [p.stem for p in paths]
-    return [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
-
-
-def units(options: CambrianOptions, shard_size: int, limit: int | None) -> list[Unit]:
-    if not options.input:
-        raise ValueError("cambrian: give at least one --input file")
-    out: list[Unit] = []
-    left = limit
-    for label, path in zip(_labels(options.input), options.input):
-        if left == 0:
-            break
-        spans = plan(Path(path), shard_size, left)
-        out.extend(Unit(label, s) for s in spans)
-        if left is not None:
-            left -= sum(s.count for s in spans)
-    return out
-
-
-def records(options: CambrianOptions, unit: Unit) -> Iterator[Record | Reject]:
+def records(options: CambrianOptions, unit: InputSpan) -> Iterator[Record | Reject]:
     for item in iter_span(unit.span):
         if item.error is not None:
             yield Reject(item.ref, item.error)

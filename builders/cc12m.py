@@ -30,8 +30,8 @@ import contextlib
 import hashlib
 import html
 import json
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import threading

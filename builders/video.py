@@ -71,7 +71,7 @@ class VideoOptions:
              f"must be in 1..--future-max ({self.future_max}), got {self.future_min}")
         need(1 <= self.gap_min <= self.gap_max, "gap-min",
              f"must be in 1..--gap-max ({self.gap_max}), got {self.gap_min}")
-        need(1 <= self.context_min and self.context_min + self.future_max <= self.max_frames, "context-min",
+        need(self.context_min >= 1 and self.context_min + self.future_max <= self.max_frames, "context-min",
              f"+ --future-max must fit in --max-frames ({self.max_frames}); got {self.context_min}")
 
 

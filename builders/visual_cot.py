@@ -39,7 +39,7 @@ from mmdata.media import MediaError, resolve_case
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import Span, iter_span, plan
+from mmdata.sources import InputSpan, iter_span, plan_inputs
 
 # (human, gpt); `<image>` in human = the full picture (input), in gpt = the crop (generation target).
 PHRASINGS: tuple[tuple[str, str], ...] = (
@@ -64,30 +64,11 @@ class VisualCotOptions:
     crop_format: Literal["jpg", "png"] = opt("jpg", help="File format of the materialised crops")
 
 
-@dataclass(frozen=True)
-class Unit:
-    label: str  # the input's name, unique among the inputs; part of ids and crop paths
-    span: Span
+def units(options: VisualCotOptions, shard_size: int, limit: int | None) -> list[InputSpan]:
+    return plan_inputs(options.input, shard_size, limit, "visual_cot")
 
 
-def units(options: VisualCotOptions, shard_size: int, limit: int | None) -> list[Unit]:
-    if not options.input:
-        raise ValueError("visual_cot: give at least one --input file")
-    stems = [Path(p).stem for p in options.input]
-    labels = [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
-    out: list[Unit] = []
-    left = limit
-    for label, path in zip(labels, options.input):
-        if left == 0:
-            break
-        spans = plan(Path(path), shard_size, left)
-        out.extend(Unit(label, s) for s in spans)
-        if left is not None:
-            left -= sum(s.count for s in spans)
-    return out
-
-
-def records(options: VisualCotOptions, unit: Unit) -> Iterator[Record | Reject]:
+def records(options: VisualCotOptions, unit: InputSpan) -> Iterator[Record | Reject]:
     for item in iter_span(unit.span):
         if item.error is not None:
             yield Reject(item.ref, item.error)

@@ -1,6 +1,7 @@
 """mmdata: raw multimodal sources → one conversation format (`Record`) → lazily read datasets and mixtures."""
 
-from mmdata.dataset import Dataset, open_dataset as open  # noqa: A001 - `mmdata.open(path)` is the public API
+from mmdata.dataset import Dataset
+from mmdata.dataset import open_dataset as open
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
 
 __all__ = ["IMAGE", "Dataset", "Media", "Record", "RecordError", "Reject", "Turn", "open"]

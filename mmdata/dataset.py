@@ -21,7 +21,6 @@ from PIL import Image
 from mmdata.manifest import Manifest
 from mmdata.schema import Record
 
-
 _EMPTY = np.zeros(0, dtype="<u8")
 
 

@@ -200,3 +200,30 @@ def iter_file(path: Path, limit: int | None = None) -> Iterator[Item]:
     """Every item of a JSONL file or JSON array, streamed."""
     for span in plan(path, 1 << 62, limit):
         yield from iter_span(span)
+
+
+@dataclass(frozen=True)
+class InputSpan:
+    """A span of one of several `--input` files; `label` names the file uniquely among the inputs (its stem,
+    or `stem~i` when two inputs share a stem) and goes into record ids, so they stay unique and stable."""
+
+    label: str
+    span: Span
+
+
+def plan_inputs(paths: list[Path], per_span: int, limit: int | None, builder: str) -> list[InputSpan]:
+    """Spans over several input files in order, `limit` items in all; the unit list of a JSON/JSONL builder."""
+    if not paths:
+        raise ValueError(f"{builder}: give at least one --input file")
+    stems = [Path(p).stem for p in paths]
+    labels = [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
+    out: list[InputSpan] = []
+    left = limit
+    for label, path in zip(labels, paths):
+        if left == 0:
+            break
+        spans = plan(Path(path), per_span, left)
+        out.extend(InputSpan(label, s) for s in spans)
+        if left is not None:
+            left -= sum(s.count for s in spans)
+    return out

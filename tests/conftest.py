@@ -11,7 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 
-from mmdata.testing.llava import World, make_world  # noqa: E402
+from mmdata.testing.llava import World, make_world
 
 
 @pytest.fixture(scope="session")

@@ -23,7 +23,7 @@ from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, MM_TOKENS
 
 LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
 CHATML_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-_WORDS = ["a", "the", "cat", "dog", "red", "blue", "green", "image", "picture", "photo", "of", "on", "in", "with", "and", "is", "are", "what", "where", "which", "how", "many", "describe", "generate", "draw", "edit", "make", "it", "change", "color", "sky", "tree", "house", "car", "person", "man", "woman", "child", "yes", "no", "left", "right", "top", "bottom", "first", "then", "next", "frame", "video", "happens", "scene", "question", "answer", "because", "look", "region", "zoom", "small", "large", "two", "three"]
+_WORDS = ["a", "the", "cat", "dog", "red", "blue", "green", "image", "picture", "photo", "of", "on", "in", "with", "and", "is", "are", "what", "where", "which", "how", "many", "describe", "generate", "draw", "edit", "make", "it", "change", "color", "sky", "tree", "house", "car", "person", "man", "woman", "child", "yes", "no", "left", "right", "top", "bottom", "first", "then", "next", "frame", "video", "happens", "scene", "question", "answer", "because", "look", "region", "zoom", "small", "large", "two", "three"]  # noqa: E501
 
 
 @dataclass(frozen=True)

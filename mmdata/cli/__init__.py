@@ -49,9 +49,10 @@ def validate(
     no_media: bool = typer.Option(False, "--no-media", help="Check records only, do not decode media"),
 ) -> None:
     """Re-check every record and decode every media file; exit 1 with a summary on any problem."""
+    from rich.progress import track
+
     import mmdata
     from mmdata.inspect import validate as run_validate
-    from rich.progress import track
 
     ds = mmdata.open(path)
     report = run_validate(ds, check_media=not no_media,
@@ -74,13 +75,14 @@ def validate(
 @user_errors
 def stats(
     path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records"),  # noqa: UP007
+    limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables"),
 ) -> None:
     """Counts, text lengths per role, turns and media per record, and media sizes."""
+    from rich.table import Table
+
     import mmdata
     from mmdata.inspect import stats as compute
-    from rich.table import Table
 
     result = compute(mmdata.open(path), limit)
     if as_json:
@@ -98,7 +100,7 @@ def stats(
 @user_errors
 def report(
     path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [default: PATH/report.html]"),  # noqa: UP007
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [default: PATH/report.html]"),
     n: int = typer.Option(24, "--n", "-n", help="How many records to show, spread over tasks"),
     seed: int = typer.Option(0, "--seed", help="Which records are sampled"),
 ) -> None:
@@ -114,7 +116,7 @@ def report(
 @user_errors
 def mix(
     recipe: Path = typer.Argument(..., help="A mixture recipe (YAML)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Mixture directory"),  # noqa: UP007
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Mixture directory"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, write nothing"),
 ) -> None:
     """Resolve a recipe into a weighted, seeded, deterministic mixture of built datasets."""

@@ -36,7 +36,7 @@ def _annotation(tp: Any) -> Any:
     """A dataclass field type → the annotation Typer understands (`X | None` → `Optional[X]`)."""
     if typing.get_origin(tp) in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return Optional[_annotation(inner[0])]  # noqa: UP007 - Typer needs typing.Optional
+        return Optional[_annotation(inner[0])]
     return tp
 
 

@@ -141,7 +141,7 @@ def world(directory: Path, n_ok: int = 200, seed: int = 0, *, n_missing: int = 2
 
 
 @contextlib.contextmanager
-def demo_source(dir: Path) -> Iterator[list[str]]:  # noqa: A002 - the name the demo runner calls it with
+def demo_source(dir: Path) -> Iterator[list[str]]:
     """~30 images and a small TSV on a loopback server; yields `mmdata build cc12m` arguments (all but
     --out)."""
     with world(Path(dir), n_ok=30, n_missing=3, n_not_image=1, n_truncated=1, n_slow=0) as w:

@@ -37,7 +37,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.0"
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.server.hits += 1
         route = self.server.routes.get(self.path.split("?", 1)[0])
         if route is None:
@@ -53,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client gave up (a timeout test): nothing to answer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - overrides the stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 

@@ -18,7 +18,14 @@ from mmdata.registry import discover
 from mmdata.schema import RecordError
 from mmdata.testing.images import write_truncated_jpeg
 from mmdata.testing.visual_cot import (
-    BACKGROUND, REGION, demo_source, metadata_row, viscot_item, write_json_array, write_jsonl, write_region_image,
+    BACKGROUND,
+    REGION,
+    demo_source,
+    metadata_row,
+    viscot_item,
+    write_json_array,
+    write_jsonl,
+    write_region_image,
 )
 
 
