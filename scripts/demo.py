@@ -83,6 +83,7 @@ def main() -> None:
         print(f"  dataset   {OUT / 'data' / name}")
     if mixture:
         print(f"  mixture   {mixture}")
+        print(f"  report    {OUT / 'report.html'}  (open in a browser: sampled records with their images)")
     for stage, path in runs.items():
         print(f"  {stage:<9} {path}")
     print("\nLook at any of them with `mmdata inspect PATH`, or in pandas: "
@@ -104,6 +105,7 @@ def mix(built: list[str]) -> Path | None:
     mmdata("mix", str(recipe), "--dry-run")
     mmdata("mix", str(recipe), "--out", str(out))
     mmdata("inspect", str(out), "--n", "2")
+    mmdata("report", str(out), "--out", str(OUT / "report.html"), "--n", "24")
     return out
 
 
