@@ -205,3 +205,60 @@ class _Progress:
     def __exit__(self, *_: Any) -> None:
         if self.enabled:
             self.bar.stop()
+
+
+class DatasetWriter:
+    """Write records you already have into a dataset, without a builder:
+
+        with mmdata.DatasetWriter("data/mine", media_root="/data/images", format="both") as w:
+            for record in my_records():
+                w.add(record)          # Record, or Reject(ref, reason); returns False if rejected
+        # dataset.json is written here, on a clean exit only
+
+    Same checks, layout and manifest as `mmdata build` (shards of `shard_size` records, media decoded once,
+    rejects counted with their reason). No resume: an exception leaves no manifest and the directory is rewritten
+    by the next run.
+    """
+
+    def __init__(self, out: str | Path, *, media_root: str | Path | None = None, format: str = "jsonl",
+                 copy_media: bool = False, shard_size: int = DEFAULT_SHARD_SIZE, name: str = "records") -> None:
+        settings = BuildSettings(out=Path(out), format=format, shard_size=shard_size)  # validates the flags
+        root = Path(media_root).resolve() if media_root is not None else None
+        if root is not None and not root.is_dir():
+            raise BuildError(f"media_root {root}: directory not found")
+        self.out, self.name, self.shard_size = settings.out, name, settings.shard_size
+        self.identity = {"builder": name, "args": {"media_root": None if root is None else str(root)},
+                         "format": format, "copy_media": copy_media, "shard_size": shard_size, "limit": None}
+        self.cfg = ShardConfig(self.out, FORMATS[format], root, copy_media)
+        self.results: list[ShardResult] = []
+        self._shard: Any = None
+
+    def __enter__(self) -> DatasetWriter:
+        if self.out.exists() and any(self.out.iterdir()):
+            if not (self.out / ".build.json").is_file():
+                raise BuildError(f"{self.out}: output directory holds files that are not an mmdata build")
+            _clear(self.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_bytes(orjson.dumps(self.identity, option=orjson.OPT_INDENT_2), self.out / ".build.json")
+        return self
+
+    def add(self, item: Any) -> bool:
+        if self._shard is None:
+            from mmdata.writer import ShardWriter
+
+            self._shard = ShardWriter(self.cfg, len(self.results))
+        written = self._shard.add(item)
+        if self._shard.result.read == self.shard_size:
+            self.results.append(self._shard.commit())
+            self._shard = None
+        return written
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        if exc_type is not None:
+            if self._shard is not None:
+                self._shard.__exit__(exc_type, None, None)
+            return
+        if self._shard is not None:
+            self.results.append(self._shard.commit())
+            self._shard = None
+        self.manifest = _finish(self.out, self.identity, self.cfg, self.results)

@@ -208,3 +208,30 @@ def test_a_failed_start_does_not_block_the_corrected_command(llava_world: World,
         build("cambrian", CambrianOptions(input=[tmp_path / "typo.jsonl"]), BuildSettings(out=out))
     ds = _build(llava_world, out)
     assert len(ds) == llava_world.expected_written
+
+
+def test_dataset_writer_context_manager(llava_world: World, tmp_path: Path) -> None:
+    from mmdata.schema import Media, Record, Reject, Turn
+
+    def rec(i: int, image: str | None) -> Record:
+        turns = [Turn("human", ("<image>\n" if image else "") + f"q{i}"), Turn("gpt", f"a{i}")]
+        return Record(id=f"r{i}", source="mine", task="vqa" if image else "text", conversations=turns,
+                      media=[Media(path=image)] if image else [])
+
+    with mmdata.DatasetWriter(tmp_path / "mine", media_root=llava_world.media_root, format="both",
+                              shard_size=3) as w:
+        assert w.add(rec(0, "coco/000000.jpg"))
+        assert not w.add(rec(1, "coco/truncated.jpg"))
+        assert not w.add(Reject("mine.csv:7", "no caption"))
+        for i in range(2, 6):
+            w.add(rec(i, None))
+        assert not (tmp_path / "mine" / "dataset.json").exists()  # written last, on a clean exit
+    ds = mmdata.open(tmp_path / "mine")
+    assert ds.manifest.counts == {"read": 7, "written": 5, "rejected": 2}
+    assert [r.id for r in ds] == ["r0", "r2", "r3", "r4", "r5"] and len(ds.manifest.shards) == 3
+    assert ds.image(ds[0], 0).size == (64, 48)
+
+    with pytest.raises(RuntimeError), mmdata.DatasetWriter(tmp_path / "broken") as w:
+        w.add(rec(9, None))
+        raise RuntimeError("killed")
+    assert not (tmp_path / "broken" / "dataset.json").exists()
