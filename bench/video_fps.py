@@ -89,6 +89,9 @@ def timed(fn: Callable[[], int]) -> tuple[int, float, float]:
 
 
 def main() -> None:
+    if shutil.which("ffmpeg") is None:
+        sys.exit("bench/video_fps.py: the `ffmpeg` binary (the baseline, and the generator of the test videos) is "
+                 "not installed; install it with `apt-get install -y ffmpeg`")
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--videos", type=int, default=20)
     ap.add_argument("--seconds", type=int, default=60)
