@@ -115,6 +115,12 @@ def write_report(ds: Any, out: Path, n: int = 24, seed: int = 0) -> Path:
         reasons = _reject_reasons(root)
         if reasons:
             sections.append("<h2>Most common reject reasons</h2>" + _table(reasons, ("reason", "rejects")))
+    elif isinstance(manifest, dict) and "sources" in manifest:  # a mixture: what each dataset contributes
+        rows = [(src["name"], f"{src['count']:,} ({100 * src['proportion']:.1f} %, {src['epochs']:.2f} epochs)")
+                for src in manifest["sources"]]
+        sections.append("<h2>Sources</h2>" + _table(rows, ("dataset", "samples")))
+        for warning in manifest.get("warnings", []):
+            sections.append(f"<p class=cap>warning: {html.escape(warning)}</p>")
     picked = sample_indices(ds, n, seed) if len(ds) else []
     sections.append(f"<h2>{len(picked)} sampled records (seed {seed})</h2>"
                     "<p class=cap>blue frame: input image · orange frame: generation target</p>")

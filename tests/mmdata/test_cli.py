@@ -91,3 +91,13 @@ def test_report_shows_sampled_records_with_their_images(built: Path, tmp_path: P
     assert page.count('class="rec"') == 6
     assert page.count('<img class="input"') >= 3  # the world is mostly VQA: inputs, inline as data URIs
     assert "Most common reject reasons" in page and "file not found under media root" in page
+
+
+def test_report_of_a_mixture_lists_its_sources(built: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nseed: 1\nsize: 30\nsources:\n  - path: {built}\n    weight: 1\n")
+    assert runner.invoke(app, ["mix", str(recipe), "--out", str(tmp_path / "mix")]).exit_code == 0
+    result = runner.invoke(app, ["report", str(tmp_path / "mix"), "--out", str(tmp_path / "m.html"), "--n", "3"])
+    assert result.exit_code == 0, result.output
+    page = (tmp_path / "m.html").read_text()
+    assert "<h2>Sources</h2>" in page and "30 (100.0 %" in page and page.count('class="rec"') == 3
