@@ -27,24 +27,9 @@ WARMUP = 3
 
 
 def make_world(root: Path) -> tuple[Path, Path]:
-    from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
-    from mmdata.mix import mix
-    from mmdata.testing.llava import make_world as llava_world
-    from trainer import make_tiny
+    from trainer.tiny import make_train_world
 
-    w = llava_world(root / "src")
-    gen = root / "src" / "t2i.jsonl"
-    gen.write_text("".join(json.dumps({"id": f"g{i}", "image": f"coco/{i:06d}.jpg", "conversations": [
-        {"from": "human", "value": "Draw the picture."}, {"from": "gpt", "value": "<image>"}]}) + "\n"
-        for i in range(8)))
-    for name, src in (("vqa", w.jsonl), ("t2i", gen)):
-        build("cambrian", CambrianOptions(input=[src], media_root=w.media_root), BuildSettings(out=root / name))
-    (root / "mix.yaml").write_text("seed: 0\nsize: 800\nsources:\n  - {path: vqa, weight: 2}\n"
-                                   "  - {path: t2i, weight: 1}\n")
-    mix(root / "mix.yaml", root / "mixture")
-    make_tiny(root / "models")
-    return root / "models", root / "mixture"
+    return make_train_world(root, size=800)
 
 
 def bare_loop(recipe, steps: int) -> list[float]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from mmdata.options import opt
 from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Record, RecordError, Reject
+from mmdata.schema import IMAGE, LLAVA_KEYS, NO_IMAGE, TURN_ORDER, Record, RecordError, Reject
 from mmdata.sources import InputSpan, iter_span, plan_inputs
 
 ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt",
@@ -64,7 +64,7 @@ def convert_text(raw: Any, key: str, ref: str) -> dict[str, Any] | None:
     if type(raw) is not dict:
         return None
     image = raw.get("image")
-    if image is not None and not (type(image) is str and image.strip().lower() in _NO_IMAGE):
+    if image is not None and not (type(image) is str and image.strip().lower() in NO_IMAGE):
         return None
     if raw.get("video") not in (None, ""):
         return None
@@ -76,22 +76,18 @@ def convert_text(raw: Any, key: str, ref: str) -> dict[str, Any] | None:
         if type(t) is not dict:
             return None
         role, value = t.get("from"), t.get("value")
-        if role != _ALTERNATION[i & 1] or type(value) is not str or not value or value.isspace() \
+        if role != TURN_ORDER[i & 1] or type(value) is not str or not value or value.isspace() \
                 or IMAGE in value:
             return None
         turns.append({"from": role, "value": value})
     orig = raw.get("id")
     meta: dict[str, Any] = {"orig_id": orig}
-    if not raw.keys() <= _LLAVA_KEYS:
-        meta["extra"] = {k: v for k, v in raw.items() if k not in _LLAVA_KEYS}
+    if not raw.keys() <= LLAVA_KEYS:
+        meta["extra"] = {k: v for k, v in raw.items() if k not in LLAVA_KEYS}
     meta["ref"] = ref
     return {"id": f"{'' if orig is None else orig}@{key}", "source": "cambrian", "task": "text", "media": [],
             "conversations": turns, "meta": meta}
 
-
-_ALTERNATION = ("human", "gpt")
-_NO_IMAGE = {"", "none", "null", "nan"}
-_LLAVA_KEYS = frozenset(("id", "image", "video", "conversations"))
 
 
 def convert(raw: Any, key: str, ref: str) -> Record:

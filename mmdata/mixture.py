@@ -22,6 +22,7 @@ import orjson
 from PIL import Image
 
 from mmdata.dataset import Dataset
+from mmdata.inspect import records_frame
 from mmdata.manifest import MANIFEST
 from mmdata.mix import INDEX_DTYPE, MIXTURE, MIXTURE_VERSION
 from mmdata.schema import Record
@@ -183,13 +184,9 @@ class Mixture(Sequence[Record]):
     def to_pandas(self, limit: int | None = None) -> Any:
         """One row per sample (first `limit`), with a `dataset` column naming its source dataset."""
         n = len(self) if limit is None else min(limit, len(self))
-        try:
-            from mmdata.inspect import records_frame  # type: ignore[import-not-found]
-        except ImportError:
-            records_frame = _records_frame
-        frame = records_frame(self, n)
-        frame.insert(0, "dataset", [self.names[d] for d in self.index["dataset"][:n].tolist()])
-        return frame
+        names = self.names
+        datasets = self.index["dataset"][:n].tolist()
+        return records_frame(self, n, dataset=lambda i: names[datasets[i]])
 
     def __getstate__(self) -> dict[str, Any]:
         # Picklable for dataloader workers: memory maps and file handles are re-opened in each process.
@@ -251,13 +248,3 @@ class _JsonlRows:
         state["maps"] = [None] * len(self.maps)
         return state
 
-
-def _records_frame(records: Sequence[Record], limit: int) -> Any:
-    import pandas as pd
-
-    rows = []
-    for i in range(limit):
-        r = records[i]
-        rows.append({"id": r.id, "source": r.source, "task": r.task, "n_media": len(r.media),
-                     "human": r.first_text("human"), "gpt": r.first_text("gpt"), "record": r})
-    return pd.DataFrame(rows, columns=["id", "source", "task", "n_media", "human", "gpt", "record"])

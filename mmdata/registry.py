@@ -55,6 +55,16 @@ def discover() -> dict[str, Builder]:
 
 
 def get(name: str) -> Builder:
+    """The builder `name`. Its module is imported alone when it is named after it (every shipped builder is), so a
+    worker process does not import every other builder's dependencies; otherwise all modules are searched."""
+    if name not in BUILDERS:
+        try:
+            importlib.import_module(f"builders.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"builders.{name}":
+                raise
+    if name in BUILDERS:
+        return BUILDERS[name]
     found = discover()
     if name not in found:
         raise KeyError(f"unknown builder {name!r}; available: {', '.join(sorted(found))}")

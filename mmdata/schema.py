@@ -15,8 +15,9 @@ IMAGE = "<image>"
 ROLES = ("system", "human", "gpt")
 MEDIA_KINDS = ("image", "frame")
 # Spellings of "no image" that occur in released LLaVA/Cambrian files (pandas round trips included).
-_NO_IMAGE = {"", "none", "null", "nan"}
-_LLAVA_KEYS = frozenset(("id", "image", "video", "conversations"))
+NO_IMAGE = frozenset(("", "none", "null", "nan"))
+LLAVA_KEYS = frozenset(("id", "image", "video", "conversations"))
+TURN_ORDER = ("human", "gpt")  # after an optional system turn, turns alternate in this order
 
 Role = Literal["system", "human", "gpt"]
 
@@ -216,7 +217,7 @@ class Record:
         kind = "image"
         if not paths and d.get("video") not in (None, ""):
             paths, kind = llava_image_paths(d.get("video")), "video"
-        extra = None if d.keys() <= _LLAVA_KEYS else {k: v for k, v in d.items() if k not in _LLAVA_KEYS}
+        extra = None if d.keys() <= LLAVA_KEYS else {k: v for k, v in d.items() if k not in LLAVA_KEYS}
         meta: dict[str, Any] = {"orig_id": d.get("id")}
         if extra:
             meta["extra"] = extra
@@ -254,15 +255,13 @@ def validate_dict(d: dict[str, Any]) -> None:
         ok = len(turns) > start
         for i, t in enumerate(turns):
             v = t["value"]
-            if (t["from"] != ("system" if i < start else _ALTERNATION[(i - start) & 1]) or type(v) is not str
+            if (t["from"] != ("system" if i < start else TURN_ORDER[(i - start) & 1]) or type(v) is not str
                     or not v or v.isspace() or IMAGE in v):
                 ok = False
                 break
     if not ok:
         Record.from_dict(d).validate()
 
-
-_ALTERNATION = ("human", "gpt")
 
 
 @dataclass(frozen=True)
@@ -281,7 +280,7 @@ def llava_image_paths(value: Any) -> list[str]:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return []
     if isinstance(value, str):
-        return [] if value.strip().lower() in _NO_IMAGE else [value]
+        return [] if value.strip().lower() in NO_IMAGE else [value]
     if isinstance(value, list):
         return [p for v in value for p in llava_image_paths(v)]
     raise RecordError(f"field 'image' must be a string or a list of strings, got {type(value).__name__}")

@@ -18,13 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.mix import mix
-from mmdata.testing.llava import make_world
-from trainer import load, make_tiny
+from trainer import load
 from trainer.metrics import read
 from trainer.recipe import load_recipe
+from trainer.tiny import make_train_world
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny"
@@ -49,18 +46,8 @@ class TrainWorld:
 @pytest.fixture(scope="session")
 def train_world(tmp_path_factory: pytest.TempPathFactory) -> TrainWorld:
     root = tmp_path_factory.mktemp("train_world")
-    w = make_world(root / "src")
-    gen = root / "src" / "t2i.jsonl"  # generation targets, so stage 2's vision loss has something to regress
-    gen.write_text("".join(json.dumps({"id": f"g{i}", "image": f"coco/{i:06d}.jpg", "conversations": [
-        {"from": "human", "value": "Draw the picture."}, {"from": "gpt", "value": "<image>"}]}) + "\n"
-        for i in range(8)))
-    for name, src in (("vqa", w.jsonl), ("t2i", gen)):
-        build("cambrian", CambrianOptions(input=[src], media_root=w.media_root), BuildSettings(out=root / name))
-    (root / "mix.yaml").write_text("seed: 0\nsize: 48\nsources:\n  - {path: vqa, weight: 2}\n"
-                                   "  - {path: t2i, weight: 1}\n")
-    mix(root / "mix.yaml", root / "mixture")
-    make_tiny(root / "models")
-    return TrainWorld(root, root / "models", root / "mixture")
+    models, mixture = make_train_world(root, size=48)
+    return TrainWorld(root, models, mixture)
 
 
 def _train(stage: str, world: TrainWorld, out: Path, **extra: object):
