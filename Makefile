@@ -21,7 +21,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -qq $(TORCH)
-	$(PY) -m pip install -qq -e '.[builders,train,test]' $(TORCH)
+	$(PY) -m pip install -qq -e '.[builders,train,s3,ray,quality,test]' $(TORCH)
 	@touch $(STAMP)
 
 demo: $(STAMP)
