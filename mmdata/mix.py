@@ -28,7 +28,7 @@ import orjson
 
 from mmdata.manifest import MANIFEST, Manifest
 from mmdata.media import write_bytes
-from mmdata.recipe import Recipe, RecipeError, SourceSpec, load_recipe
+from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
 
 MIXTURE = "mixture.json"
 INDEX = "index.npy"
@@ -64,7 +64,7 @@ class SourcePlan:
 
 @dataclass
 class MixPlan:
-    recipe: Recipe
+    recipe: MixRecipe
     sources: list[SourcePlan]
     total: int
     out: Path | None
@@ -103,7 +103,7 @@ class MixPlan:
         }
 
 
-def default_out(recipe: Recipe) -> Path:
+def default_out(recipe: MixRecipe) -> Path:
     """Where `mmdata mix` writes without `--out`: `mixtures/<recipe name>` under the current directory."""
     return Path("mixtures") / recipe.name
 
@@ -118,7 +118,7 @@ def mix(recipe_path: Path, out: Path | None = None, dry_run: bool = False) -> Mi
     return plan
 
 
-def make_plan(recipe: Recipe, out: Path | None = None) -> MixPlan:
+def make_plan(recipe: MixRecipe, out: Path | None = None) -> MixPlan:
     sources = [_source_plan(s, i, recipe) for i, s in enumerate(recipe.sources)]
     fixed = 0
     for s in sources:
@@ -156,7 +156,7 @@ def make_plan(recipe: Recipe, out: Path | None = None) -> MixPlan:
     return MixPlan(recipe=recipe, sources=sources, total=total, out=out, warnings=warnings)
 
 
-def _source_plan(spec: SourceSpec, i: int, recipe: Recipe) -> SourcePlan:
+def _source_plan(spec: SourceSpec, i: int, recipe: MixRecipe) -> SourcePlan:
     manifest = Manifest.load(spec.path)
     length = int(manifest.counts.get("written", 0))
     if length == 0:

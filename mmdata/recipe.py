@@ -1,4 +1,4 @@
-"""Mixture recipes: `recipes/*.yaml` → typed `Recipe`, validated once, here, with errors that name the key.
+"""Mixture recipes: `recipes/*.yaml` → typed `MixRecipe`, validated by `mmdata.config` with errors that name the key.
 
 ```yaml
 name: metamorph-demo
@@ -21,40 +21,63 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
 import yaml
 
+from mmdata.config import ConfigError, from_dict
 from mmdata.manifest import MANIFEST
 
-_TOP_KEYS = ("name", "seed", "size", "sources")
-_SOURCE_KEYS = ("path", "name", "weight", "epochs", "max")
 
-
-class RecipeError(ValueError):
+class RecipeError(ConfigError):
     """A recipe is unusable; the message starts with `<file>: <key>:` and says how to fix it."""
 
 
-@dataclass(frozen=True)
+@dataclass
 class SourceSpec:
-    path: Path  # absolute, resolved against the recipe's folder
-    name: str  # unique in the recipe; seeds this source's permutations, so renaming it reshuffles it
-    weight: float | None = None
-    epochs: float | None = None
-    max: int | None = None
+    path: Path  # a built dataset's folder, relative to the recipe file (absolute once loaded)
+    name: str | None = None  # unique in the recipe (default: the folder's name); seeds this source's permutations
+    weight: float | None = None  # a share of the recipe's `size`
+    epochs: float | None = None  # instead of a weight: this many passes over the whole source
+    max: int | None = None  # at most this many records of this source (repeats included)
+
+    def __post_init__(self) -> None:
+        if self.name is not None and not self.name.strip():
+            raise ConfigError(f"must be a non-empty string, got {self.name!r}", key="name")
+        for key in ("weight", "epochs"):
+            value = getattr(self, key)
+            if value is not None and (not math.isfinite(value) or value <= 0):
+                raise ConfigError(f"must be > 0, got {value}", key=key)
+        if self.weight is not None and self.epochs is not None:
+            raise ConfigError("has both `weight` and `epochs`, two sizing modes at once; keep one", key="")
+        if self.weight is None and self.epochs is None:
+            raise ConfigError("needs `weight:` (a share of `size`) or `epochs:` (repeats of the whole source)",
+                              key="")
+        if self.max is not None and self.max < 1:
+            raise ConfigError(f"must be >= 1, got {self.max}", key="max")
 
 
-@dataclass(frozen=True)
-class Recipe:
-    name: str
-    seed: int
-    size: int | None
-    sources: tuple[SourceSpec, ...]
-    file: Path
-    data: dict[str, Any]  # the YAML as parsed, for the mixture manifest and the hash
+@dataclass
+class MixRecipe:
+    sources: list[SourceSpec]  # the datasets mixed, each sized by `weight` or `epochs`
+    name: str | None = None  # the mixture's name (default: the recipe file's name)
+    seed: int = 0  # seeds every source's permutation
+    size: int | None = None  # total records; weighted sources share what `epochs` sources leave
+    file: Path = field(init=False, default=Path())  # the recipe file (set by `parse_recipe`)
+    data: dict[str, Any] = field(init=False, default_factory=dict)  # the YAML as parsed, for the manifest and hash
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("must be a non-empty list of {path, weight | epochs, max?}", key="sources")
+        if self.name is not None and not self.name.strip():
+            raise ConfigError(f"must be a non-empty string, got {self.name!r}", key="name")
+        if self.seed < 0:
+            raise ConfigError(f"must be >= 0, got {self.seed}", key="seed")
+        if self.size is not None and self.size < 1:
+            raise ConfigError(f"must be >= 1, got {self.size}", key="size")
 
     @property
     def sha256(self) -> str:
@@ -62,7 +85,7 @@ class Recipe:
         return hashlib.sha256(orjson.dumps(self.data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def load_recipe(path: str | Path, *, check_paths: bool = True) -> Recipe:
+def load_recipe(path: str | Path, *, check_paths: bool = True) -> MixRecipe:
     """Read and validate a recipe. `check_paths=False` skips "is every source a built dataset" (for linting
     recipes whose datasets are built elsewhere)."""
     file = Path(path)
@@ -75,83 +98,37 @@ def load_recipe(path: str | Path, *, check_paths: bool = True) -> Recipe:
     return parse_recipe(data, file, check_paths=check_paths)
 
 
-def parse_recipe(data: Any, file: Path, *, check_paths: bool = True) -> Recipe:
+def parse_recipe(data: Any, file: Path, *, check_paths: bool = True) -> MixRecipe:
     def fail(key: str, msg: str) -> RecipeError:
         return RecipeError(f"{file}: {key}: {msg}")
 
-    if not isinstance(data, dict):
-        raise RecipeError(f"{file}: a recipe is a mapping with keys {', '.join(_TOP_KEYS)}")
-    _no_unknown(data, _TOP_KEYS, "", fail)
-    name = data.get("name", file.stem)
-    if not isinstance(name, str) or not name.strip():
-        raise fail("name", f"must be a non-empty string, got {name!r}")
-    seed = _integer(data.get("seed", 0), "seed", 0, fail)
-    size = None if data.get("size") is None else _integer(data["size"], "size", 1, fail)
-    raw_sources = data.get("sources")
-    if not isinstance(raw_sources, list) or not raw_sources:
-        raise fail("sources", "must be a non-empty list of {path, weight | epochs, max?}")
-    sources = tuple(_source(s, f"sources[{i}]", file, fail) for i, s in enumerate(raw_sources))
+    try:
+        recipe = from_dict(MixRecipe, data)
+    except ConfigError as e:
+        raise RecipeError(f"{file}: {e}") from None
+    recipe.file, recipe.data = file, data
+    recipe.name = recipe.name or file.stem
+    for s in recipe.sources:
+        s.path = (file.parent / s.path).resolve()
+        s.name = s.name or s.path.name
 
     seen: dict[str, int] = {}
-    for i, s in enumerate(sources):
+    for i, s in enumerate(recipe.sources):
         if s.name in seen:
             raise fail(f"sources[{i}].name", f"{s.name!r} is already the name of sources[{seen[s.name]}]; give one "
                        "of them a distinct `name:`")
-        seen[s.name] = i
-    weighted = [i for i, s in enumerate(sources) if s.weight is not None]
-    if size is None and weighted:
+        seen[s.name] = i  # type: ignore[index]
+    weighted = [i for i, s in enumerate(recipe.sources) if s.weight is not None]
+    if recipe.size is None and weighted:
         raise fail(f"sources[{weighted[0]}].weight", "a weight is a share of `size`, and the recipe has no size; "
                    "add a top-level `size:` or give this source `epochs:` instead")
-    if size is not None and not weighted:
+    if recipe.size is not None and not weighted:
         raise fail("size", "every source is sized by `epochs`, so `size` would be a second sizing mode; remove "
                    "`size` or give some sources a `weight:`")
     if check_paths:
-        for i, s in enumerate(sources):
+        for i, s in enumerate(recipe.sources):
             if not (s.path / MANIFEST).is_file():
                 what = "does not exist" if not s.path.exists() else f"is not a built mmdata dataset (no {MANIFEST})"
                 raise fail(f"sources[{i}].path", f"{s.path} {what}; build it with `mmdata build` or fix the path "
                            "(relative paths are relative to the recipe file)")
-    return Recipe(name=name, seed=seed, size=size, sources=sources, file=file, data=data)
-
-
-def _source(raw: Any, key: str, file: Path, fail: Any) -> SourceSpec:
-    if not isinstance(raw, dict):
-        raise fail(key, f"must be a mapping with keys {', '.join(_SOURCE_KEYS)}, got {type(raw).__name__}")
-    _no_unknown(raw, _SOURCE_KEYS, f"{key}.", fail)
-    path = raw.get("path")
-    if not isinstance(path, str) or not path.strip():
-        raise fail(f"{key}.path", "missing; give the folder of a built dataset")
-    resolved = (file.parent / path).resolve()
-    name = raw.get("name", resolved.name)
-    if not isinstance(name, str) or not name.strip():
-        raise fail(f"{key}.name", f"must be a non-empty string, got {name!r}")
-    weight = None if raw.get("weight") is None else _positive(raw["weight"], f"{key}.weight", fail)
-    epochs = None if raw.get("epochs") is None else _positive(raw["epochs"], f"{key}.epochs", fail)
-    if weight is not None and epochs is not None:
-        raise fail(key, "has both `weight` and `epochs`, two sizing modes at once; keep one")
-    if weight is None and epochs is None:
-        raise fail(key, "needs `weight:` (a share of `size`) or `epochs:` (repeats of the whole source)")
-    cap = None if raw.get("max") is None else _integer(raw["max"], f"{key}.max", 1, fail)
-    return SourceSpec(path=resolved, name=name, weight=weight, epochs=epochs, max=cap)
-
-
-def _no_unknown(d: dict[str, Any], known: tuple[str, ...], prefix: str, fail: Any) -> None:
-    for k in d:
-        if k not in known:
-            raise fail(f"{prefix}{k}", f"unknown key; accepted keys are {', '.join(known)}")
-
-
-def _integer(value: Any, key: str, minimum: int, fail: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise fail(key, f"must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise fail(key, f"must be >= {minimum}, got {value}")
-    return value
-
-
-def _positive(value: Any, key: str, fail: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise fail(key, f"must be a number, got {type(value).__name__} {value!r}")
-    if not math.isfinite(value) or value <= 0:
-        raise fail(key, f"must be > 0, got {value}")
-    return float(value)
+    return recipe

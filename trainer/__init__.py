@@ -1,6 +1,6 @@
 """mmtrain: the unified (MetaMorph-style) model, its data pipeline and losses. See trainer/README.md."""
 
-from trainer.config import STAGES, ConfigError, DataConfig, ModelConfig, StageConfig
+from trainer.config import STAGES, ConfigError, ModelConfig, StageConfig
 from trainer.data import Collator, ConversationDataset, LengthGroupedSampler, Sample, Skipped
 from trainer.model import Loaded, MMOutput, UnifiedModel, add_image_tokens, build_model, load, resolve_pad_id
 from trainer.templates import TEMPLATES, ChatTemplate, ConversationEncoder, LabelError
@@ -9,7 +9,7 @@ from trainer.trainable import apply_stage, apply_trainable
 
 __all__ = [
     "STAGES", "TEMPLATES", "ChatTemplate", "Collator", "ConfigError", "ConversationDataset", "ConversationEncoder",
-    "DataConfig", "LabelError", "LengthGroupedSampler", "Loaded", "MMOutput", "ModelConfig", "Sample", "Skipped",
+    "LabelError", "LengthGroupedSampler", "Loaded", "MMOutput", "ModelConfig", "Sample", "Skipped",
     "StageConfig", "UnifiedModel", "add_image_tokens", "apply_stage", "apply_trainable", "build_model", "load",
     "make_tiny", "resolve_pad_id",
 ]

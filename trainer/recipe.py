@@ -1,23 +1,26 @@
-"""Training recipes: `recipes/<name>/stage{1,2}.yaml` → a typed `TrainRecipe`, validated once, here.
+"""Training recipes: `recipes/<name>/stage{1,2}.yaml` → a typed `TrainRecipe`.
 
-Every section is a dataclass; unknown keys and wrong types are errors naming `section.key`. Command-line overrides
-(`--data.mixture PATH`, `--optim.lr 1.0e-4`, `--output_dir PATH`) are applied to the YAML *before* validation, so
-they pass the same checks. Paths written in the file are relative to the file; paths given on the command line are
-relative to the working directory. `trainer/README.md` documents every key.
+Every section is a dataclass, validated by `mmdata.config` (the mechanism builder options and mixture recipes use
+too): unknown keys and wrong types are errors naming `section.key`. Command-line overrides (`--data.mixture PATH`,
+`--optim.lr 1e-4`, `--output_dir PATH`) are applied to the YAML *before* validation, so they pass the same checks.
+Paths written in the file are relative to the file; paths given on the command line are relative to the working
+directory. `trainer/README.md` documents every key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
-from trainer.config import STAGES, ConfigError, ModelConfig, StageConfig, from_dict
+from mmdata.config import ConfigError, from_dict, parse_overrides, set_key
+from trainer.config import STAGES, ModelConfig, StageConfig
+
+__all__ = ["ConfigError", "TrainRecipe", "load_recipe", "parse_overrides"]
 
 StageName = Literal["stage1", "stage2"]
 
@@ -177,9 +180,6 @@ class TrainRecipe:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {"data": DataSection, "batch": BatchSection, "optim": OptimSection, "lora": LoraSection,
-                             "train": TrainSection, "checkpoint": CheckpointSection, "logging": LoggingSection,
-                             "model": ModelConfig}
 PATH_KEYS = (("model", "llm"), ("model", "vision_tower"), ("data", "mixture"), ("init_from",), ("output_dir",))
 
 
@@ -192,34 +192,6 @@ def parse_lr_scale(spec: str) -> tuple[float, int]:
     if base_lr <= 0 or base_batch < 1:
         raise ConfigError(f"lr_scale_from {spec!r}: BASE_LR must be > 0 and BASE_BATCH >= 1")
     return base_lr, base_batch
-
-
-def parse_overrides(args: list[str]) -> dict[str, Any]:
-    """`--a.b value` / `--a.b=value` pairs → {"a.b": value}; values are YAML (`null`, `[x, y]`, `true`, 1.0e-5)."""
-    out: dict[str, Any] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if not arg.startswith("--") or len(arg) < 3:
-            raise ConfigError(f"override {arg!r}: expected --section.key VALUE (e.g. --optim.lr 1.0e-4)")
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(args):
-                raise ConfigError(f"override --{key} has no value")
-            value, i = args[i + 1], i + 1
-        out[key.replace("-", "_")] = _yaml_value(value)
-        i += 1
-    return out
-
-
-def _yaml_value(text: str) -> Any:
-    value = yaml.safe_load(text) if text.strip() else ""
-    if isinstance(value, str):
-        try:  # YAML 1.1 reads 1e-5 as a string; a number is what anyone typing it means
-            return float(value) if any(c in value for c in ".eE") else value
-        except ValueError:
-            return value
-    return value
 
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
@@ -235,38 +207,18 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
         raise ConfigError(f"{path}: a training recipe is a mapping of sections, got {type(raw).__name__}")
     for keys in PATH_KEYS:
         _resolve_path(raw, keys, path.parent)
-    for dotted, value in (overrides or {}).items():
-        _set(raw, dotted.split("."), value, path)
     try:
+        for dotted, value in (overrides or {}).items():
+            _set(raw, dotted, value)
         return recipe_from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
 
 def recipe_from_dict(raw: dict[str, Any]) -> TrainRecipe:
-    raw = dict(raw)
     if raw.get("init_from") is not None and isinstance(raw.get("model"), dict) and not raw["model"]:
-        raw["model"] = None
-    for name, cls in SECTIONS.items():
-        if isinstance(raw.get(name), dict):
-            raw[name] = from_dict(cls, _coerce_floats(cls, raw[name]), where=f"{name}.")
-        elif name in raw and raw[name] is not None:
-            raise ConfigError(f"{name}: expected a mapping of keys, got {raw[name]!r}")
-    if "data" not in raw:
-        raise ConfigError("data: required section missing (at least data.mixture)")
-    return from_dict(TrainRecipe, _coerce_floats(TrainRecipe, raw))
-
-
-def _coerce_floats(cls: type, d: dict[str, Any]) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    out = dict(d)
-    for k, v in d.items():
-        if isinstance(v, str) and k in hints and float in typing.get_args(hints[k]) + (hints[k],):
-            try:
-                out[k] = float(v)
-            except ValueError:
-                pass  # the type check names the key
-    return out
+        raw = raw | {"model": None}  # `model: {}` left in a stage-2 file that continues a run
+    return from_dict(TrainRecipe, raw)
 
 
 def _resolve_path(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> None:
@@ -278,15 +230,7 @@ def _resolve_path(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> Non
         node[keys[-1]] = str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _set(raw: dict[str, Any], keys: list[str], value: Any, path: Path) -> None:
-    node = raw
-    for k in keys[:-1]:
-        if node.get(k) is None:
-            node[k] = {}
-        if not isinstance(node[k], dict):
-            raise ConfigError(f"override --{'.'.join(keys)}: {k!r} is not a section")
-        node = node[k]
-    if tuple(keys) in PATH_KEYS and isinstance(value, str):
-        value = str(Path(value).expanduser().resolve())
-    node[keys[-1]] = value
-
+def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
+    if tuple(dotted.split(".")) in PATH_KEYS and isinstance(value, str):
+        value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
+    set_key(raw, dotted, value)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import types
 import typing
@@ -13,6 +12,7 @@ import typer
 
 from mmdata.build import DEFAULT_SHARD_SIZE, BuildSettings, build
 from mmdata.cli._errors import user_errors
+from mmdata.config import from_dict, keys
 from mmdata.registry import Builder, discover
 
 app = typer.Typer(help="Convert a raw source into a dataset (JSONL + index and/or webdataset tars).",
@@ -41,32 +41,25 @@ def _annotation(tp: Any) -> Any:
 
 
 def _command(builder: Builder) -> Any:
-    hints = typing.get_type_hints(builder.options)
+    """Flags, defaults and help from the options' config keys; the values go through `config.from_dict`."""
     params: list[inspect.Parameter] = []
     option_names: list[str] = []
-    for f in dataclasses.fields(builder.options):
-        ann = _annotation(hints[f.name])
-        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = None if typing.get_origin(ann) is list else f.default_factory()
-        else:
-            default = ...
-        metavar = "PATH" if typing.get_origin(ann) is list else None  # not "<list[Path]>"; repeat the flag
-        option = typer.Option(default, flag, help=f.metadata.get("help", ""), metavar=metavar)
-        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann))
-        option_names.append(f.name)
+    for key in keys(builder.options):
+        ann = _annotation(key.type)
+        is_list = typing.get_origin(ann) is list
+        default = ... if key.required else None if is_list else key.default  # an empty list is "not given"
+        metavar = "PATH" if is_list else None  # not "<list[Path]>"; repeat the flag
+        option = typer.Option(default, key.metadata.get("flag") or "--" + key.name.replace("_", "-"),
+                              help=key.help, metavar=metavar)
+        params.append(inspect.Parameter(key.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann))
+        option_names.append(key.name)
     for name, ann, option in _COMMON:
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann))
 
     @user_errors
     def run(**kwargs: Any) -> None:
-        values = {k: kwargs[k] for k in option_names}
-        for f in dataclasses.fields(builder.options):
-            if values[f.name] is None and f.default_factory is not dataclasses.MISSING:
-                values[f.name] = f.default_factory()
-        options = builder.options(**values)
+        given = {k: kwargs[k] for k in option_names if kwargs[k] is not None}
+        options = from_dict(builder.options, given, where=f"{builder.name}.")
         settings = BuildSettings(out=kwargs["out"], format=kwargs["format"], workers=kwargs["workers"],
                                  copy_media=kwargs["copy_media"], shard_size=kwargs["shard_size"],
                                  limit=kwargs["limit"], overwrite=kwargs["overwrite"])

@@ -56,6 +56,12 @@ def test_loads_typed_and_resolves_paths_against_the_recipe(write) -> None:  # ty
     assert load_recipe(write(GOOD.replace("seed: 3", "seed: 3  # a comment"))).sha256 == recipe.sha256
 
 
+def test_yaml_exponents_are_numbers_for_float_keys(write) -> None:  # type: ignore[no-untyped-def]
+    # PyYAML reads `1e-300` (no dot) as a string; a float key takes it as the number it spells.
+    recipe = load_recipe(write(GOOD.replace("weight: 0.6", "weight: 1e-300")))
+    assert recipe.sources[0].weight == 1e-300
+
+
 def test_epochs_only_needs_no_size(write) -> None:  # type: ignore[no-untyped-def]
     recipe = load_recipe(write("seed: 0\nsources:\n  - {path: ../data/a, epochs: 2}\n  - {path: ../data/b, "
                                "epochs: 0.5}\n"))
@@ -83,7 +89,9 @@ def test_epochs_only_needs_no_size(write) -> None:  # type: ignore[no-untyped-de
     ("  - path: ../data/b", "  - name: x", "sources[1].path: missing"),
     ("size: 1000\n", "", "sources[0].weight: a weight is a share of `size`"),
     ("../data/b", "../data/a", "sources[1].name: 'a' is already the name of sources[0]"),
-    ("name: demo", "name: 5", ": name: must be a non-empty string"),
+    ("name: demo", "name: 5", ": name: must be a string or null, got int 5"),
+    ("name: demo", "name: ' '", ": name: must be a non-empty string"),
+    ("size: 1000", "size: 1e3", ": size: must be an integer or null, got str '1e3'"),
 ])
 def test_every_error_names_its_key(write, old: str, new: str, key: str) -> None:  # type: ignore[no-untyped-def]
     assert old in GOOD

@@ -260,13 +260,13 @@ def test_image_processor_matches_transformers(tiny, tiny_qwen_clip) -> None:
 def test_config_rejects_unknown_keys_and_wrong_types(tiny) -> None:
     base = {"llm": str(tiny.lm), "vision_tower": str(tiny.vision)}
     assert ModelConfig.from_dict(base).num_image_tokens == 64
-    with pytest.raises(ConfigError, match="'num_image_token'.*unknown"):
+    with pytest.raises(ConfigError, match="num_image_token: unknown key"):
         ModelConfig.from_dict(base | {"num_image_token": 16})
-    with pytest.raises(ConfigError, match="num_image_tokens: expected int"):
+    with pytest.raises(ConfigError, match="num_image_tokens: must be an integer, got str '16'"):
         ModelConfig.from_dict(base | {"num_image_tokens": "16"})
     with pytest.raises(ConfigError, match="mm_projector_type.*'mlp2x_gelu'"):
         ModelConfig.from_dict(base | {"mm_projector_type": "mlp3x"})
-    with pytest.raises(ConfigError, match="'vision_tower': required"):
+    with pytest.raises(ConfigError, match="vision_tower: missing"):
         ModelConfig.from_dict({"llm": "x"})
     with pytest.raises(ConfigError, match="image_aspect_ratio"):
         ModelConfig.from_dict(base | {"image_aspect_ratio": "crop"})

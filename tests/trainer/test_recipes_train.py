@@ -33,12 +33,13 @@ def test_metamorph_reference_hyperparameters() -> None:
 
 
 def test_overrides_are_yaml_and_validated(tmp_path: Path) -> None:
+    # `1e-4` stays the string YAML reads; validation makes it a number because optim.lr is a float.
     assert parse_overrides(["--optim.lr", "1e-4", "--train.max_steps=3", "--trainable", "[llm, projector]",
-                            "--lora", "null"]) == {"optim.lr": 1e-4, "train.max_steps": 3,
+                            "--lora", "null"]) == {"optim.lr": "1e-4", "train.max_steps": 3,
                                                     "trainable": ["llm", "projector"], "lora": None}
-    r = load_recipe(RECIPES[-1], {"optim.lr": 1e-4, "output_dir": "rel"})
+    r = load_recipe(RECIPES[-1], {"optim.lr": "1e-4", "output_dir": "rel"})
     assert r.optim.lr == 1e-4 and Path(r.output_dir).is_absolute()
-    with pytest.raises(ConfigError, match=r"optim\.'lrr': unknown key"):
+    with pytest.raises(ConfigError, match=r"optim\.lrr: unknown key"):
         load_recipe(RECIPES[-1], {"optim.lrr": 1})
     with pytest.raises(ConfigError, match="train.zero_stage must be 0, 1, 2 or 3"):
         load_recipe(RECIPES[-1], {"train.zero_stage": 4})
