@@ -89,7 +89,7 @@ def type_name(tp: Any) -> str:
     if origin is Literal:
         return f"one of {list(args)}"
     if origin is list:
-        return f"a list of {type_name(args[0]) if args else 'values'}"
+        return f"a list of {_PLURALS.get(args[0], f'({type_name(args[0])})') if args else 'values'}"
     if dataclasses.is_dataclass(tp):
         return f"a mapping ({tp.__name__})"
     return _NAMES.get(tp, getattr(tp, "__name__", str(tp)))
@@ -97,6 +97,7 @@ def type_name(tp: Any) -> str:
 
 _NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false", Path: "a path",
           type(None): "null", Any: "any value"}
+_PLURALS = {int: "integers", float: "numbers", str: "strings", bool: "booleans", Path: "paths"}
 
 
 def from_dict(cls: type[T], raw: Any, *, where: str = "") -> T:
@@ -222,23 +223,37 @@ def set_key(raw: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def overview(cls: type, *, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(key path, type, help) for every leaf key of `cls`, nested sections flattened (`optim.lr`)."""
+    """(key path, type, help and default) for every leaf key of `cls`; sections flattened (`optim.lr`,
+    `sources[].weight`)."""
     rows = []
     for k in keys(cls):
-        section = _section(k.type)
+        section, suffix = _section(k.type)
         if section is not None:
-            rows += overview(section, prefix=f"{prefix}{k.name}.")
-        else:
-            default = "" if k.required else f" (default {k.default!r})" if not isinstance(k.default, Path) \
-                else f" (default {str(k.default)!r})"
-            rows.append((prefix + k.name, type_name(k.type), (k.help + default).strip()))
+            rows += overview(section, prefix=f"{prefix}{k.name}{suffix}.")
+            continue
+        default = "" if k.required or k.default in (None, []) else f" (default {_plain(k.default)!r})"
+        rows.append((prefix + k.name, type_name(k.type), (k.help + default).strip()))
     return rows
 
 
-def _section(tp: Any) -> type | None:
+def describe(cls: type) -> str:
+    """One paragraph per key (`optim.lr (a number): help (default 2e-05)`) for a command's `--help` epilog."""
+    return "\n\n".join(f"{key} ({kind}): {text}".rstrip(": ") for key, kind, text in overview(cls))
+
+
+def _plain(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _section(tp: Any) -> tuple[type | None, str]:
+    """The dataclass a key holds (itself, optional, or a list of them) and the path suffix (`[]` for a list)."""
     arms = typing.get_args(tp) if typing.get_origin(tp) in (Union, types.UnionType) else (tp,)
-    found = [a for a in arms if dataclasses.is_dataclass(a)]
-    return found[0] if found else None
+    for arm in arms:
+        if dataclasses.is_dataclass(arm):
+            return arm, ""  # type: ignore[return-value]
+        if typing.get_origin(arm) is list and typing.get_args(arm) and dataclasses.is_dataclass(typing.get_args(arm)[0]):
+            return typing.get_args(arm)[0], "[]"
+    return None, ""
 
 
 @functools.cache

@@ -19,6 +19,8 @@ from mmdata.cli._errors import user_errors
 app = typer.Typer(name="mmtrain", help="Train the unified model: stage 1 (projector), then stage 2 (LLM + head).",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+_EPILOG = ("Any recipe key can be overridden as --section.key VALUE (YAML value, e.g. --optim.lr 1e-4 --train.max_steps "
+           "10); the override is validated with the file. `mmtrain keys` lists every key with its type and doc.")
 _CONFIG = typer.Option(..., "--config", "-c", help="Training recipe YAML (recipes/tiny/, recipes/metamorph/)")
 _RESUME = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (must exist)")
 _SCALE = typer.Option(None, "--lr-scale-from", metavar="BASE_LR@BASE_BATCH",
@@ -42,18 +44,28 @@ def _run(stage: str, ctx: typer.Context, config: Path, resume: bool, lr_scale_fr
     train(recipe)
 
 
-@app.command(context_settings=_EXTRA)
+@app.command(context_settings=_EXTRA, epilog=_EPILOG)
 @user_errors
 def stage1(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, lr_scale_from: str | None = _SCALE) -> None:
     """Stage 1: projector (+ the new image-token rows) on a frozen LLM and vision tower; text loss only."""
     _run("stage1", ctx, config, resume, lr_scale_from)
 
 
-@app.command(context_settings=_EXTRA)
+@app.command(context_settings=_EXTRA, epilog=_EPILOG)
 @user_errors
 def stage2(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, lr_scale_from: str | None = _SCALE) -> None:
     """Stage 2: from stage 1's export, LLM + projector + vision head train; vision loss on."""
     _run("stage2", ctx, config, resume, lr_scale_from)
+
+
+@app.command()
+def keys() -> None:
+    """Every training-recipe key (`section.key`), its type and its doc: what the YAML and the overrides accept."""
+    from mmdata.config import overview
+    from trainer.recipe import TrainRecipe
+
+    for key, kind, text in overview(TrainRecipe):
+        typer.echo(f"{key:32} {kind:36} {text}".rstrip())
 
 
 def main() -> None:

@@ -144,8 +144,8 @@ class LoggingSection:
 
 @dataclass
 class TrainRecipe:
-    stage: StageName
-    output_dir: str
+    stage: StageName  # must match the command: `mmtrain stage1` runs only stage1 recipes
+    output_dir: str  # checkpoints, logs and export/ go here
     data: DataSection
     model: ModelConfig | None = None  # stage 1: base LM + tower; null when init_from is set
     init_from: str | None = None  # stage 2: a stage-1 run directory (its export/) or an exported model directory

@@ -8,9 +8,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from mmdata.cli import build as build_cli
 from mmdata.cli._errors import user_errors
+from mmdata.config import describe
+from mmdata.recipe import MixRecipe
 
 app = typer.Typer(
     name="mmdata",
@@ -112,7 +115,7 @@ def report(
     typer.echo(f"report: {written}")
 
 
-@app.command()
+@app.command(epilog=escape("Recipe keys (YAML):\n\n" + describe(MixRecipe)))
 @user_errors
 def mix(
     recipe: Path = typer.Argument(..., help="A mixture recipe (YAML)"),
