@@ -193,7 +193,7 @@ def test_cli_maps_mistakes_to_one_line(train_world: TrainWorld, tmp_path: Path) 
     r = CliRunner().invoke(app, ["stage2", "--config", str(TINY / "stage1.yaml")])
     assert r.exit_code == 1 and "stage is 'stage1' but you ran `mmtrain stage2`" in r.output
     r = CliRunner().invoke(app, ["stage1", "--config", str(TINY / "stage1.yaml"), "--optim.lrr", "1"])
-    assert r.exit_code == 1 and "'lrr': unknown key" in r.output
+    assert r.exit_code == 1 and "optim.lrr: unknown key" in r.output
 
 
 @pytest.mark.slow
