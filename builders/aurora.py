@@ -14,12 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builders.instructpix2pix import edit_record
-from builders.visual_cot import pick
+from builders._common import Draws, InputSpan, edit_record, plan_inputs
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import Media, Record, RecordError, Reject
-from mmdata.sources import InputSpan, iter_span, plan_inputs
+from mmdata.sources import iter_span
 
 
 @dataclass
@@ -58,7 +57,7 @@ def convert(raw: Any, rid: str, ref: str, seed: int) -> Record:
     if isinstance(instruction, list):
         options = [s.strip() for s in instruction if isinstance(s, str) and s.strip()]
         meta["instructions"] = instruction
-        instruction = options[pick(seed, rid, len(options))] if options else None
+        instruction = Draws(seed, rid, "blake2b").choice(options) if options else None
     meta.update({k: v for k, v in raw.items() if k not in ("instruction", "input", "output")})
     return edit_record(rid, "aurora", instruction, Media(path=paths[0]), Media(path=paths[1]), meta, "instruction")
 

@@ -20,13 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from builders._common import ROLES, InputSpan, plan_inputs
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, LLAVA_KEYS, NO_IMAGE, TURN_ORDER, Record, RecordError, Reject
-from mmdata.sources import InputSpan, iter_span, plan_inputs
-
-ROLE_ALIASES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt",
-                "system": "system"}
+from mmdata.sources import iter_span
 
 
 @dataclass
@@ -102,7 +100,7 @@ def convert(raw: Any, key: str, ref: str) -> Record:
     notes: dict[str, Any] = {}
     turns = record.conversations
     for i, t in enumerate(turns):
-        role = ROLE_ALIASES.get(t.role) or ROLE_ALIASES.get(t.role.lower())
+        role = ROLES.get(t.role) or ROLES.get(t.role.lower())
         if role is None:
             raise RecordError(f"record {rid!r}: conversations[{i}].from is {t.role!r}; expected human or gpt")
         t.role = role

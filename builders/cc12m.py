@@ -7,13 +7,14 @@ caption-url`). Captions hold `"` quotes that break CSV readers, `<PERSON>`, HTML
 tabs, so the TSV is split here on the tab next to the URL into `<download-dir>/rows.parquet` and img2dataset
 gets that parquet.
 
-`units` (main process, before any shard is written) splits the TSV, then starts img2dataset's Python API in a
-child process of its own (its spawn workers never re-import the caller's script, its SIGINT handler stays out
-of ours) writing `<download-dir>/shards/`: webdataset `NNNNN.tar` with the successes, `NNNNN.parquet` with
-every row's `status` and `error_message`, `NNNNN_stats.json` (kept there). Incremental mode: finished shards
-are never fetched again. img2dataset shard k (`--shard-size` rows) becomes output shard k; `records` waits for
-that shard's `_stats.json`, so conversion overlaps the download. Every TSV row becomes one record or one
-reject with img2dataset's own error message, so `read == written + rejected == TSV lines`.
+`units` only plans (it writes nothing). `start`, called by the build in its main process before any shard is
+written, splits the TSV, then starts img2dataset's Python API in a child process of its own (its spawn workers
+never re-import the caller's script, its SIGINT handler stays out of ours) writing `<download-dir>/shards/`:
+webdataset `NNNNN.tar` with the successes, `NNNNN.parquet` with every row's `status` and `error_message`,
+`NNNNN_stats.json` (kept there). Incremental mode: finished shards are never fetched again. img2dataset shard k
+(`--shard-size` rows) becomes output shard k; `records` waits for that shard's `_stats.json`, so conversion
+overlaps the download. Every TSV row becomes one record or one reject with img2dataset's own error message, so
+`read == written + rejected == TSV lines`.
 
 `--from-img2dataset DIR` converts an existing img2dataset webdataset folder instead of downloading.
 """
@@ -27,7 +28,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import atexit
 import contextlib
-import hashlib
+import dataclasses
 import html
 import json
 import shutil
@@ -44,6 +45,8 @@ from typing import Any, Literal
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from builders._common import Draws
+from mmdata.errors import InputError, NotFound
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, Reject, Turn
@@ -83,7 +86,7 @@ _ROWS_SCHEMA = pa.schema([("line", pa.int64()), ("url", pa.string()), ("caption"
                           ("issue", pa.string())])
 
 
-class DownloadError(ValueError):
+class DownloadError(InputError):
     """img2dataset did not finish: a ValueError so the CLI shows the one-line fix (rerun to resume)."""
 
 
@@ -113,14 +116,14 @@ class CC12MOptions:
         if self.download_dir is None and self.input is not None:
             self.download_dir = Path(self.input).parent / f"{Path(self.input).stem}_img2dataset"
         if self.image_size < 1:
-            raise ValueError(f"--image-size must be >= 1, got {self.image_size}")
+            raise InputError(f"--image-size must be >= 1, got {self.image_size}")
         if self.processes < 0 or self.threads < 1 or self.timeout < 1:
-            raise ValueError("--processes must be >= 0, --threads and --timeout >= 1; got "
+            raise InputError("--processes must be >= 0, --threads and --timeout >= 1; got "
                              f"{self.processes}, {self.threads}, {self.timeout}")
         if not 0.0 <= self.caption_ratio <= 1.0:
-            raise ValueError(f"--caption-ratio must be within 0..1, got {self.caption_ratio}")
+            raise InputError(f"--caption-ratio must be within 0..1, got {self.caption_ratio}")
         if self.person_token is not None and (IMAGE in self.person_token or not self.person_token.strip()):
-            raise ValueError(f"--person-token {self.person_token!r}: must be non-empty text without {IMAGE}")
+            raise InputError(f"--person-token {self.person_token!r}: must be non-empty text without {IMAGE}")
 
 
 @dataclass(frozen=True)
@@ -132,51 +135,79 @@ class Unit:
     pid: int = 0  # the background img2dataset process to wait for (0: the shard is already downloaded)
 
 
-# ---------------------------------------------------------------- units: convert the TSV, download, plan
+# ---------------------------------------------------------------- units: plan; start: convert the TSV, download
 def units(options: CC12MOptions, shard_size: int, limit: int | None) -> list[Unit]:
+    """One unit per img2dataset shard. Planning only: nothing is written or started here (see `start`)."""
     if (options.input is None) == (options.from_img2dataset is None):
-        raise ValueError("cc12m: give exactly one of --input cc12m.tsv or --from-img2dataset DIR")
+        raise InputError("cc12m: give exactly one of --input cc12m.tsv or --from-img2dataset DIR")
     if options.from_img2dataset is not None:
         return _existing_units(Path(options.from_img2dataset), limit)
     tsv, dl = Path(options.input), Path(options.download_dir)  # type: ignore[arg-type]
     if not tsv.is_file():
-        raise FileNotFoundError(f"--input {tsv}: file not found (get cc12m.tsv as DATA.md explains)")
-    n_rows = _prepare(options, tsv, dl, shard_size, limit)
+        raise NotFound(f"--input {tsv}: file not found (get cc12m.tsv as DATA.md explains)")
+    _check_download_dir(dl, _identity(options, tsv, shard_size, limit))
+    rows = dl / "rows.parquet"
+    n_rows = pq.read_metadata(rows).num_rows if rows.is_file() else _count_rows(tsv, limit)
     n_shards = -(-n_rows // shard_size)
-    names = [f"{k:05d}" for k in range(n_shards)]  # img2dataset's shard names (oom_shard_count=5)
-    pid = 0
-    if any(not (dl / "shards" / f"{n}_stats.json").is_file() for n in names):
-        pid = _start_download(options, dl, shard_size)
-    return [Unit(str(dl / "shards" / n), tsv.stem, 1 + k * shard_size,
-                 min(shard_size, n_rows - k * shard_size), pid) for k, n in enumerate(names)]
+    return [Unit(str(dl / "shards" / f"{k:05d}"), tsv.stem, 1 + k * shard_size,  # img2dataset's shard names
+                 min(shard_size, n_rows - k * shard_size)) for k in range(n_shards)]
 
 
-def _prepare(options: CC12MOptions, tsv: Path, dl: Path, shard_size: int, limit: int | None) -> int:
-    """Claim the download folder for these settings, split the TSV into `rows.parquet` once; the row count."""
-    st = tsv.stat()
-    identity = {"input": str(tsv.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                "columns": options.columns, "limit": limit, "shard_size": shard_size,
-                "image_size": options.image_size, "resize_mode": options.resize_mode}
-    marker = dl / "download.json"
-    if marker.is_file():
-        found = json.loads(marker.read_text())
-        if found != identity:
-            diff = sorted(k for k in identity.keys() | found.keys() if found.get(k) != identity.get(k))
-            raise ValueError(f"--download-dir {dl}: holds a download made with other settings "
-                             f"({', '.join(diff)} differ: a changed TSV or flag); pass another "
-                             "--download-dir or delete it to start over")
-    elif dl.is_dir() and any(dl.iterdir()):
-        raise ValueError(f"--download-dir {dl}: not empty and not made by `mmdata build cc12m`; choose an "
-                         "empty or new folder (for an existing img2dataset output use --from-img2dataset)")
-    else:
+def start(options: CC12MOptions, shard_size: int, limit: int | None, units: list[Unit]) -> list[Unit]:
+    """Called by the build before the first shard: claim the download folder for these settings, split the TSV
+    into `rows.parquet` once, and start img2dataset when a shard is missing; the units then carry its pid."""
+    if options.from_img2dataset is not None:
+        return units
+    tsv, dl = Path(options.input), Path(options.download_dir)  # type: ignore[arg-type]
+    identity = _identity(options, tsv, shard_size, limit)
+    if not _check_download_dir(dl, identity):
         dl.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps(identity, indent=2))
+        (dl / "download.json").write_text(json.dumps(identity, indent=2))
     rows = dl / "rows.parquet"
     if not rows.is_file():
         tmp = rows.with_name(f"rows.{os.getpid()}.tmp")
         convert_tsv(tsv, tmp, options.columns, limit)
         os.replace(tmp, rows)
-    return pq.read_metadata(rows).num_rows
+    if all(Path(u.shard + "_stats.json").is_file() for u in units):
+        return units
+    pid = _start_download(options, dl, shard_size)
+    return [dataclasses.replace(u, pid=pid) for u in units]
+
+
+def _identity(options: CC12MOptions, tsv: Path, shard_size: int, limit: int | None) -> dict[str, Any]:
+    """What a download depends on: a rerun with the same identity resumes it."""
+    st = tsv.stat()
+    return {"input": str(tsv.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "columns": options.columns, "limit": limit, "shard_size": shard_size,
+            "image_size": options.image_size, "resize_mode": options.resize_mode}
+
+
+def _check_download_dir(dl: Path, identity: dict[str, Any]) -> bool:
+    """True when `dl` holds a download made with `identity`, False when it is new or empty; else an InputError."""
+    marker = dl / "download.json"
+    if marker.is_file():
+        found = json.loads(marker.read_text())
+        if found != identity:
+            diff = sorted(k for k in identity.keys() | found.keys() if found.get(k) != identity.get(k))
+            raise InputError(f"--download-dir {dl}: holds a download made with other settings "
+                             f"({', '.join(diff)} differ: a changed TSV or flag); pass another "
+                             "--download-dir or delete it to start over")
+        return True
+    if dl.is_dir() and any(dl.iterdir()):
+        raise InputError(f"--download-dir {dl}: not empty and not made by `mmdata build cc12m`; choose an "
+                         "empty or new folder (for an existing img2dataset output use --from-img2dataset)")
+    return False
+
+
+def _count_rows(tsv: Path, limit: int | None) -> int:
+    """The rows `convert_tsv` will write: every line, at most `limit`."""
+    n = 0
+    with open(tsv, "rb") as f:
+        for _ in f:
+            if limit is not None and n >= limit:
+                break
+            n += 1
+    return n
 
 
 def convert_tsv(tsv: Path, out: Path, columns: str, limit: int | None, batch: int = 200_000) -> int:
@@ -315,7 +346,7 @@ def _alive(pid: int) -> bool:
 
 def _existing_units(folder: Path, limit: int | None) -> list[Unit]:
     if not folder.is_dir():
-        raise FileNotFoundError(f"--from-img2dataset {folder}: folder not found")
+        raise NotFound(f"--from-img2dataset {folder}: folder not found")
     done = sorted(p.name[: -len("_stats.json")] for p in folder.glob("*_stats.json"))
     partial = sorted(p.stem for p in folder.glob("*.parquet") if p.stem not in set(done))
     if partial:
@@ -323,12 +354,12 @@ def _existing_units(folder: Path, limit: int | None) -> list[Unit]:
                             "_stats.json (img2dataset was interrupted); rerun img2dataset there, or delete "
                             "those shards' files")
     if not done:
-        raise ValueError(f"--from-img2dataset {folder}: no img2dataset shards (NNNNN_stats.json) found")
+        raise InputError(f"--from-img2dataset {folder}: no img2dataset shards (NNNNN_stats.json) found")
     out: list[Unit] = []
     left = limit
     for name in done:
         if not (folder / f"{name}.tar").is_file() or not (folder / f"{name}.parquet").is_file():
-            raise ValueError(f"--from-img2dataset {folder}: shard {name} lacks its .tar or .parquet; only "
+            raise InputError(f"--from-img2dataset {folder}: shard {name} lacks its .tar or .parquet; only "
                              "img2dataset's output_format=webdataset is supported")
         n = pq.read_metadata(folder / f"{name}.parquet").num_rows
         n = n if left is None else min(n, left)
@@ -423,15 +454,16 @@ def convert(options: CC12MOptions, row: dict[str, Any], image: bytes, ext: str, 
     if IMAGE in caption:
         return Reject(ref, f"caption contains the media placeholder {IMAGE}")
     text = caption.replace(PERSON, options.person_token) if options.person_token is not None else caption
-    h = hashlib.sha256(f"{options.seed}:{rid}".encode()).digest()
-    pick = [int.from_bytes(h[i: i + 8], "big") for i in (0, 8, 16)]
-    if pick[2] / 2**64 < options.caption_ratio:
+    # Three draws in this order; the phrasing's table depends on the third, so the first is kept as a raw draw.
+    draws = Draws(options.seed, rid, "sha256")
+    phrasing, answer, share = draws.word(), draws.index(len(ANSWERS)), draws.share()
+    if share < options.caption_ratio:
         task = "caption"
-        turns = [Turn("human", CAPTION_PROMPTS[pick[0] % len(CAPTION_PROMPTS)]), Turn("gpt", text)]
+        turns = [Turn("human", CAPTION_PROMPTS[phrasing % len(CAPTION_PROMPTS)]), Turn("gpt", text)]
     else:
         task = "t2i"
-        prompt = PROMPTS[pick[0] % len(PROMPTS)].format(c=text)
-        turns = [Turn("human", prompt), Turn("gpt", ANSWERS[pick[1] % len(ANSWERS)])]
+        prompt = PROMPTS[phrasing % len(PROMPTS)].format(c=text)
+        turns = [Turn("human", prompt), Turn("gpt", ANSWERS[answer])]
     meta: dict[str, Any] = {"ref": ref, "url": row["url"], "caption": caption, "img2dataset_shard": shard,
                             "img2dataset_key": row["key"], "original_size": [row.get("original_width"),
                                                                              row.get("original_height")]}
@@ -459,6 +491,7 @@ register(Builder(
     options=CC12MOptions,
     units=units,
     records=records,
+    start=start,
     generates_media=True,
     finish=keep_stats,
 ))

@@ -27,9 +27,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from builders._common import edit_record, input_labels
+from mmdata.errors import InputError, NotFound
 from mmdata.options import opt
 from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
+from mmdata.schema import Media, Record, RecordError, Reject
 
 BATCH_ROWS = 32  # two ~50 KB images a row: ~3 MB of bytes in memory per batch
 INPUT_COLUMNS = ("original_image", "input_image")
@@ -60,15 +62,6 @@ class ReleaseUnit:
     seeds: tuple[tuple[str, str], ...]  # (folder, seed)
 
 
-def edit_record(rid: str, source: str, instruction: Any, before: Media, after: Media, meta: dict[str, Any],
-                field: str = "instruction") -> Record:
-    """The one shape of an edit sample, shared with AURORA."""
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise RecordError(f"record {rid!r}: field {field!r} is empty or missing ({instruction!r})")
-    return Record(id=rid, source=source, task="edit", media=[before, after], meta=meta,
-                  conversations=[Turn("human", f"{IMAGE} {instruction.strip()}"), Turn("gpt", IMAGE)])
-
-
 def decode_text(raw: bytes | None, meta: dict[str, Any], field: str) -> str | None:
     """UTF-8, or else cp1252 (never a crash: these captions are real data); a fallback is noted in `meta`."""
     if raw is None:
@@ -91,9 +84,9 @@ def detect(path: Path) -> tuple[str, list[Path]]:
         files = sorted(path.rglob("*.parquet"))
         if files:
             return "parquet", files
-        raise ValueError(f"{path}: no seeds.json and no *.parquet inside; expected a parquet file, a directory of "
+        raise InputError(f"{path}: no seeds.json and no *.parquet inside; expected a parquet file, a directory of "
                          "parquet shards or an InstructPix2Pix release directory")
-    raise FileNotFoundError(f"{path}: input not found")
+    raise NotFound(f"{path}: input not found")
 
 
 def _release_roots(options: InstructPix2PixOptions) -> list[Path]:
@@ -110,7 +103,7 @@ def _input_column(pf: pq.ParquetFile, path: Path) -> str:
     found = [c for c in INPUT_COLUMNS if c in names]
     missing = [c for c in ("edit_prompt", "edited_image") if c not in names] + ([] if found else [INPUT_COLUMNS[0]])
     if missing:
-        raise ValueError(f"{path}: missing column {missing[0]!r}"
+        raise InputError(f"{path}: missing column {missing[0]!r}"
                          f"{' (or ' + repr(INPUT_COLUMNS[1]) + ')' if missing[0] == INPUT_COLUMNS[0] else ''}; "
                          f"columns found: {', '.join(names)}")
     return found[0]
@@ -118,11 +111,10 @@ def _input_column(pf: pq.ParquetFile, path: Path) -> str:
 
 def units(options: InstructPix2PixOptions, shard_size: int, limit: int | None) -> list[ParquetUnit | ReleaseUnit]:
     if not options.input:
-        raise ValueError("instructpix2pix: give at least one --input")
+        raise InputError("instructpix2pix: give at least one --input")
     forms = [(p, *detect(Path(p))) for p in options.input]
     files = [f for _, _, fs in forms for f in fs]
-    stems = [f.stem for f in files]
-    labels = iter(s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems))
+    labels = iter(input_labels(files))
     root = media_root(options)
     out: list[ParquetUnit | ReleaseUnit] = []
     left = limit
@@ -146,7 +138,7 @@ def _parquet_units(path: Path, label: str, shard_size: int, left: int | None) ->
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as e:
-        raise ValueError(f"{path}: not a readable parquet file ({e})") from None
+        raise InputError(f"{path}: not a readable parquet file ({e})") from None
     column = _input_column(pf, path)
     cap = math.inf if left is None else left
     out: list[ParquetUnit] = []
@@ -176,14 +168,14 @@ def _release_units(root: Path, label: str, in_place: bool, shard_size: int, left
     try:
         entries = json.loads((root / "seeds.json").read_bytes())
     except ValueError as e:
-        raise ValueError(f"{root / 'seeds.json'}: invalid JSON ({e})") from None
+        raise InputError(f"{root / 'seeds.json'}: invalid JSON ({e})") from None
     if not isinstance(entries, list):
-        raise ValueError(f"{root / 'seeds.json'}: expected a list of [folder, [seed, ...]], got "
+        raise InputError(f"{root / 'seeds.json'}: expected a list of [folder, [seed, ...]], got "
                          f"{type(entries).__name__}")
     pairs: list[tuple[str, str]] = []
     for i, entry in enumerate(entries):
         if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], list)):
-            raise ValueError(f"{root / 'seeds.json'}[{i}]: expected [folder, [seed, ...]], got {entry!r}")
+            raise InputError(f"{root / 'seeds.json'}[{i}]: expected [folder, [seed, ...]], got {entry!r}")
         pairs.extend((str(entry[0]), str(s)) for s in entry[1])
     if left is not None:
         pairs = pairs[:left]

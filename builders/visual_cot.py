@@ -23,7 +23,6 @@ ceil(x2, y2). Items without a `###` entry (the LLaVA part of the mixed release) 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import re
@@ -32,14 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from PIL import Image
-
+from builders._common import Draws, InputSpan, plan_inputs
 from builders.cambrian import convert as convert_llava
-from mmdata.media import MediaError, resolve_case
+from mmdata.media import MediaError, decode_image, read_media, resolve_case
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import InputSpan, iter_span, plan_inputs
+from mmdata.sources import iter_span
 
 # (human, gpt); `<image>` in human = the full picture (input), in gpt = the crop (generation target).
 PHRASINGS: tuple[tuple[str, str], ...] = (
@@ -157,8 +155,8 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     dataset = str(raw.get("dataset", ""))
     qid = raw.get("question_id", raw.get("id"))
     rid = f"{dataset}{'' if qid is None else f'/{qid}'}@{label}:{number}"
-    data, path = _read_image(options.media_root, path)
-    im = _decode(data, path)
+    data, path = read_media(options.media_root, path, f"image {path!r}")
+    im = decode_image(data, f"image {path!r}")
     width, height = im.size
     normalised = normalised_literals and bool(values) and all(0.0 <= v <= 1.0 for v in values)
     box, notes = crop_box(values, width, height, normalised, declared, where=f"box {meta['box_raw']!r}")
@@ -171,7 +169,7 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     # (label, number) alone makes the name unique; dataset and question id make it readable.
     stem = "_".join(p for p in (_safe(dataset), "" if qid is None else _safe(str(qid)), str(number)) if p)
     crop_path = f"visual_cot/crops/{_safe(label) or 'input'}/{stem}.{options.crop_format}"
-    human, gpt = PHRASINGS[pick(options.seed, rid, len(PHRASINGS))]
+    human, gpt = Draws(options.seed, rid, "blake2b").choice(PHRASINGS)
     meta.update(ref=ref, dataset=dataset, split=raw.get("split"), question_id=qid, image_size=[width, height],
                 box_normalised=normalised, crop_box=list(box), **notes)
     return Record(
@@ -217,32 +215,6 @@ def crop_box(values: list[float], width: int, height: int, normalised: bool,
         raise RecordError(f"{where}: degenerate region of interest (zero area after clamping to the "
                           f"{width}x{height} image: [{cx1}, {cy1}, {cx2}, {cy2}])")
     return (math.floor(cx1), math.floor(cy1), math.ceil(cx2), math.ceil(cy2)), notes
-
-
-def _read_image(root: Path | None, path: str) -> tuple[bytes, str]:
-    if root is None:
-        raise MediaError(f"image {path!r}: no media root given (pass --media-root)")
-    if not (root / path).is_file():
-        found = resolve_case(root, path)
-        if found is None or not (root / found).is_file():
-            raise MediaError(f"image {path!r}: file not found under media root {root}")
-        path = found
-    return (root / path).read_bytes(), path
-
-
-def _decode(data: bytes, path: str) -> Image.Image:
-    try:
-        im = Image.open(io.BytesIO(data))
-        im.load()  # a truncated JPEG fails only on a full decode
-        return im
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaError(f"image {path!r}: does not decode as an image ({type(e).__name__}: {e})") from None
-
-
-def pick(seed: int, key: str, n: int) -> int:
-    """A stable choice in range(n) for (seed, key): blake2b, never the salted built-in `hash()`."""
-    digest = hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") % n
 
 
 def _safe(text: str) -> str:

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from mmdata.errors import InputError
 from mmdata.manifest import SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
 from mmdata.registry import Builder, get
@@ -25,7 +26,7 @@ from mmdata.writer import FORMATS, ShardConfig, ShardResult, done_path, shard_na
 DEFAULT_SHARD_SIZE = 10_000
 
 
-class BuildError(ValueError):
+class BuildError(InputError):
     """A build cannot start (wrong output directory, bad options); the message says how to fix it."""
 
 
@@ -114,6 +115,8 @@ def build(builder_name: str, options: Any, settings: BuildSettings, progress: bo
     # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
     _prepare_out(out, identity, settings.overwrite)
     units = list(builder.units(options, settings.shard_size, settings.limit))
+    if builder.start is not None:
+        units = builder.start(options, settings.shard_size, settings.limit, units)
     cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
 
     results: dict[int, ShardResult] = {}

@@ -27,10 +27,12 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from mmdata.errors import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config key is unknown, missing, or of the wrong type / value. The message names the key.
 
     `key` (relative to the dataclass that raised it) lets `from_dict` prefix the full path, e.g. `weight` raised by

@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 from PIL import Image
 
+from mmdata.errors import NotFound
 from mmdata.manifest import Manifest
 from mmdata.schema import Record
 
@@ -114,7 +115,7 @@ class Dataset(Sequence[Record]):
     # ---------------------------------------------------------------- media
     def media_path(self, record: Record, j: int) -> Path:
         if self.media_root is None:
-            raise FileNotFoundError(f"{self.root}: dataset has no media root")
+            raise NotFound(f"{self.root}: dataset has no media root")
         return self.media_root / record.media[j].path
 
     def image(self, record: Record, j: int) -> Image.Image:

@@ -17,6 +17,7 @@ from typing import Any, Generic, TypeVar
 
 import numpy as np
 
+from mmdata.errors import InputError
 from mmdata.schema import Record
 
 T = TypeVar("T")
@@ -33,10 +34,10 @@ class MixtureSampler:
     def __init__(self, length: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, start: int = 0,
                  epoch: int = 0, shuffle: bool = False, drop_last: bool = False) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} / world_size {world_size}: need world_size >= 1 and 0 <= rank < "
+            raise InputError(f"rank {rank} / world_size {world_size}: need world_size >= 1 and 0 <= rank < "
                              "world_size")
         if length < 0 or not 0 <= start <= length:
-            raise ValueError(f"start {start} is outside the epoch of {length} samples; was the state saved for "
+            raise InputError(f"start {start} is outside the epoch of {length} samples; was the state saved for "
                              "another mixture?")
         self.length, self.rank, self.world_size = length, rank, world_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
@@ -80,10 +81,10 @@ class MixtureSampler:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         if state["length"] != self.length:
-            raise ValueError(f"saved loader state is for {state['length']} samples, this mixture has "
+            raise InputError(f"saved loader state is for {state['length']} samples, this mixture has "
                              f"{self.length}: resume with the same mixture (same recipe, seed and datasets)")
         if state["seed"] != self.seed:
-            raise ValueError(f"saved loader state has seed {state['seed']}, this loader {self.seed}")
+            raise InputError(f"saved loader state has seed {state['seed']}, this loader {self.seed}")
         self.epoch, self.start = int(state["epoch"]), int(state["consumed"])
         if len(self) == 0:  # saved right after the epoch's last batch: the next sample is the next epoch's first
             self.set_epoch(self.epoch + 1)
@@ -142,7 +143,7 @@ class MixtureLoader:
                  shuffle: bool = False, drop_last: bool = False, num_workers: int = 0,
                  collate_fn: Callable[[list[Any]], Any] | None = None, **dataloader_kwargs: Any) -> None:
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.data = data
         self.batch_size, self.num_workers, self.collate_fn = batch_size, num_workers, collate_fn
         self.kwargs = dataloader_kwargs

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from mmdata.errors import InputError, NotFound
 from mmdata.media import write_bytes
 
 SCHEMA_VERSION = 1
@@ -36,13 +37,13 @@ class Manifest:
         path = root / MANIFEST
         if not path.is_file():
             if (root / ".build.json").is_file():
-                raise FileNotFoundError(f"{root}: build is incomplete (no {MANIFEST}); rerun the same build command "
+                raise NotFound(f"{root}: build is incomplete (no {MANIFEST}); rerun the same build command "
                                         "to resume it")
-            raise FileNotFoundError(f"{root}: not an mmdata dataset ({MANIFEST} not found)")
+            raise NotFound(f"{root}: not an mmdata dataset ({MANIFEST} not found)")
         data = orjson.loads(path.read_bytes())
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise ValueError(f"{path}: schema_version {version!r} is not supported (this mmdata reads "
+            raise InputError(f"{path}: schema_version {version!r} is not supported (this mmdata reads "
                              f"{SCHEMA_VERSION})")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})

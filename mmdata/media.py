@@ -9,26 +9,34 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mmdata.errors import InputError
+
 # Decompression bombs are an input error, not a crash: Pillow raises DecompressionBombError above 2x this.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 
 _EXT_BY_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
-class MediaError(ValueError):
+class MediaError(InputError):
     """A media file is missing or does not decode; the writer turns it into a reject with this message."""
+
+
+def decode_image(data: bytes, what: str) -> Image.Image:
+    """`data` decoded completely (a loaded image); a `MediaError` starting with `what` says why not."""
+    if not data:
+        raise MediaError(f"{what}: empty file (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data))
+        im.load()  # verify() only checks headers; a truncated JPEG fails only on a full decode
+        return im
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise MediaError(f"{what}: does not decode as an image ({type(e).__name__}: {e})") from None
 
 
 def check_bytes(data: bytes, what: str) -> tuple[int, int, str]:
     """Decode `data` completely; return (width, height, file extension). Raise `MediaError` saying why not."""
-    if not data:
-        raise MediaError(f"{what}: empty file (0 bytes)")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()  # verify() only checks headers; a truncated JPEG fails only on a full decode
-            return im.width, im.height, _EXT_BY_FORMAT.get(im.format or "", "img")
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaError(f"{what}: does not decode as an image ({type(e).__name__}: {e})") from None
+    with decode_image(data, what) as im:
+        return im.width, im.height, _EXT_BY_FORMAT.get(im.format or "", "img")
 
 
 def check_file(path: Path) -> tuple[int, int, str]:
@@ -41,6 +49,19 @@ def check_file(path: Path) -> tuple[int, int, str]:
     except IsADirectoryError:
         raise MediaError(f"{path}: is a directory, not a media file") from None
     return check_bytes(data, str(path))
+
+
+def read_media(root: Path | None, rel: str, what: str) -> tuple[bytes, str]:
+    """The bytes of `rel` under the media root, and its on-disk spelling: when `rel` is not there as written, a
+    letter-case mismatch is resolved (`resolve_case`). A `MediaError` starting with `what` says why not."""
+    if root is None:
+        raise MediaError(f"{what}: no media root given (pass --media-root)")
+    if not (root / rel).is_file():
+        found = resolve_case(root, rel)
+        if found is None or not (root / found).is_file():
+            raise MediaError(f"{what}: file not found under media root {root}")
+        rel = found
+    return (root / rel).read_bytes(), rel
 
 
 def resolve_case(root: Path, rel: str) -> str | None:

@@ -22,6 +22,7 @@ import orjson
 from PIL import Image
 
 from mmdata.dataset import Dataset
+from mmdata.errors import InputError, NotFound
 from mmdata.inspect import records_frame
 from mmdata.manifest import MANIFEST
 from mmdata.mix import INDEX_DTYPE, MIXTURE, MIXTURE_VERSION
@@ -37,11 +38,11 @@ class Mixture(Sequence[Record]):
         self.root = Path(root)
         path = self.root / MIXTURE
         if not path.is_file():
-            raise FileNotFoundError(f"{self.root}: not a mixture ({MIXTURE} not found); run `mmdata mix recipe.yaml "
+            raise NotFound(f"{self.root}: not a mixture ({MIXTURE} not found); run `mmdata mix recipe.yaml "
                                     f"--out {self.root}`")
         self.manifest: dict[str, Any] = orjson.loads(path.read_bytes())
         if self.manifest.get("version") != MIXTURE_VERSION:
-            raise ValueError(f"{path}: mixture version {self.manifest.get('version')!r} is not supported (this "
+            raise InputError(f"{path}: mixture version {self.manifest.get('version')!r} is not supported (this "
                              f"mmdata reads {MIXTURE_VERSION}); re-run `mmdata mix`")
         self.names: list[str] = [s["name"] for s in self.manifest["sources"]]
         self.datasets: list[Dataset] = [self._open_source(s) for s in self.manifest["sources"]]
@@ -54,10 +55,10 @@ class Mixture(Sequence[Record]):
         # Relative first, so a folder holding datasets and mixtures can move as a whole.
         root = next((p for p in (self.root / s["path"], Path(s["abs_path"])) if (p / MANIFEST).is_file()), None)
         if root is None:
-            raise FileNotFoundError(f"{self.root}: source {s['name']!r} not found at {s['path']} (relative to the "
+            raise NotFound(f"{self.root}: source {s['name']!r} not found at {s['path']} (relative to the "
                                     f"mixture) nor {s['abs_path']}; restore the dataset or re-run `mmdata mix`")
         if hashlib.sha256((root / MANIFEST).read_bytes()).hexdigest() != s["dataset_sha256"]:
-            raise ValueError(f"{self.root}: source {s['name']!r} ({root}) was rebuilt after this mixture was made, "
+            raise InputError(f"{self.root}: source {s['name']!r} ({root}) was rebuilt after this mixture was made, "
                              "so its rows no longer mean the same records; re-run `mmdata mix` on the recipe")
         return Dataset(root)
 
@@ -66,7 +67,7 @@ class Mixture(Sequence[Record]):
         if self._index is None:
             index = np.load(self.root / self.manifest["index"], mmap_mode="r", allow_pickle=False)
             if index.dtype != INDEX_DTYPE or len(index) != self.manifest["total"]:
-                raise ValueError(f"{self.root}: index does not match {MIXTURE}; re-run `mmdata mix`")
+                raise InputError(f"{self.root}: index does not match {MIXTURE}; re-run `mmdata mix`")
             self._index = index
         return self._index
 

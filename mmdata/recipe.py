@@ -29,6 +29,7 @@ import orjson
 import yaml
 
 from mmdata.config import ConfigError, from_dict
+from mmdata.errors import NotFound
 from mmdata.manifest import MANIFEST
 
 
@@ -90,7 +91,7 @@ def load_recipe(path: str | Path, *, check_paths: bool = True) -> MixRecipe:
     recipes whose datasets are built elsewhere)."""
     file = Path(path)
     if not file.is_file():
-        raise FileNotFoundError(f"{file}: recipe not found")
+        raise NotFound(f"{file}: recipe not found")
     try:
         data = yaml.safe_load(file.read_text())
     except yaml.YAMLError as e:

@@ -30,6 +30,9 @@ class Builder:
     media_root: Callable[[Any], Path | None] = lambda options: None
     # True when records carry media bytes (crops, frames, parquet images): they are stored under <out>/media.
     generates_media: bool = False
+    # start(options, shard_size, limit, units) -> units: in the build's main process after planning, before any shard
+    # is written: background work the shards wait for (cc12m's download). Planning itself has no side effects.
+    start: Callable[[Any, int, int | None, list[Any]], list[Any]] | None = None
     # finish(options, out): after every shard is written, before the manifest; e.g. to keep a tool's own reports.
     finish: Callable[[Any, Path], None] | None = None
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
+from mmdata.errors import InputError
+
 IMAGE = "<image>"
 ROLES = ("system", "human", "gpt")
 MEDIA_KINDS = ("image", "frame")
@@ -22,7 +24,7 @@ TURN_ORDER = ("human", "gpt")  # after an optional system turn, turns alternate 
 Role = Literal["system", "human", "gpt"]
 
 
-class RecordError(ValueError):
+class RecordError(InputError):
     """A record breaks the contract. The message names the record id and the field."""
 
 

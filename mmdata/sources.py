@@ -15,6 +15,8 @@ from typing import Any
 
 import orjson
 
+from mmdata.errors import InputError, NotFound
+
 _BLOCK = 1 << 24  # 16 MiB
 _WS = " \t\r\n"
 
@@ -54,7 +56,7 @@ def detect_kind(path: Path) -> str:
 def plan(path: Path, per_span: int, limit: int | None = None) -> list[Span]:
     """Split `path` into spans of `per_span` items (the last may be shorter), at most `limit` items in all."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: input file not found")
+        raise NotFound(f"{path}: input file not found")
     if limit == 0:
         return []
     kind = detect_kind(path)
@@ -118,7 +120,7 @@ def _plan_json(path: Path, per_span: int, limit: int | None) -> list[Span]:
         if buf.startswith("\xef\xbb\xbf", i):
             i = _skip_ws(buf, i + 3)
         if i >= len(buf) or buf[i] != "[":
-            raise ValueError(f"{path}: expected a JSON array starting with '['")
+            raise InputError(f"{path}: expected a JSON array starting with '['")
         i += 1
         index = count = 0
         span_start = 0
@@ -126,7 +128,7 @@ def _plan_json(path: Path, per_span: int, limit: int | None) -> list[Span]:
             i = _skip_ws(buf, i)
             if i >= len(buf):
                 if eof:
-                    raise ValueError(f"{path}: JSON array is not terminated (after item {index - 1})")
+                    raise InputError(f"{path}: JSON array is not terminated (after item {index - 1})")
                 i = fill(i)
                 continue
             if buf[i] == "]":
@@ -138,7 +140,7 @@ def _plan_json(path: Path, per_span: int, limit: int | None) -> list[Span]:
                 _, end = decoder.raw_decode(buf, i)
             except json.JSONDecodeError as e:
                 if eof:
-                    raise ValueError(
+                    raise InputError(
                         f"{path}: invalid JSON array at item {index} (byte {base + e.pos}): {e.msg}"
                     ) from None
                 i = fill(i)
@@ -201,29 +203,3 @@ def iter_file(path: Path, limit: int | None = None) -> Iterator[Item]:
     for span in plan(path, 1 << 62, limit):
         yield from iter_span(span)
 
-
-@dataclass(frozen=True)
-class InputSpan:
-    """A span of one of several `--input` files; `label` names the file uniquely among the inputs (its stem,
-    or `stem~i` when two inputs share a stem) and goes into record ids, so they stay unique and stable."""
-
-    label: str
-    span: Span
-
-
-def plan_inputs(paths: list[Path], per_span: int, limit: int | None, builder: str) -> list[InputSpan]:
-    """Spans over several input files in order, `limit` items in all; the unit list of a JSON/JSONL builder."""
-    if not paths:
-        raise ValueError(f"{builder}: give at least one --input file")
-    stems = [Path(p).stem for p in paths]
-    labels = [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
-    out: list[InputSpan] = []
-    left = limit
-    for label, path in zip(labels, paths):
-        if left == 0:
-            break
-        spans = plan(Path(path), per_span, left)
-        out.extend(InputSpan(label, s) for s in spans)
-        if left is not None:
-            left -= sum(s.count for s in spans)
-    return out

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from mmdata.media import MediaError, check_bytes, place, resolve_case, write_bytes
+from mmdata.media import MediaError, check_bytes, place, read_media, write_bytes
 from mmdata.schema import Record, RecordError, Reject, validate_dict
 
 Format = Literal["jsonl", "wds"]
@@ -260,17 +260,11 @@ class ShardWriter:
 
     def _read_source(self, record: Record, i: int) -> bytes:
         m = record.media[i]
-        root = self.cfg.media_root
-        if root is None:
-            raise MediaError(f"media[{i}] {m.path!r}: no media root given (pass --media-root)")
-        path = root / m.path
-        if not path.is_file():
-            found = resolve_case(root, m.path)
-            if found is None or not (root / found).is_file():
-                raise MediaError(f"media[{i}] {m.path!r}: file not found under media root {root}")
+        data, found = read_media(self.cfg.media_root, m.path, f"media[{i}] {m.path!r}")
+        if found != m.path:
             record.meta.setdefault("case_resolved", []).append({"from": m.path, "to": found})
-            m.path, path = found, root / found
-        return path.read_bytes()
+            m.path = found
+        return data
 
     def _store_media(self, record: Record, generated: list[bool]) -> None:
         media_dir = self.cfg.out / "media"

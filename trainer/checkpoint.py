@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmdata.errors import NotFound
+
 CHECKPOINTS = "checkpoints"
 _TAG = re.compile(r"^step_(\d{8})$")
 
@@ -74,11 +76,11 @@ def load(engine: Any, run_dir: Path, *, rank: int) -> dict[str, Any]:
     root = run_dir / CHECKPOINTS
     name = latest_tag(run_dir)
     if name is None:
-        raise FileNotFoundError(f"{root}: no checkpoint to resume from (no `latest` file); start without --resume")
+        raise NotFound(f"{root}: no checkpoint to resume from (no `latest` file); start without --resume")
     path, client = engine.load_checkpoint(str(root), tag=name, load_module_strict=True, load_optimizer_states=True,
                                           load_lr_scheduler_states=True)
     if path is None:
-        raise FileNotFoundError(f"{root / name}: DeepSpeed could not load this checkpoint; delete it and resume "
+        raise NotFound(f"{root / name}: DeepSpeed could not load this checkpoint; delete it and resume "
                                 f"from an older one by editing {root}/latest")
     rng_file = root / name / f"rng_rank{rank}.pt"
     if rng_file.is_file():  # absent when resuming with more ranks than were saved: those ranks start fresh RNG

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
+from mmdata.errors import InputError
 from mmdata.schema import Record
 from trainer.templates import IGNORE_INDEX, ConversationEncoder, Encoded, LabelError
 
@@ -51,7 +52,7 @@ class ConversationDataset(torch.utils.data.Dataset):
                  processor: Callable[[Image.Image], torch.Tensor], template: str, num_image_tokens: int,
                  max_length: int, on_error: Literal["raise", "skip"] = "raise") -> None:
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
+            raise InputError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
         self.records, self.load_image, self.processor = records, load_image, processor
         self.encoder = ConversationEncoder(template, tokenizer, num_image_tokens)
         self.max_length, self.on_error = max_length, on_error
@@ -105,7 +106,7 @@ class ConversationDataset(torch.utils.data.Dataset):
                 image = self.load_image(r, j)
             except (OSError, ValueError) as e:  # missing / corrupt file; programming errors still propagate
                 if self.on_error == "raise":
-                    raise ValueError(f"record {r.id!r}: media[{j}] ({r.media[j].path}) does not load: {e}") from e
+                    raise InputError(f"record {r.id!r}: media[{j}] ({r.media[j].path}) does not load: {e}") from e
                 return Skipped(i, r.id, f"image {j} ({r.media[j].path}): {type(e).__name__}: {e}")
             pixels.append(self.processor(image))
         return Sample(

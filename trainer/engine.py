@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mmdata.errors import NotFound
 from trainer.config import StageConfig
 from trainer.model import Loaded, UnifiedModel, build_model, load
 from trainer.recipe import TrainRecipe
@@ -157,7 +158,7 @@ def resolve_init_from(path: str) -> str:
         return str(p)
     if (p / "export" / MM_CONFIG).is_file():
         return str(p / "export")
-    raise FileNotFoundError(f"init_from {p}: neither an exported model ({MM_CONFIG}) nor a run directory with "
+    raise NotFound(f"init_from {p}: neither an exported model ({MM_CONFIG}) nor a run directory with "
                             "export/; point it at the stage-1 output_dir once stage 1 has finished")
 
 

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from mmdata.errors import InputError
 from trainer.model import UnifiedModel, load
 from trainer.templates import ConversationEncoder
 
@@ -35,7 +36,7 @@ def generate(model: UnifiedModel | str | Path, prompt: str, images: list[Image.I
     model.eval()
     images = images or []
     if prompt.count("<image>") != len(images):
-        raise ValueError(f"prompt has {prompt.count('<image>')} <image> placeholders but {len(images)} images "
+        raise InputError(f"prompt has {prompt.count('<image>')} <image> placeholders but {len(images)} images "
                          "were given")
     turns = ([("system", system)] if system else []) + [("human", prompt)]
     enc = ConversationEncoder(model.config.template, model.tokenizer, model.num_image_tokens)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from mmdata.errors import InputError
+
 
 def mlp(llm_dim: int, vision_dim: int) -> nn.Module:
     """MetaMorph's head: Linear(llm, llm) → GELU → Linear(llm, vision)."""
@@ -17,5 +19,5 @@ HEADS: dict[str, Callable[[int, int], nn.Module]] = {"mlp": mlp}
 
 def build_head(name: str, llm_dim: int, vision_dim: int) -> nn.Module:
     if name not in HEADS:
-        raise ValueError(f"vision_head_type {name!r} is unknown; expected one of {sorted(HEADS)}")
+        raise InputError(f"vision_head_type {name!r} is unknown; expected one of {sorted(HEADS)}")
     return HEADS[name](llm_dim, vision_dim)

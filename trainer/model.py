@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mmdata.errors import InputError, NotFound
 from trainer.config import ModelConfig
 from trainer.heads import build_head
 from trainer.losses import chunked_cross_entropy, cosine_vision_loss
@@ -136,7 +137,7 @@ class UnifiedModel(nn.Module):
     def _vision_loss(self, input_ids: torch.Tensor, hidden: torch.Tensor, features: torch.Tensor | None,
                      image_is_target: torch.Tensor | None) -> tuple[torch.Tensor, int]:
         if self.vision_head is None:
-            raise ValueError("the vision loss is on but the model has no vision head (vision_head_type is null)")
+            raise InputError("the vision loss is on but the model has no vision head (vision_head_type is null)")
         starts = (input_ids == self.image_start_id).nonzero()  # (M, 2) rows (b, p), row-major = image order
         m = 0 if features is None else features.shape[0]
         n_flags = 0 if image_is_target is None else image_is_target.numel()
@@ -204,18 +205,18 @@ def load(source: str | Path | ModelConfig | dict[str, Any]) -> Loaded:
     path = Path(source)
     meta_file = path / MM_CONFIG
     if not meta_file.is_file():
-        raise FileNotFoundError(f"{meta_file} not found: {path} is not a saved unified model; to start from a base "
+        raise NotFound(f"{meta_file} not found: {path} is not a saved unified model; to start from a base "
                                 "LM and vision tower use trainer.build_model(ModelConfig(llm=..., vision_tower=...))")
     meta = json.loads(meta_file.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{meta_file}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
+        raise InputError(f"{meta_file}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
     cfg = meta["model"] | {"llm": str(path / meta["model"]["llm"]),
                            "vision_tower": str(path / meta["model"]["vision_tower"])}
     loaded = _assemble(ModelConfig.from_dict(cfg), fresh=False, weights=path / MM_WEIGHTS)
     saved_ids = meta["token_ids"]
     for tok, tid in zip(MM_TOKENS, loaded.model.new_token_ids):
         if saved_ids[tok] != tid:
-            raise ValueError(f"{meta_file}: {tok} was id {saved_ids[tok]} at save time, the tokenizer now says {tid}")
+            raise InputError(f"{meta_file}: {tok} was id {saved_ids[tok]} at save time, the tokenizer now says {tid}")
     loaded.model.pad_token_id = meta["pad_token_id"]
     return loaded
 
@@ -225,14 +226,14 @@ def _assemble(config: ModelConfig, *, fresh: bool, weights: Path | None) -> Load
 
     for key in ("llm", "vision_tower"):
         if not Path(getattr(config, key), "config.json").is_file():
-            raise FileNotFoundError(f"{key}: no config.json in {getattr(config, key)}; pass a local model directory")
+            raise NotFound(f"{key}: no config.json in {getattr(config, key)}; pass a local model directory")
     dtype = _DTYPES[config.dtype]
     tokenizer = AutoTokenizer.from_pretrained(config.llm)
     llm = AutoModelForCausalLM.from_pretrained(config.llm, dtype=dtype)
     if fresh:
         add_image_tokens(tokenizer, llm)
     elif len(tokenizer) > llm.get_input_embeddings().num_embeddings:
-        raise ValueError(f"{config.llm}: tokenizer has {len(tokenizer)} tokens but the LM only "
+        raise InputError(f"{config.llm}: tokenizer has {len(tokenizer)} tokens but the LM only "
                          f"{llm.get_input_embeddings().num_embeddings} embedding rows")
     pad_id = resolve_pad_id(tokenizer)
     vision = VisionTower.from_pretrained(config.vision_tower, config.mm_vision_select_layer, dtype)
@@ -282,6 +283,6 @@ def resolve_pad_id(tokenizer: Any) -> int:
     """An explicit pad id: the tokenizer's pad token, else its EOS (padding is masked, so any real id works)."""
     if tokenizer.pad_token_id is None:
         if tokenizer.eos_token is None:
-            raise ValueError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token explicitly")
+            raise InputError("the tokenizer has neither a pad nor an EOS token; set tokenizer.pad_token explicitly")
         tokenizer.pad_token = tokenizer.eos_token
     return int(tokenizer.pad_token_id)

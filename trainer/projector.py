@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torch import nn
 
+from mmdata.errors import InputError
+
 
 def mlp2x_gelu(vision_dim: int, llm_dim: int) -> nn.Module:
     return nn.Sequential(nn.Linear(vision_dim, llm_dim), nn.GELU(), nn.Linear(llm_dim, llm_dim))
@@ -20,5 +22,5 @@ PROJECTORS: dict[str, Callable[[int, int], nn.Module]] = {"mlp2x_gelu": mlp2x_ge
 
 def build_projector(name: str, vision_dim: int, llm_dim: int) -> nn.Module:
     if name not in PROJECTORS:
-        raise ValueError(f"mm_projector_type {name!r} is unknown; expected one of {sorted(PROJECTORS)}")
+        raise InputError(f"mm_projector_type {name!r} is unknown; expected one of {sorted(PROJECTORS)}")
     return PROJECTORS[name](vision_dim, llm_dim)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import yaml
 
 from mmdata.config import ConfigError, from_dict, parse_overrides, set_key
+from mmdata.errors import NotFound
 from trainer.config import STAGES, ModelConfig, StageConfig
 
 __all__ = ["ConfigError", "TrainRecipe", "load_recipe", "parse_overrides"]
@@ -198,7 +199,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     """Read, override, resolve paths, validate. Errors start with the file and name the key."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: training recipe not found; see recipes/tiny/ and recipes/metamorph/")
+        raise NotFound(f"{path}: training recipe not found; see recipes/tiny/ and recipes/metamorph/")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:

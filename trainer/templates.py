@@ -20,13 +20,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mmdata.errors import InputError
 from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN
 
 IGNORE_INDEX = -100
 _PLACEHOLDER = "<image>"  # mmdata's placeholder; same string as IMAGE_TOKEN, kept apart on purpose
 
 
-class LabelError(ValueError):
+class LabelError(InputError):
     """The labels of a sample cannot be built faithfully. The message names the record and the reason."""
 
 
@@ -92,18 +93,18 @@ class ConversationEncoder:
     def __init__(self, template: str | ChatTemplate, tokenizer, num_image_tokens: int) -> None:
         if isinstance(template, str):
             if template not in TEMPLATES:
-                raise ValueError(f"template {template!r} is unknown; expected one of {sorted(TEMPLATES)}")
+                raise InputError(f"template {template!r} is unknown; expected one of {sorted(TEMPLATES)}")
             template = TEMPLATES[template]
         self.template = template
         self.tokenizer = tokenizer
         self.n = num_image_tokens
         self._subst = {"{bos}": tokenizer.bos_token or "", "{eos}": tokenizer.eos_token or ""}
         if "{eos}" in str(template.end_of_turn) and not tokenizer.eos_token:
-            raise ValueError(f"template {template.name!r} needs an EOS token; the tokenizer has none")
+            raise InputError(f"template {template.name!r} needs an EOS token; the tokenizer has none")
         for tok in (*template.required, IMAGE_TOKEN, IMAGE_START, IMAGE_END):
             ids = tokenizer.encode(tok, add_special_tokens=False)
             if len(ids) != 1:
-                raise ValueError(
+                raise InputError(
                     f"template {template.name!r}: the tokenizer splits {tok!r} into {len(ids)} tokens; it must be "
                     "one special token (build the model with trainer.build_model, which adds the image tokens, "
                     "or pick the template that matches this tokenizer)"

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 import yaml
 
+from mmdata.errors import InputError, NotFound
 from mmdata.loader import MixtureLoader
 from mmdata.mixture import Mixture
 from trainer import checkpoint
@@ -70,7 +71,7 @@ def train(recipe: TrainRecipe) -> RunResult:
     steps_per_epoch = len(loader) // accum
     total = recipe.train.max_steps or steps_per_epoch * recipe.train.epochs
     if steps_per_epoch == 0:
-        raise ValueError(f"data.mixture {recipe.data.mixture}: {len(mixture)} samples give no full optimizer step "
+        raise InputError(f"data.mixture {recipe.data.mixture}: {len(mixture)} samples give no full optimizer step "
                          f"at a global batch of {global_batch}; use a bigger mixture or a smaller batch")
 
     config = ds_config(recipe, accum, d.world_size)
@@ -193,7 +194,7 @@ class _Stepper:
         if self.fallback is None:  # no good batch seen yet on this rank: the first usable sample of the data
             good = next((s for s in (self.data[i] for i in range(len(self.data))) if not hasattr(s, "reason")), None)
             if good is None:
-                raise ValueError("every sample of the mixture was skipped; see skipped-rank*.jsonl for why")
+                raise InputError("every sample of the mixture was skipped; see skipped-rank*.jsonl for why")
             self.fallback = Collator(self.model.pad_token_id)([good])
         return self.fallback
 
@@ -209,10 +210,10 @@ class _Stepper:
 def _should_resume(recipe: TrainRecipe, run_dir: Path) -> bool:
     has = checkpoint.latest_tag(run_dir) is not None
     if recipe.checkpoint.resume is True and not has:
-        raise FileNotFoundError(f"--resume: {run_dir / checkpoint.CHECKPOINTS} holds no checkpoint; run without "
+        raise NotFound(f"--resume: {run_dir / checkpoint.CHECKPOINTS} holds no checkpoint; run without "
                                 "--resume (or set checkpoint.resume: auto)")
     if recipe.checkpoint.resume is False and has:
-        raise ValueError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or choose another "
+        raise InputError(f"{run_dir} already holds checkpoints; pass --resume to continue it, or choose another "
                          "--output_dir")
     return has
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
+from mmdata.errors import InputError
 from trainer.config import TRAINABLE_PARTS, StageConfig
 from trainer.model import UnifiedModel
 
@@ -22,9 +23,9 @@ def apply_trainable(model: UnifiedModel, parts: Sequence[str]) -> dict[str, int]
     """
     for i, part in enumerate(parts):
         if part not in TRAINABLE_PARTS:
-            raise ValueError(f"trainable part [{i}] {part!r} is unknown; expected one of {list(TRAINABLE_PARTS)}")
+            raise InputError(f"trainable part [{i}] {part!r} is unknown; expected one of {list(TRAINABLE_PARTS)}")
     if "vision_head" in parts and model.vision_head is None:
-        raise ValueError("trainable part 'vision_head' requested but the model has no vision head")
+        raise InputError("trainable part 'vision_head' requested but the model has no vision head")
     for h in model._row_hooks:
         h.remove()
     model._row_hooks.clear()
@@ -48,7 +49,7 @@ def apply_trainable(model: UnifiedModel, parts: Sequence[str]) -> dict[str, int]
 
 def apply_stage(model: UnifiedModel, stage: StageConfig) -> dict[str, int]:
     if stage.vision_loss and model.vision_head is None:
-        raise ValueError("stage has vision_loss on but the model has no vision head (vision_head_type is null)")
+        raise InputError("stage has vision_loss on but the model has no vision head (vision_head_type is null)")
     model.use_vision_loss = stage.vision_loss
     return apply_trainable(model, stage.trainable)
 

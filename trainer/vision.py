@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from mmdata.errors import InputError, NotFound
+
 # ---------------------------------------------------------------------------- towers
 
 # model_type → (loader, number of leading non-patch tokens to drop). CLIP prepends a CLS token; SigLIP has none.
@@ -45,7 +47,7 @@ class VisionTower(nn.Module):
         n_layers = cfg.num_hidden_layers
         # hidden_states has n_layers + 1 entries (embeddings first), so -1 is the last layer before post-norm.
         if not -(n_layers + 1) <= select_layer <= n_layers:
-            raise ValueError(f"mm_vision_select_layer={select_layer} is outside the tower's hidden states "
+            raise InputError(f"mm_vision_select_layer={select_layer} is outside the tower's hidden states "
                              f"[-{n_layers + 1}, {n_layers}]")
 
     @classmethod
@@ -54,10 +56,10 @@ class VisionTower(nn.Module):
 
         path = Path(path)
         if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"vision tower: no config.json in {path}; pass a local SigLIP/CLIP model dir")
+            raise NotFound(f"vision tower: no config.json in {path}; pass a local SigLIP/CLIP model dir")
         model_type = json.loads((path / "config.json").read_text()).get("model_type")
         if model_type not in _TOWERS:
-            raise ValueError(f"vision tower {path}: model_type {model_type!r} is not supported; "
+            raise InputError(f"vision tower {path}: model_type {model_type!r} is not supported; "
                              f"expected one of {sorted(_TOWERS)}")
         loader, skip = _TOWERS[model_type]
         model = getattr(transformers, loader).from_pretrained(path, dtype=dtype)
@@ -79,14 +81,14 @@ def _grid(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     b, p, d = x.shape
     g = math.isqrt(p)
     if g * g != p:
-        raise ValueError(f"token reduction needs a square patch grid, got {p} patches")
+        raise InputError(f"token reduction needs a square patch grid, got {p} patches")
     return x.transpose(1, 2).reshape(b, d, g, g), g
 
 
 def _side(n: int) -> int:
     s = math.isqrt(n)
     if s * s != n:
-        raise ValueError(f"num_image_tokens={n} must be a perfect square (4, 16, 64, …) for this token reduction")
+        raise InputError(f"num_image_tokens={n} must be a perfect square (4, 16, 64, …) for this token reduction")
     return s
 
 
@@ -106,7 +108,7 @@ def reduce_avgpool(x: torch.Tensor, n: int) -> torch.Tensor:
 
 def reduce_none(x: torch.Tensor, n: int) -> torch.Tensor:
     if x.shape[1] != n:
-        raise ValueError(f"token_reduction 'none' keeps all {x.shape[1]} patches, but num_image_tokens={n}; "
+        raise InputError(f"token_reduction 'none' keeps all {x.shape[1]} patches, but num_image_tokens={n}; "
                          f"set num_image_tokens to {x.shape[1]}")
     return x
 
@@ -142,13 +144,13 @@ class ImageProcessor:
     def from_pretrained(cls, path: str | Path, *, pad_to_square: bool = True) -> ImageProcessor:
         f = Path(path) / cls.CONFIG_NAME
         if not f.is_file():
-            raise FileNotFoundError(f"image processor: {f} not found; the vision tower dir must carry its "
+            raise NotFound(f"image processor: {f} not found; the vision tower dir must carry its "
                                     "preprocessor_config.json")
         d: dict[str, Any] = json.loads(f.read_text())
         known = {k: d[k] for k in ("size", "resample", "do_resize", "do_center_crop", "crop_size", "do_rescale",
                                    "rescale_factor", "do_normalize", "image_mean", "image_std") if k in d}
         if "size" not in known:
-            raise ValueError(f"image processor {f}: no 'size' key")
+            raise InputError(f"image processor {f}: no 'size' key")
         if isinstance(known["size"], int):
             known["size"] = {"shortest_edge": known["size"]}
         return cls(**known, pad_to_square=pad_to_square)

@@ -1,4 +1,5 @@
-"""User mistakes become one clear line on stderr and exit code 1; bugs keep their traceback."""
+"""User mistakes (`mmdata.errors.UserError`) become one clear line on stderr and exit code 1; anything else is a
+bug and keeps its traceback. Shared by `mmdata` and `mmtrain`."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from typing import Any, TypeVar
 
 import typer
 
+from mmdata.errors import UserError
+
 F = TypeVar("F", bound=Callable[..., Any])
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def user_errors(func: F) -> F:
@@ -17,9 +19,8 @@ def user_errors(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except USER_ERRORS as e:
-            message = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-            typer.secho(f"error: {message}", err=True, fg="red")
+        except UserError as e:
+            typer.secho(f"error: {e}", err=True, fg="red")
             raise typer.Exit(1) from None
 
     return wrapper  # type: ignore[return-value]

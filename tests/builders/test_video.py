@@ -13,7 +13,7 @@ from PIL import Image
 
 import mmdata
 from builders.video import VideoOptions
-from builders.video_frames import sample_times
+from builders.video.frames import sample_times
 from mmdata.build import BuildSettings, build
 from mmdata.schema import Record
 from mmdata.testing.video import (

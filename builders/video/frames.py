@@ -1,7 +1,7 @@
 """Frames for the video builder: which times to sample, which frame is on screen at each, and JPEG bytes for them.
 
-Helper of `builders/video.py` (registers no builder). decord is imported lazily: the registry imports every module
-in `builders/`, and other builds should not load a video decoder.
+Part of the video builder (registers no builder). decord is imported lazily: listing the builders imports this
+package, and that should not load a video decoder.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from mmdata.errors import InputError
 from mmdata.schema import Media
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -23,7 +24,7 @@ _EPS = 1e-6  # seconds; frame times are floats read back from millisecond or rat
 _BATCH_BYTES = 512 << 20  # decoded RGB frames held at once: 45 frames of 1080p fit, 4K is fetched in parts
 
 
-class VideoError(ValueError):
+class VideoError(InputError):
     """A video or frames folder cannot give the frames asked for; the message becomes the reject reason."""
 
 

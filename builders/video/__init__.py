@@ -17,62 +17,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from builders.video_frames import FrameFolder, Video, VideoError, frame_media, sample_times
-from builders.video_pred import howto_clip, ssv2_classes, ssv2_video, video_window
-from builders.video_sources import Unit, make_units
-from mmdata.options import opt
+from builders._common import ROLES
+from builders.video.frames import FrameFolder, Video, VideoError, frame_media, sample_times
+from builders.video.options import VideoOptions
+from builders.video.pred import howto_clip, ssv2_classes, ssv2_video, video_window
+from builders.video.sources import Unit, make_units
+from mmdata.errors import NotFound
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
 from mmdata.sources import iter_span
 
 VIDEO_TAG = "<video>"
-ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt", "system": "system"}
-
-
-@dataclass
-class VideoOptions:
-    input: list[Path] = opt(help="Annotation file (JSON/JSONL/caption.json) or folder of videos; repeatable",
-                            factory=list)
-    media_root: Path | None = opt(None, help="Folder the annotations' video paths are relative to "
-                                             "(default: the annotation file's folder)")
-    task: Literal["video_qa", "frame_pred"] = opt("video_qa", help="What the records teach")
-    fps: float = opt(1.0, help="Frames sampled per second of video")
-    max_frames: int = opt(45, help="Frames per record at most; a longer video is sampled evenly instead")
-    min_frames: int = opt(1, help="video_qa: fewest frames a video must give at --fps (shorter ones are rejected)")
-    frame_size: int = opt(384, help="Longest side of the stored JPEG frames in px (0: the source size)")
-    jpeg_quality: int = opt(90, help="JPEG quality of the stored frames (1-95)")
-    frames_fps: float = opt(2.0, help="Rate at which frames-folder inputs (ShareGPTVideo) were extracted")
-    future_min: int = opt(1, help="frame_pred: fewest future frames to predict (K)")
-    future_max: int = opt(3, help="frame_pred: most future frames to predict (K)")
-    gap_min: int = opt(1, help="frame_pred: shortest spacing of the future frames, whole seconds (S)")
-    gap_max: int = opt(5, help="frame_pred: longest spacing of the future frames, whole seconds (S)")
-    context_min: int = opt(1, help="frame_pred: fewest context frames before the future ones")
-    labels: Path | None = opt(None, help="SSv2 something-something-v2-labels.json (adds the class index to meta)")
-    seed: int = opt(0, help="Seed of the per-record choices (K, S, context end, phrasing)")
-
-    def check(self) -> None:
-        def need(ok: bool, flag: str, what: str) -> None:
-            if not ok:
-                raise ValueError(f"video: --{flag} {what}")
-        need(bool(self.input), "input", "is required (an annotation file or a folder of videos; repeatable)")
-        need(self.fps > 0, "fps", f"must be > 0, got {self.fps}")
-        need(self.max_frames >= 1, "max-frames", f"must be >= 1, got {self.max_frames}")
-        need(1 <= self.min_frames <= self.max_frames, "min-frames",
-             f"must be in 1..--max-frames ({self.max_frames}), got {self.min_frames}")
-        need(self.frame_size >= 0, "frame-size", f"must be >= 0, got {self.frame_size}")
-        need(1 <= self.jpeg_quality <= 95, "jpeg-quality", f"must be in 1..95, got {self.jpeg_quality}")
-        need(self.frames_fps > 0, "frames-fps", f"must be > 0, got {self.frames_fps}")
-        need(1 <= self.future_min <= self.future_max, "future-min",
-             f"must be in 1..--future-max ({self.future_max}), got {self.future_min}")
-        need(1 <= self.gap_min <= self.gap_max, "gap-min",
-             f"must be in 1..--gap-max ({self.gap_max}), got {self.gap_min}")
-        need(self.context_min >= 1 and self.context_min + self.future_max <= self.max_frames, "context-min",
-             f"+ --future-max must fit in --max-frames ({self.max_frames}); got {self.context_min}")
 
 
 def _root(options: VideoOptions, path: Path) -> Path:
@@ -84,7 +43,7 @@ def _root(options: VideoOptions, path: Path) -> Path:
 def units(options: VideoOptions, shard_size: int, limit: int | None) -> list[Unit]:
     options.check()
     if options.media_root is not None and not Path(options.media_root).is_dir():
-        raise FileNotFoundError(f"video: --media-root {options.media_root}: directory not found")
+        raise NotFound(f"video: --media-root {options.media_root}: directory not found")
     if options.labels is not None:
         ssv2_classes(options.labels)  # a bad labels file fails here, before any worker starts
     inputs = [Path(p) for p in options.input]

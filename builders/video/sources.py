@@ -1,6 +1,6 @@
 """Inputs of the video builder: which format an input is (by content), and how it splits into units.
 
-Helper of `builders/video.py` (registers no builder). Detection rule, in order:
+Part of the video builder (registers no builder). Detection rule, in order:
 - a directory → a folder of videos (`.mp4 .webm .mkv .mov .avi`, searched recursively, sorted by path): frame_pred;
 - a file starting with `{` whose first value is an object with `start`/`end`/`text` → a HowTo100M `caption.json`:
   frame_pred;
@@ -18,6 +18,8 @@ from typing import Any
 
 import orjson
 
+from builders._common import input_labels
+from mmdata.errors import InputError, NotFound
 from mmdata.sources import Span, iter_file, plan
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov", ".avi")
@@ -41,7 +43,7 @@ def detect(path: Path) -> str:
     if path.is_dir():
         return "folder"
     if not path.is_file():
-        raise FileNotFoundError(f"video: --input {path} not found")
+        raise NotFound(f"video: --input {path} not found")
     with open(path, "rb") as f:
         head = f.read(1 << 16).lstrip(b"\xef\xbb\xbf \t\r\n")
     if _HOWTO_HEAD.match(head):
@@ -52,14 +54,9 @@ def detect(path: Path) -> str:
         return "qa"
     if head.startswith(b"[") and isinstance(value, dict) and ("template" in value or "label" in value):
         return "ssv2"
-    raise ValueError(f"video: --input {path}: not a recognised video source (expected a folder of videos, a "
+    raise InputError(f"video: --input {path}: not a recognised video source (expected a folder of videos, a "
                      "Video-STaR/ShareGPTVideo annotation with `conversations`, a HowTo100M caption.json or an "
                      f"SSv2 train JSON); first item: {str(value)[:120]!r}")
-
-
-def labels(paths: list[Path]) -> list[str]:
-    stems = [p.stem if p.is_file() else p.name for p in paths]
-    return [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
 
 
 def find_videos(folder: Path) -> list[str]:
@@ -72,11 +69,11 @@ def howto100m_clips(path: Path) -> list[tuple[str, int, float, float, str]]:
     the full HowTo100M file needs several GB here; split it by video id to build it in pieces."""
     data = orjson.loads(path.read_bytes())
     if not isinstance(data, dict):
-        raise ValueError(f"video: {path}: a HowTo100M caption.json is one JSON object, got {type(data).__name__}")
+        raise InputError(f"video: {path}: a HowTo100M caption.json is one JSON object, got {type(data).__name__}")
     clips = []
     for vid, entry in data.items():
         if not isinstance(entry, dict):
-            raise ValueError(f"video: {path}: entry {vid!r} is {type(entry).__name__}, expected "
+            raise InputError(f"video: {path}: entry {vid!r} is {type(entry).__name__}, expected "
                              '{"start": [...], "end": [...], "text": [...]}')
         starts, ends, texts = entry.get("start") or [], entry.get("end") or [], entry.get("text") or []
         for k in range(max(len(starts), len(ends), len(texts))):
@@ -93,12 +90,12 @@ def make_units(inputs: list[Path], roots: list[Path], task: str, shard_size: int
                limit: int | None) -> list[Unit]:
     out: list[Unit] = []
     left = limit
-    for label, path, root in zip(labels(inputs), inputs, roots, strict=True):
+    for label, path, root in zip(input_labels(inputs), inputs, roots, strict=True):
         if left == 0:
             break
         kind = detect(path)
         if TASK_OF[kind] != task:
-            raise ValueError(f"video: --input {path} is a {KIND_NAMES[kind]}, which builds --task {TASK_OF[kind]},"
+            raise InputError(f"video: --input {path} is a {KIND_NAMES[kind]}, which builds --task {TASK_OF[kind]},"
                              f" not --task {task}; build it separately")
         if kind in ("qa", "ssv2"):
             spans = plan(path, shard_size, left)

@@ -1,24 +1,23 @@
 """frame_pred for the video builder: context frames as inputs, K future frames S seconds apart as targets.
 
-Helper of `builders/video.py` (registers no builder). K, S, where the context ends and the phrasing are drawn per
-record from `random.Random(f"{seed}:{record id}")`: stable whatever the shard, worker or order.
+Part of the video builder (registers no builder). K, S, where the context ends and the phrasing are drawn per
+record from `Draws(seed, record id, "random")`: stable whatever the shard, worker or order.
 """
 
 from __future__ import annotations
 
 import math
-import random
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
-from builders.video_frames import Video, VideoError, frame_media
-from builders.video_sources import VIDEO_EXTS
+from builders._common import Draws
+from builders.video.frames import Video, VideoError, frame_media
+from builders.video.options import VideoOptions
+from builders.video.sources import VIDEO_EXTS
+from mmdata.errors import InputError
 from mmdata.schema import IMAGE, Record, RecordError, Turn
-
-if TYPE_CHECKING:
-    from builders.video import VideoOptions
 
 # MetaMorph's phrasing first; `{k}` frames, `{s}` their spacing ("5 seconds").
 ASK_MANY = ("Can you predict what happens in the next {k} frames, each {s} apart?",
@@ -49,7 +48,7 @@ def ssv2_classes(path: Path | None) -> dict[str, int]:
     try:
         return {k: int(v) for k, v in orjson.loads(Path(path).read_bytes()).items()}
     except (OSError, orjson.JSONDecodeError, AttributeError, ValueError) as e:
-        raise ValueError(f"video: --labels {path}: expected SSv2's {{template: class index}} JSON ({e})") from None
+        raise InputError(f"video: --labels {path}: expected SSv2's {{template: class index}} JSON ({e})") from None
 
 
 def ssv2_video(options: VideoOptions, root: Path, raw: Any, label: str, ref: str, classes: dict[str, int]) -> Record:
@@ -91,9 +90,9 @@ def video_window(options: VideoOptions, path: Path, video: str, rid: str, start:
         raise VideoError(f"record {rid!r}: clip {start:g}-{end:g} s of {path} is too short for frame_pred: "
                          f"needs more than {need:g} s ({options.context_min} context frame(s) + "
                          f"{options.future_min} future frame(s) {options.gap_min} s apart)")
-    rng = random.Random(f"{options.seed}:{rid}")
+    rng = Draws(options.seed, rid, "random")
     k, s = rng.choice(choices)
-    c_end = options.context_min - 1 + rng.randrange(positions(k, s))
+    c_end = options.context_min - 1 + rng.index(positions(k, s))
     n_ctx = min(c_end + 1, options.max_frames - k)
     context = [round(start + i * step, 3) for i in range(c_end + 1 - n_ctx, c_end + 1)]
     future = [round(context[-1] + j * s, 3) for j in range(1, k + 1)]

@@ -1,0 +1,119 @@
+"""What several builders share: input labels and spans, seeded per-record choices, role spellings, the edit record.
+
+Not a builder (the registry skips `_`-prefixed modules). Media reading and decoding live in `mmdata.media`, which
+the writer uses too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from mmdata.errors import InputError
+from mmdata.schema import IMAGE, Media, Record, RecordError, Turn
+from mmdata.sources import Span, plan
+
+T = TypeVar("T")
+
+# Role spellings found in released LLaVA-style files → the Record roles.
+ROLES = {"human": "human", "user": "human", "gpt": "gpt", "assistant": "gpt", "model": "gpt", "system": "system"}
+
+
+def input_labels(paths: Sequence[Path]) -> list[str]:
+    """One label per input, unique among them, that goes into record ids: the file's stem (a folder's name), or
+    `stem~i` (i: the input's position) when two inputs share it. Ids then stay unique and stable."""
+    stems = [Path(p).name if Path(p).is_dir() else Path(p).stem for p in paths]
+    return [s if stems.count(s) == 1 else f"{s}~{i}" for i, s in enumerate(stems)]
+
+
+@dataclass(frozen=True)
+class InputSpan:
+    """A span of one of several `--input` files; `label` names the file among the inputs (see `input_labels`)."""
+
+    label: str
+    span: Span
+
+
+def plan_inputs(paths: list[Path], per_span: int, limit: int | None, builder: str) -> list[InputSpan]:
+    """Spans over several input files in order, `limit` items in all; the unit list of a JSON/JSONL builder."""
+    if not paths:
+        raise InputError(f"{builder}: give at least one --input file")
+    out: list[InputSpan] = []
+    left = limit
+    for label, path in zip(input_labels(paths), paths, strict=True):
+        if left == 0:
+            break
+        spans = plan(Path(path), per_span, left)
+        out.extend(InputSpan(label, s) for s in spans)
+        if left is not None:
+            left -= sum(s.count for s in spans)
+    return out
+
+
+Derivation = Literal["blake2b", "sha256", "random"]
+
+
+class Draws:
+    """The seeded choices of one record: the same (seed, key) gives the same draws whatever the shard, worker or
+    order, and never from the salted built-in `hash()`. Draws are taken in order.
+
+    `derivation` is how (seed, key) becomes draws. Each builder keeps the one its datasets were built with, so
+    that its outputs stay byte-identical; a new builder takes the default.
+    - "blake2b" (visual_cot, aurora): one draw, the 64-bit blake2b of `f"{seed}\\0{key}"`, little-endian;
+    - "sha256" (cc12m): up to four draws, the big-endian 64-bit words of sha256(`f"{seed}:{key}"`), in order;
+    - "random" (video): Python's `random.Random(f"{seed}:{key}")`, any number of draws.
+    For the hash derivations a draw in range(n) is the word modulo n, a share is the word / 2**64.
+    """
+
+    def __init__(self, seed: int, key: str, derivation: Derivation = "blake2b") -> None:
+        self._rng: random.Random | None = None
+        self._words: list[int] = []
+        if derivation == "random":
+            self._rng = random.Random(f"{seed}:{key}")
+        elif derivation == "blake2b":
+            self._words = [int.from_bytes(hashlib.blake2b(f"{seed}\x00{key}".encode(), digest_size=8).digest(),
+                                          "little")]
+        elif derivation == "sha256":
+            digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+            self._words = [int.from_bytes(digest[i:i + 8], "big") for i in range(0, 32, 8)]
+        else:
+            raise ValueError(f"unknown derivation {derivation!r}")
+        self._next = 0
+
+    def word(self) -> int:
+        """The next draw as a 64-bit integer."""
+        if self._rng is not None:
+            return self._rng.getrandbits(64)
+        if self._next == len(self._words):
+            raise IndexError(f"only {len(self._words)} draw(s) per record with this derivation")
+        self._next += 1
+        return self._words[self._next - 1]
+
+    def index(self, n: int) -> int:
+        """The next draw in range(n)."""
+        return self._rng.randrange(n) if self._rng is not None else self.word() % n
+
+    def choice(self, options: Sequence[T]) -> T:
+        return options[self.index(len(options))]
+
+    def share(self) -> float:
+        """The next draw in [0, 1)."""
+        return self._rng.random() if self._rng is not None else self.word() / 2**64
+
+
+def pick(seed: int, key: str, n: int) -> int:
+    """One seeded choice in range(n) for (seed, key): the first draw of `Draws(seed, key)`."""
+    return Draws(seed, key).index(n)
+
+
+def edit_record(rid: str, source: str, instruction: Any, before: Media, after: Media, meta: dict[str, Any],
+                field: str = "instruction") -> Record:
+    """The one shape of an edit sample (InstructPix2Pix, AURORA): human `<image> {instruction}` → gpt `<image>`."""
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise RecordError(f"record {rid!r}: field {field!r} is empty or missing ({instruction!r})")
+    return Record(id=rid, source=source, task="edit", media=[before, after], meta=meta,
+                  conversations=[Turn("human", f"{IMAGE} {instruction.strip()}"), Turn("gpt", IMAGE)])

@@ -1,0 +1,19 @@
+"""The project's error types. A `UserError` is a mistake the user can fix (a flag, an input file, a recipe, a
+model directory): the command lines print its message as one line and exit 1. Any other exception is a bug and
+keeps its traceback, so raise a `UserError` (or a subclass) for everything a user can cause, naming what, where
+and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base of every error a user can fix; the CLIs show its message alone."""
+
+
+class InputError(UserError, ValueError):
+    """An input, flag, option or setting is wrong (a ValueError too, for callers that catch those)."""
+
+
+class NotFound(UserError, FileNotFoundError):
+    """A file or folder the user named does not exist (a FileNotFoundError too)."""
