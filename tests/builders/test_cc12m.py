@@ -169,6 +169,16 @@ def test_bad_invocations_say_how_to_fix(tmp_path: Path) -> None:
         units(CC12MOptions(from_img2dataset=partial), 10, None)
 
 
+def test_planning_writes_nothing_and_starts_nothing(tmp_path: Path) -> None:
+    tsv = tmp_path / "cc12m.tsv"
+    tsv.write_text("".join(f"http://127.0.0.1:9/{i}.jpg\tcaption {i}\n" for i in range(25)))
+    before = sorted(tmp_path.rglob("*"))
+    plan = units(CC12MOptions(input=tsv), 10, None)
+    assert [(u.first, u.count, u.pid) for u in plan] == [(1, 10, 0), (11, 10, 0), (21, 5, 0)]
+    assert sorted(tmp_path.rglob("*")) == before  # no download folder, no rows.parquet, no img2dataset
+    assert [u.count for u in units(CC12MOptions(input=tsv), 10, 12)] == [10, 2]
+
+
 def test_cli_from_existing_img2dataset_folder(built: Built) -> None:
     cli = pytest.importorskip("mmdata.cli")
     from typer.testing import CliRunner
