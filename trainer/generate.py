@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mmdata.errors import InputError
+from mmdata.schema import IMAGE
 from trainer.model import UnifiedModel, load
 from trainer.templates import ConversationEncoder
 
@@ -35,8 +36,8 @@ def generate(model: UnifiedModel | str | Path, prompt: str, images: list[Image.I
         model = load(model).model
     model.eval()
     images = images or []
-    if prompt.count("<image>") != len(images):
-        raise InputError(f"prompt has {prompt.count('<image>')} <image> placeholders but {len(images)} images "
+    if prompt.count(IMAGE) != len(images):
+        raise InputError(f"prompt has {prompt.count(IMAGE)} {IMAGE} placeholders but {len(images)} images "
                          "were given")
     turns = ([("system", system)] if system else []) + [("human", prompt)]
     enc = ConversationEncoder(model.config.template, model.tokenizer, model.num_image_tokens)
@@ -44,8 +45,7 @@ def generate(model: UnifiedModel | str | Path, prompt: str, images: list[Image.I
     feats = torch.stack([model.processor(im) for im in images]) if images else None
     emb = model.embed(ids, model.encode_images(feats) if feats is not None else None)
 
-    stop = {t for t in (model.tokenizer.eos_token_id, model.tokenizer.convert_tokens_to_ids("<|eot_id|>"),
-                        model.tokenizer.convert_tokens_to_ids("<|im_end|>")) if isinstance(t, int) and t >= 0}
+    stop = enc.stop_ids
     lm_head = model.llm.get_output_embeddings()
     out_ids: list[int] = []
     predicted: list[torch.Tensor] = []

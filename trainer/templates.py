@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mmdata.errors import InputError
+from mmdata.schema import IMAGE
 from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN
 
 IGNORE_INDEX = -100
-_PLACEHOLDER = "<image>"  # mmdata's placeholder; same string as IMAGE_TOKEN, kept apart on purpose
 
 
 class LabelError(InputError):
@@ -42,6 +42,7 @@ class ChatTemplate:
     separator: str = ""  # after end_of_turn, unsupervised
     default_system: str | None = None
     required: tuple[str, ...] = ()  # special tokens the tokenizer must know as single tokens
+    stop: tuple[str, ...] = ("{eos}",)  # tokens that end a generated assistant turn
 
 
 TEMPLATES: dict[str, ChatTemplate] = {
@@ -53,6 +54,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
                  for r, n in (("system", "system"), ("human", "user"), ("gpt", "assistant"))},
         end_of_turn={"system": "<|eot_id|>", "human": "<|eot_id|>", "gpt": "<|eot_id|>"},
         required=("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
+        stop=("<|eot_id|>", "{eos}"),
     ),
     # ChatML as Qwen2 writes it, including its default system prompt.
     "qwen2": ChatTemplate(
@@ -63,6 +65,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         separator="\n",
         default_system="You are a helpful assistant.",
         required=("<|im_start|>", "<|im_end|>"),
+        stop=("<|im_end|>", "{eos}"),
     ),
     # Stage-1 captioning (LLaVA "plain"): no roles; human text then "\n", assistant text then EOS.
     # Unlike LLaVA we keep the human text, so t2i prompts ("draw a cat") survive.
@@ -101,7 +104,8 @@ class ConversationEncoder:
         self._subst = {"{bos}": tokenizer.bos_token or "", "{eos}": tokenizer.eos_token or ""}
         if "{eos}" in str(template.end_of_turn) and not tokenizer.eos_token:
             raise InputError(f"template {template.name!r} needs an EOS token; the tokenizer has none")
-        for tok in (*template.required, IMAGE_TOKEN, IMAGE_START, IMAGE_END):
+        stops = [s for s in map(self._sub, template.stop) if s]  # "{eos}" of a tokenizer without one: none
+        for tok in (*template.required, *stops, IMAGE_TOKEN, IMAGE_START, IMAGE_END):
             ids = tokenizer.encode(tok, add_special_tokens=False)
             if len(ids) != 1:
                 raise InputError(
@@ -111,6 +115,7 @@ class ConversationEncoder:
                 )
         self.image_id, self.start_id, self.end_id = (tokenizer.convert_tokens_to_ids(t)
                                                      for t in (IMAGE_TOKEN, IMAGE_START, IMAGE_END))
+        self.stop_ids = frozenset(tokenizer.convert_tokens_to_ids(s) for s in stops)  # generation ends at these
         specials = sorted({*tokenizer.all_special_tokens, *_added_token_strings(tokenizer)}, key=len, reverse=True)
         self._special_re = re.compile("|".join(re.escape(s) for s in specials if s)) if specials else None
 
@@ -134,7 +139,7 @@ class ConversationEncoder:
                                  f"cannot express (roles: {sorted(t.headers)})")
             sup = role == "gpt"
             pieces.append((self._sub(t.headers[role]), False))
-            for j, chunk in enumerate(text.split(_PLACEHOLDER)):
+            for j, chunk in enumerate(text.split(IMAGE)):
                 if j:
                     pieces += [(IMAGE_START, sup), (image, False), (IMAGE_END, sup)]
                 if self._special_re is not None and (m := self._special_re.search(chunk)):
@@ -199,7 +204,7 @@ class ConversationEncoder:
         """Each image must be start + N slots + end in the ids; returns which images are generation targets."""
         arr = np.asarray(ids)
         starts = np.flatnonzero(arr == self.start_id)
-        expected = [role == "gpt" for role, text in turns for _ in range(text.count(_PLACEHOLDER))]
+        expected = [role == "gpt" for role, text in turns for _ in range(text.count(IMAGE))]
         ok = len(starts) == len(expected) and int((arr == self.image_id).sum()) == len(expected) * self.n
         for p in starts if ok else ():
             ok = ok and p + self.n + 1 < len(arr) and arr[p + self.n + 1] == self.end_id \
