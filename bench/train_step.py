@@ -27,7 +27,7 @@ WARMUP = 3
 
 
 def make_world(root: Path) -> tuple[Path, Path]:
-    from trainer.tiny import make_train_world
+    from mmdata.testing.train import make_train_world
 
     return make_train_world(root, size=800)
 

@@ -1,8 +1,7 @@
 """`make demo`: generate sample sources, build each one, inspect, mix, train stage 1 then stage 2 of a tiny model.
 
 Every input is generated here (images, videos, a TSV served on loopback, parquet, Visual-CoT JSON); nothing is
-downloaded. Each step is the real CLI a user would type, printed before it runs. Steps whose component is not
-there yet are skipped with a line saying so.
+downloaded. Each step is the real CLI a user would type, printed before it runs.
 """
 
 from __future__ import annotations
@@ -45,19 +44,9 @@ def mmdata(*args: str) -> None:
 
 
 def build_sources() -> list[str]:
-    from mmdata.registry import discover
-
-    builders = discover()
     built: list[str] = []
     for name, module, kwargs, out_name in SOURCES:
-        if name not in builders:
-            say(f"skip {out_name}: the `{name}` builder is not in this checkout yet")
-            continue
-        try:
-            demo_source = importlib.import_module(module).demo_source
-        except (ImportError, AttributeError):
-            say(f"skip {out_name}: {module}.demo_source is not in this checkout yet")
-            continue
+        demo_source = importlib.import_module(module).demo_source
         say(f"build {out_name}")
         with demo_source(OUT / "sources" / out_name, **kwargs) as args:
             mmdata("build", name.replace("_", "-"), *args, "--out", str(OUT / "data" / out_name), "--overwrite")
@@ -75,31 +64,22 @@ def main() -> None:
     mmdata("inspect", str(OUT / "data" / "cambrian"), "--n", "2")
     mmdata("validate", str(OUT / "data" / "cambrian"))
 
-    mixture = mix(built)
+    mixture = mix()
     runs = train(mixture)
 
     say(f"done in {time.perf_counter() - start:.0f} s — where everything is")
     for name in built:
         print(f"  dataset   {OUT / 'data' / name}")
-    if mixture:
-        print(f"  mixture   {mixture}")
-        print(f"  report    {OUT / 'report.html'}  (open in a browser: sampled records with their images)")
+    print(f"  mixture   {mixture}")
+    print(f"  report    {OUT / 'report.html'}  (open in a browser: sampled records with their images)")
     for stage, path in runs.items():
         print(f"  {stage:<9} {path}")
     print("\nLook at any of them with `mmdata inspect PATH`, or in pandas: "
           "`import mmdata; mmdata.open(PATH).to_pandas()`.")
 
 
-def mix(built: list[str]) -> Path | None:
+def mix() -> Path:
     recipe = ROOT / "recipes" / "demo_mix.yaml"
-    try:
-        importlib.import_module("mmdata.mix")
-    except ImportError:
-        say("skip mix: `mmdata mix` is not in this checkout yet")
-        return None
-    if not recipe.is_file():
-        say(f"skip mix: {recipe.relative_to(ROOT)} is not in this checkout yet")
-        return None
     say("mix the sample datasets")
     out = OUT / "mixture"
     mmdata("mix", str(recipe), "--dry-run")
@@ -109,16 +89,10 @@ def mix(built: list[str]) -> Path | None:
     return out
 
 
-def train(mixture: Path | None) -> dict[str, Path]:
-    if mixture is None:
-        say("skip training: no mixture")
-        return {}
-    try:
-        demo = importlib.import_module("trainer.demo")
-    except ImportError:
-        say("skip training: `mmtrain` is not in this checkout yet")
-        return {}
-    return demo.run(ROOT, OUT, mixture, say=say, run=run)
+def train(mixture: Path) -> dict[str, Path]:
+    from trainer.demo import run as run_training
+
+    return run_training(ROOT, OUT, mixture, say=say, run=run)
 
 
 if __name__ == "__main__":

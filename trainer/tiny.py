@@ -123,28 +123,3 @@ def make_tiny(
 
 
 __all__ = ["IMAGE_END", "IMAGE_START", "IMAGE_TOKEN", "TinyPaths", "make_tiny", "make_tokenizer"]
-
-
-def make_train_world(root: Path, size: int) -> tuple[Path, Path]:
-    """A tiny model and a `size`-sample mixture to train it on, under `root`: (models dir, mixture dir).
-
-    The mixture is 2:1 VQA records (the generated LLaVA world) and text → image records, so stage 2's vision loss
-    has generation targets to regress. Tests and `bench/train_step.py` train on it.
-    """
-    from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
-    from mmdata.mix import mix
-    from mmdata.testing.llava import make_world
-
-    w = make_world(root / "src")
-    gen = root / "src" / "t2i.jsonl"
-    gen.write_text("".join(json.dumps({"id": f"g{i}", "image": f"coco/{i:06d}.jpg", "conversations": [
-        {"from": "human", "value": "Draw the picture."}, {"from": "gpt", "value": "<image>"}]}) + "\n"
-        for i in range(8)))
-    for name, src in (("vqa", w.jsonl), ("t2i", gen)):
-        build("cambrian", CambrianOptions(input=[src], media_root=w.media_root), BuildSettings(out=root / name))
-    (root / "mix.yaml").write_text(f"seed: 0\nsize: {size}\nsources:\n  - {{path: vqa, weight: 2}}\n"
-                                   "  - {path: t2i, weight: 1}\n")
-    mix(root / "mix.yaml", root / "mixture")
-    make_tiny(root / "models")
-    return root / "models", root / "mixture"

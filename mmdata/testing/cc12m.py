@@ -25,7 +25,7 @@ _WORDS = ("a dog", "the old bridge", "two cyclists", "a red kite", "fresh bread"
           "a quiet lake", "the mountain trail", "a wooden table", "colourful umbrellas", "an empty street",
           "morning fog")
 _PLACES = ("in Paris", "at night", "near the sea", "under the rain", "on a sunny day", "in the garden")
-# The quirks CC12M captions really have (SOURCES.md): <PERSON>, quotes, HTML entities, non-ASCII, long, tabs.
+# The quirks CC12M captions really have (DATA.md, cc12m): <PERSON>, quotes, HTML entities, non-ASCII, long, tabs.
 _QUIRKS = (
     "<PERSON> walking {w} {p}",
     '"{w}" {p} -- quote of the day',

@@ -1,4 +1,4 @@
-"""A small Cambrian / LLaVA-format world with every quirk of the real releases (see SOURCES.md)."""
+"""A small Cambrian / LLaVA-format world with every quirk of the real releases (DATA.md, cambrian)."""
 
 from __future__ import annotations
 

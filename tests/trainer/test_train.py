@@ -18,10 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmdata.testing.train import make_train_world
 from trainer import load
 from trainer.metrics import read
 from trainer.recipe import load_recipe
-from trainer.tiny import make_train_world
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny"

@@ -1,0 +1,34 @@
+"""A training world for tests and `bench/train_step.py`: a tiny model and a small mixture to train it on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mmdata.schema import IMAGE
+
+
+def make_train_world(root: Path, size: int) -> tuple[Path, Path]:
+    """A tiny model and a `size`-sample mixture to train it on, under `root`: (models dir, mixture dir).
+
+    The mixture is 2:1 VQA records (the generated LLaVA world) and text → image records, so stage 2's vision loss
+    has generation targets to regress. Needs the `train` extra (the model comes from `trainer.tiny`).
+    """
+    from builders.cambrian import CambrianOptions
+    from mmdata.build import BuildSettings, build
+    from mmdata.mix import mix
+    from mmdata.testing.llava import make_world
+    from trainer.tiny import make_tiny
+
+    w = make_world(root / "src")
+    gen = root / "src" / "t2i.jsonl"
+    gen.write_text("".join(json.dumps({"id": f"g{i}", "image": f"coco/{i:06d}.jpg", "conversations": [
+        {"from": "human", "value": "Draw the picture."}, {"from": "gpt", "value": IMAGE}]}) + "\n"
+        for i in range(8)))
+    for name, src in (("vqa", w.jsonl), ("t2i", gen)):
+        build("cambrian", CambrianOptions(input=[src], media_root=w.media_root), BuildSettings(out=root / name))
+    (root / "mix.yaml").write_text(f"seed: 0\nsize: {size}\nsources:\n  - {{path: vqa, weight: 2}}\n"
+                                   "  - {path: t2i, weight: 1}\n")
+    mix(root / "mix.yaml", root / "mixture")
+    make_tiny(root / "models")
+    return root / "models", root / "mixture"
