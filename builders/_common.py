@@ -61,15 +61,15 @@ class Draws:
     """The seeded choices of one record: the same (seed, key) gives the same draws whatever the shard, worker or
     order, and never from the salted built-in `hash()`. Draws are taken in order.
 
-    `derivation` is how (seed, key) becomes draws. Each builder keeps the one its datasets were built with, so
-    that its outputs stay byte-identical; a new builder takes the default.
+    `derivation` is how (seed, key) becomes draws, always named by the caller: each builder keeps the one its
+    datasets were built with, so that its outputs stay byte-identical (a new builder takes "random").
     - "blake2b" (visual_cot, aurora): one draw, the 64-bit blake2b of `f"{seed}\\0{key}"`, little-endian;
     - "sha256" (cc12m): up to four draws, the big-endian 64-bit words of sha256(`f"{seed}:{key}"`), in order;
     - "random" (video): Python's `random.Random(f"{seed}:{key}")`, any number of draws.
     For the hash derivations a draw in range(n) is the word modulo n, a share is the word / 2**64.
     """
 
-    def __init__(self, seed: int, key: str, derivation: Derivation = "blake2b") -> None:
+    def __init__(self, seed: int, key: str, derivation: Derivation) -> None:
         self._rng: random.Random | None = None
         self._words: list[int] = []
         if derivation == "random":
@@ -103,11 +103,6 @@ class Draws:
     def share(self) -> float:
         """The next draw in [0, 1)."""
         return self._rng.random() if self._rng is not None else self.word() / 2**64
-
-
-def pick(seed: int, key: str, n: int) -> int:
-    """One seeded choice in range(n) for (seed, key): the first draw of `Draws(seed, key)`."""
-    return Draws(seed, key).index(n)
 
 
 def edit_record(rid: str, source: str, instruction: Any, before: Media, after: Media, meta: dict[str, Any],
