@@ -77,7 +77,7 @@ def ds_config(recipe: TrainRecipe, grad_accum: int, world_size: int) -> dict[str
         "train_micro_batch_size_per_gpu": pd,
         "gradient_accumulation_steps": grad_accum,
         "train_batch_size": pd * grad_accum * world_size,
-        "gradient_clipping": recipe.optim.grad_clip,
+        "gradient_clipping": recipe.optim.grad_clip or 0.0,  # DeepSpeed: 0 = no clipping
         "bf16": {"enabled": recipe.train.precision == "bf16"},
         "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,  # a plain torch AdamW: nothing to JIT-compile

@@ -77,7 +77,8 @@ class OptimSection:
     eps: float = 1e-8
     warmup_ratio: float = 0.03
     min_lr_ratio: float = 0.0  # cosine decays to lr × this
-    grad_clip: float = 1.0  # 0 disables clipping
+    # Max global gradient norm; null (or 0) applies none, as the reference's ZeRO configs (no gradient_clipping).
+    grad_clip: float | None = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_ratio < 1:
@@ -88,6 +89,8 @@ class OptimSection:
             raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
         if self.lr_scale_from is not None:
             parse_lr_scale(self.lr_scale_from)
+        if self.grad_clip is not None and self.grad_clip < 0:
+            raise ConfigError(f"optim.grad_clip must be >= 0 or null (no clipping), got {self.grad_clip}")
 
     def resolve_lr(self, global_batch: int) -> float:
         if self.lr_scale_from is None:

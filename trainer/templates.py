@@ -43,6 +43,9 @@ class ChatTemplate:
     default_system: str | None = None
     required: tuple[str, ...] = ()  # special tokens the tokenizer must know as single tokens
     stop: tuple[str, ...] = ("{eos}",)  # tokens that end a generated assistant turn
+    # Strip each message's text, as the official Llama-3 chat format does (`content | trim`): an answer that starts
+    # with "\n" would otherwise merge with the header's "\n\n" into one token straddling the label boundary.
+    strip: bool = False
 
 
 TEMPLATES: dict[str, ChatTemplate] = {
@@ -55,6 +58,7 @@ TEMPLATES: dict[str, ChatTemplate] = {
         end_of_turn={"system": "<|eot_id|>", "human": "<|eot_id|>", "gpt": "<|eot_id|>"},
         required=("<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"),
         stop=("<|eot_id|>", "{eos}"),
+        strip=True,
     ),
     # ChatML as Qwen2 writes it, including its default system prompt.
     "qwen2": ChatTemplate(
@@ -138,6 +142,8 @@ class ConversationEncoder:
                 raise LabelError(f"record {record_id!r}: turn {i} has role {role!r}, which template {t.name!r} "
                                  f"cannot express (roles: {sorted(t.headers)})")
             sup = role == "gpt"
+            if t.strip:
+                text = text.strip()
             pieces.append((self._sub(t.headers[role]), False))
             for j, chunk in enumerate(text.split(IMAGE)):
                 if j:

@@ -69,6 +69,14 @@ def test_head_shape() -> None:
     assert HEADS["mlp"](64, 48)(torch.randn(2, 4, 64)).shape == (2, 4, 48)
 
 
+def test_head_starts_as_the_reference_normal_002_zero_bias() -> None:
+    torch.manual_seed(0)
+    head = HEADS["mlp"](512, 384)
+    for layer in (head[0], head[2]):
+        assert layer.weight.std().item() == pytest.approx(0.02, rel=0.02)
+        assert abs(layer.weight.mean().item()) < 1e-3 and not layer.bias.any()
+
+
 def test_new_token_rows_are_the_mean_row(tiny) -> None:
     from transformers import AutoModelForCausalLM
 

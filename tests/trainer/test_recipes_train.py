@@ -30,6 +30,17 @@ def test_metamorph_reference_hyperparameters() -> None:
     assert (s1.train.zero_stage, s2.train.zero_stage) == (2, 3)
     assert s1.model.num_image_tokens == 64 and s1.data.max_length == 4096 and s1.optim.warmup_ratio == 0.03
     assert s1.stage_config.trainable == ["projector", "new_token_rows"] and s2.stage_config.vision_loss
+    # The reference stretches images to the square (its decoder knows no padding) and clips no gradient.
+    assert s1.model.image_aspect_ratio == "resize"
+    assert s1.optim.grad_clip is None and s2.optim.grad_clip is None
+
+
+def test_grad_clip_null_means_none() -> None:
+    r = load_recipe(RECIPES[-1], {"optim.grad_clip": None})
+    assert ds_config(r, 1, 1)["gradient_clipping"] == 0.0  # DeepSpeed clips only when > 0
+    assert ds_config(load_recipe(RECIPES[-1], {"optim.grad_clip": 0.5}), 1, 1)["gradient_clipping"] == 0.5
+    with pytest.raises(ConfigError, match="grad_clip must be >= 0 or null"):
+        load_recipe(RECIPES[-1], {"optim.grad_clip": -1})
 
 
 def test_overrides_are_yaml_and_validated(tmp_path: Path) -> None:

@@ -138,3 +138,13 @@ def test_tokenizer_without_image_tokens_is_an_error(tiny) -> None:
 
 def test_registry_has_the_documented_templates() -> None:
     assert {"llama3", "qwen2", "plain"} <= set(TEMPLATES)
+
+
+def test_llama3_strips_message_text_like_the_official_format(shared) -> None:
+    """LLaVA-665K has answers such as "\\nThe image shows…": trimmed, as Llama-3's own template does (`| trim`), the
+    answer is supervised instead of failing as a token that straddles the header's "\\n\\n"."""
+    enc = ConversationEncoder("llama3", shared.tokenizer, N)
+    out = enc.encode([("human", "<image>\nWhat is shown? \n"), ("gpt", "\nA red cat.\n")], record_id="nl")
+    assert show(shared.tokenizer, out.input_ids, out.labels) == f"{U}{IM}\nWhat is shown?{A}[[A red cat.<|eot_id|>]]"
+    plain = ConversationEncoder("plain", shared.tokenizer, N).encode([("human", "Hi "), ("gpt", "Yo")])
+    assert "Hi \n" in plain.text  # templates without the rule keep the text as written
