@@ -3,7 +3,9 @@
 Where to get it: `McGill-NLP/AURORA` (`train.json` plus the per-source image folders, extracted under one root; the
 JSON's paths are relative to it). An item: `{"instruction": str | [str, ...], "input": path, "output": path}`.
 Direction comes from the keys only — `input` is the source, `output` the edited image — never from file names (some
-are named `*_after`/`*_before` the other way round). A list of instructions gives one record: the phrasing is picked
+are named `*_after`/`*_before` the other way round). The validation and bench files (`data/*/valid.json`, `test.json`)
+name the instruction `prompt` and add `id`, `pos` (the opposite edit), `mask`, `task`: `prompt` is read when there is
+no `instruction`, the other keys go to meta. A list of instructions gives one record: the phrasing is picked
 by a stable hash of (seed, id), the others are kept in meta. Images stay in place under the media root.
 """
 
@@ -20,10 +22,13 @@ from mmdata.registry import Builder, register
 from mmdata.schema import Media, Record, RecordError, Reject
 from mmdata.sources import iter_span
 
+INSTRUCTION_KEYS = ("instruction", "prompt")  # train.json; valid.json and test.json
+
 
 @dataclass
 class AuroraOptions:
-    input: list[Path] = opt(help="AURORA JSON array (train.json; repeat for several)", factory=list)
+    input: list[Path] = opt(help="AURORA JSON array (train.json, valid.json, test.json; repeat for several)",
+                            factory=list)
     media_root: Path | None = opt(None, help="Folder the `input`/`output` paths are relative to (the repo root)")
     seed: int = opt(0, help="Seed for picking one of several instructions (stable per record id)")
 
@@ -52,14 +57,18 @@ def convert(raw: Any, rid: str, ref: str, seed: int) -> Record:
         if not isinstance(value, str) or not value.strip():
             raise RecordError(f"record {rid!r}: field {key!r} must be an image path, got {value!r}")
         paths.append(value.strip().removeprefix("./"))
-    instruction = raw.get("instruction")
+    field = next((k for k in INSTRUCTION_KEYS if k in raw), None)
+    if field is None:
+        raise RecordError(f"record {rid!r}: no instruction: expected one of the keys {', '.join(INSTRUCTION_KEYS)}; "
+                          f"found {', '.join(map(repr, raw)) or 'none'}")
+    instruction = raw[field]
     meta: dict[str, Any] = {"ref": ref}
     if isinstance(instruction, list):
         options = [s.strip() for s in instruction if isinstance(s, str) and s.strip()]
         meta["instructions"] = instruction
         instruction = Draws(seed, rid, "blake2b").choice(options) if options else None
-    meta.update({k: v for k, v in raw.items() if k not in ("instruction", "input", "output")})
-    return edit_record(rid, "aurora", instruction, Media(path=paths[0]), Media(path=paths[1]), meta, "instruction")
+    meta.update({k: v for k, v in raw.items() if k not in (field, "input", "output")})
+    return edit_record(rid, "aurora", instruction, Media(path=paths[0]), Media(path=paths[1]), meta, field)
 
 
 register(Builder(

@@ -44,3 +44,25 @@ def test_aurora(tmp_path: Path) -> None:
     assert "'instruction' is empty" in reasons["train.json[2]"] and "'instruction' is empty" in reasons["train.json[3]"]
     assert "'output' must be an image path" in reasons["train.json[4]"]
     assert "file not found" in reasons["train.json[5]"]
+
+
+def test_validation_and_bench_files_name_it_prompt(tmp_path: Path) -> None:
+    """Items as `data/something/valid.json` and `test.json` write them: `prompt`, `pos`, `id`, `mask`, `task`."""
+    root = tmp_path / "AURORA"
+    src = write_aurora(root, [
+        {"id": "36", "prompt": "Make remote fall down", "pos": "Make remote stand up",
+         "input": "data/something/frames_validation_2K/36/first.jpg",
+         "output": "data/something/frames_validation_2K/36/last.jpg"},
+        {"input": "data/magicbrush/images/242679/242679-input.png", "mask": "242679-mask1.png",
+         "output": "data/magicbrush/images/242679/242679-output1.png", "prompt": "Put a cat on the seat.",
+         "task": "magicbrush"},
+        {"edit": "no instruction key", "input": "data/ag/images/a_left.png", "output": "data/ag/images/a_right.png"},
+    ], name="valid.json")
+    manifest = build("aurora", AuroraOptions(input=[src], media_root=root), BuildSettings(out=tmp_path / "out"))
+    assert manifest.counts == {"read": 3, "written": 2, "rejected": 1}
+    ds = mmdata.open(tmp_path / "out")
+    assert [r.conversations[0].value for r in ds] == ["<image> Make remote fall down", "<image> Put a cat on the seat."]
+    assert ds[0].meta["pos"] == "Make remote stand up" and ds[0].meta["id"] == "36"
+    assert ds[1].meta["task"] == "magicbrush" and ds[1].meta["mask"] == "242679-mask1.png"
+    reason = orjson.loads((tmp_path / "out" / "rejects.jsonl").read_bytes())["reason"]
+    assert "instruction, prompt" in reason and "'edit', 'input', 'output'" in reason
