@@ -16,7 +16,9 @@ webdataset `NNNNN.tar` with the successes, `NNNNN.parquet` with every row's `sta
 overlaps the download. Every TSV row becomes one record or one reject with img2dataset's own error message, so
 `read == written + rejected == TSV lines`.
 
-`--from-img2dataset DIR` converts an existing img2dataset webdataset folder instead of downloading.
+`--from-img2dataset DIR` converts an existing img2dataset webdataset folder instead of downloading. A download made
+with img2dataset's default `resize_mode=border` (white letterbox squares) is refused unless `--allow-letterbox`:
+the bands would become part of every generation target.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import atexit
 import contextlib
 import dataclasses
 import html
+import io
 import json
 import shutil
 import signal
@@ -42,8 +45,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from builders._common import Draws
 from mmdata.errors import InputError, NotFound
@@ -111,6 +116,8 @@ class CC12MOptions:
     caption_ratio: float = opt(0.0, help="Share of samples made image→caption (task: caption) instead of t2i")
     person_token: str | None = opt(None, help="Replace CC12M's <PERSON> with this text "
                                               "(default: keep it verbatim)")
+    allow_letterbox: bool = opt(False, help="Accept a download made with resize_mode=border (white letterbox "
+                                            "squares as generation targets); refused by default")
 
     def __post_init__(self) -> None:
         if self.download_dir is None and self.input is not None:
@@ -124,6 +131,9 @@ class CC12MOptions:
             raise InputError(f"--caption-ratio must be within 0..1, got {self.caption_ratio}")
         if self.person_token is not None and (IMAGE in self.person_token or not self.person_token.strip()):
             raise InputError(f"--person-token {self.person_token!r}: must be non-empty text without {IMAGE}")
+        if self.resize_mode == "border" and not self.allow_letterbox:
+            raise InputError("--resize-mode border letterboxes every image onto a white square, and the bands "
+                             "become part of each generation target; use keep_ratio, or pass --allow-letterbox")
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,7 @@ class Unit:
     first: int  # first TSV line of the shard (TSV mode); 0: take the rows the parquet holds
     count: int  # rows of the shard to convert
     pid: int = 0  # the background img2dataset process to wait for (0: the shard is already downloaded)
+    per_shard: int = 0  # --from-img2dataset: img2dataset's number_sample_per_shard, to tell each key's TSV line
 
 
 # ---------------------------------------------------------------- units: plan; start: convert the TSV, download
@@ -141,7 +152,7 @@ def units(options: CC12MOptions, shard_size: int, limit: int | None) -> list[Uni
     if (options.input is None) == (options.from_img2dataset is None):
         raise InputError("cc12m: give exactly one of --input cc12m.tsv or --from-img2dataset DIR")
     if options.from_img2dataset is not None:
-        return _existing_units(Path(options.from_img2dataset), limit)
+        return _existing_units(Path(options.from_img2dataset), limit, options.allow_letterbox)
     tsv, dl = Path(options.input), Path(options.download_dir)  # type: ignore[arg-type]
     if not tsv.is_file():
         raise NotFound(f"--input {tsv}: file not found (get cc12m.tsv as DATA.md explains)")
@@ -149,7 +160,8 @@ def units(options: CC12MOptions, shard_size: int, limit: int | None) -> list[Uni
     rows = dl / "rows.parquet"
     n_rows = pq.read_metadata(rows).num_rows if rows.is_file() else _count_rows(tsv, limit)
     n_shards = -(-n_rows // shard_size)
-    return [Unit(str(dl / "shards" / f"{k:05d}"), tsv.stem, 1 + k * shard_size,  # img2dataset's shard names
+    header = header_lines(tsv)  # img2dataset's recipe prepends `url<TAB>caption`: rows then start at line 2
+    return [Unit(str(dl / "shards" / f"{k:05d}"), tsv.stem, 1 + header + k * shard_size,  # img2dataset's shard names
                  min(shard_size, n_rows - k * shard_size)) for k in range(n_shards)]
 
 
@@ -200,8 +212,8 @@ def _check_download_dir(dl: Path, identity: dict[str, Any]) -> bool:
 
 
 def _count_rows(tsv: Path, limit: int | None) -> int:
-    """The rows `convert_tsv` will write: every line, at most `limit`."""
-    n = 0
+    """The rows `convert_tsv` will write: every line but a header, at most `limit`."""
+    n = -header_lines(tsv)
     with open(tsv, "rb") as f:
         for _ in f:
             if limit is not None and n >= limit:
@@ -210,17 +222,35 @@ def _count_rows(tsv: Path, limit: int | None) -> int:
     return n
 
 
+def is_header(raw: bytes) -> bool:
+    """`url<TAB>caption` (either order, any case): the header img2dataset's recipe prepends, as its TSV reader
+    needs column names. The released file has none."""
+    fields = raw.decode("utf-8", "replace").lstrip("\ufeff").strip().split("\t")
+    return sorted(f.strip().lower() for f in fields) == ["caption", "url"]
+
+
+def header_lines(tsv: Path) -> int:
+    """1 when the TSV starts with a header line (skipped: neither read nor rejected), else 0."""
+    with open(tsv, "rb") as f:
+        return int(is_header(f.readline().rstrip(b"\r\n")))
+
+
 def convert_tsv(tsv: Path, out: Path, columns: str, limit: int | None, batch: int = 200_000) -> int:
-    """Every TSV line → one parquet row (line, url, caption, issue); bad lines get an `issue` and no URL."""
-    n = 0
+    """Every TSV line → one parquet row (line, url, caption, issue); bad lines get an `issue` and no URL.
+    `line` is the file's own line number; a header line is skipped, and `limit` counts data lines."""
+    n = line = 0
     cols: dict[str, list[Any]] = {k: [] for k in _ROWS_SCHEMA.names}
     with open(tsv, "rb") as f, pq.ParquetWriter(out, _ROWS_SCHEMA) as writer:
         for raw in f:
+            line += 1
+            raw = raw.rstrip(b"\r\n")
+            if line == 1 and is_header(raw):
+                continue
             if limit is not None and n >= limit:
                 break
             n += 1
-            url, caption, issue = parse_line(raw.rstrip(b"\r\n"), columns, first=n == 1)
-            for k, v in zip(_ROWS_SCHEMA.names, (n, url, caption, issue), strict=True):
+            url, caption, issue = parse_line(raw, columns, first=line == 1)
+            for k, v in zip(_ROWS_SCHEMA.names, (line, url, caption, issue), strict=True):
                 cols[k].append(v)
             if len(cols["line"]) >= batch:
                 writer.write_table(pa.table(cols, schema=_ROWS_SCHEMA))
@@ -344,7 +374,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _existing_units(folder: Path, limit: int | None) -> list[Unit]:
+def _existing_units(folder: Path, limit: int | None, allow_letterbox: bool = False) -> list[Unit]:
     if not folder.is_dir():
         raise NotFound(f"--from-img2dataset {folder}: folder not found")
     done = sorted(p.name[: -len("_stats.json")] for p in folder.glob("*_stats.json"))
@@ -355,6 +385,13 @@ def _existing_units(folder: Path, limit: int | None) -> list[Unit]:
                             "those shards' files")
     if not done:
         raise InputError(f"--from-img2dataset {folder}: no img2dataset shards (NNNNN_stats.json) found")
+    if not allow_letterbox and (why := letterbox_evidence(folder, done)):
+        raise InputError(f"--from-img2dataset {folder}: made with resize_mode=border ({why}): every generation "
+                         "target would carry white letterbox bands. Re-download with img2dataset "
+                         "--resize_mode keep_ratio (or let `mmdata build cc12m --input cc12m.tsv` download it), "
+                         "or pass --allow-letterbox to convert it as it is")
+    # All shards but the last hold number_sample_per_shard rows: the first one's count tells it.
+    per_shard = json.loads((folder / f"{done[0]}_stats.json").read_text()).get("count") or 0
     out: list[Unit] = []
     left = limit
     for name in done:
@@ -365,7 +402,7 @@ def _existing_units(folder: Path, limit: int | None) -> list[Unit]:
         n = n if left is None else min(n, left)
         if n == 0:
             break
-        out.append(Unit(str(folder / name), folder.name, 0, n))
+        out.append(Unit(str(folder / name), folder.name, 0, n, per_shard=per_shard))
         left = None if left is None else left - n
     return out
 
@@ -386,7 +423,7 @@ def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
         else:
             order = [(0, r) for r in sorted(rows, key=lambda r: r["key"])[: unit.count]]
         for line, row in order:
-            ref = f"{unit.label}:{line}" if line else f"{unit.shard}.parquet:{row['key']}"  # type: ignore
+            ref = f"{unit.label}:{line}" if line else f"cc12m:{_tsv_line(row, shard, unit.per_shard)}"  # type: ignore
             if row is None:
                 yield Reject(ref, "img2dataset wrote no status for this row (a per-sample error; see "
                                   "img2dataset.log in the download folder)")
@@ -401,6 +438,67 @@ def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
                 offset, size, ext = images[row["key"]]
                 tar.seek(offset)
                 yield convert(options, row, tar.read(size), ext, unit.label, line, shard, ref)
+
+
+def _tsv_line(row: dict[str, Any], shard: str, per_shard: int) -> int:
+    """The TSV line an img2dataset row came from: its `line` column (our own downloads save it), else from its key
+    (shard id digits + index in the shard) below the header line img2dataset's TSV input requires."""
+    if isinstance(row.get("line"), int):
+        return row["line"]
+    index = int(row["key"][len(shard):] or 0)
+    return 2 + int(shard) * per_shard + index
+
+
+def letterbox_evidence(folder: Path, shards: list[str], samples: int = 8) -> str | None:
+    """Why this img2dataset output looks made with resize_mode=border, or None. The download's own record of its
+    config wins (newer img2dataset writes it into the stats); otherwise a few images stored as squares although
+    their originals are not are checked for the white bands `border` pads with."""
+    for name in shards:
+        config = json.loads((folder / f"{name}_stats.json").read_text()).get("config")
+        if isinstance(config, dict) and "resize_mode" in config:
+            mode = config["resize_mode"]
+            return f"{name}_stats.json records resize_mode={mode}" if mode == "border" else None
+    checked = banded = 0
+    for name in shards[:3]:
+        cols = ["key", "status", "width", "height", "original_width", "original_height"]
+        try:
+            rows = pq.read_table(folder / f"{name}.parquet", columns=cols).to_pylist()
+        except (pa.ArrowInvalid, KeyError):
+            return None  # not the columns img2dataset writes: nothing to tell
+        squares = [r for r in rows if r["status"] == "success" and r["width"] and r["width"] == r["height"]
+                   and r["original_width"] and r["original_height"]
+                   and abs(r["original_width"] / r["original_height"] - 1) > 0.1]
+        if not squares:
+            continue
+        with open(folder / f"{name}.tar", "rb") as tar:
+            index = _tar_index(tar)
+            for r in squares[: samples - checked]:
+                if r["key"] not in index:
+                    continue
+                offset, size, _ = index[r["key"]]
+                tar.seek(offset)
+                checked += 1
+                banded += _white_bands(tar.read(size), r["original_width"], r["original_height"])
+        if checked >= samples:
+            break
+    if checked and banded * 2 > checked:
+        return f"{banded} of {checked} sampled images are squares with white bands around non-square originals"
+    return None
+
+
+def _white_bands(data: bytes, original_width: int, original_height: int) -> bool:
+    """True when the square image has the near-white bands `border` pads a non-square original with."""
+    try:
+        gray = np.asarray(Image.open(io.BytesIO(data)).convert("L"), dtype=np.float32)
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+    side = gray.shape[0]
+    long, short = max(original_width, original_height), min(original_width, original_height)
+    band = (side - round(side * short / long)) // 2 - 1  # one pixel less: JPEG blurs the edge
+    if band < 1:
+        return False
+    bands = (gray[:band], gray[-band:]) if original_width > original_height else (gray[:, :band], gray[:, -band:])
+    return all(b.mean() > 240 and b.std() < 12 for b in bands)
 
 
 def _tar_index(f: Any) -> dict[str, tuple[int, int, str]]:

@@ -103,11 +103,12 @@ def routes(n_ok: int, seed: int = 0, *, n_missing: int = 0, n_not_image: int = 0
 
 def write_tsv(path: Path, served: Served, paths: dict[str, tuple[Route | None, Expect]], seed: int = 0,
               bad_rows: bool = True,
-              columns: Literal["url-caption", "caption-url"] = "url-caption") -> list[Row]:
-    """The released format: no header, `url<TAB>caption` per line (CC3M: `caption<TAB>url`), UTF-8."""
+              columns: Literal["url-caption", "caption-url"] = "url-caption", header: bool = False) -> list[Row]:
+    """The released format: no header, `url<TAB>caption` per line (CC3M: `caption<TAB>url`), UTF-8. `header`:
+    the `url<TAB>caption` line img2dataset's recipe prepends (rows then start at line 2)."""
     rng = np.random.default_rng(seed + 1)
     rows: list[Row] = []
-    lines: list[str] = []
+    lines: list[str] = ["\t".join(columns.split("-"))] if header else []
 
     def add(url: str, cap: str, expect: Expect, raw: str | None = None) -> None:
         if raw is None:
@@ -130,13 +131,13 @@ def write_tsv(path: Path, served: Served, paths: dict[str, tuple[Route | None, E
 def world(directory: Path, n_ok: int = 200, seed: int = 0, *, n_missing: int = 20, n_not_image: int = 5,
           n_truncated: int = 3, n_slow: int = 2, timeout: int = 2, bad_rows: bool = True,
           columns: Literal["url-caption", "caption-url"] = "url-caption",
-          size: tuple[int, int] = (160, 120)) -> Iterator[World]:
+          size: tuple[int, int] = (160, 120), header: bool = False) -> Iterator[World]:
     """Generate the images and `cc12m.tsv` under `directory` and serve them while inside the `with`."""
     paths = routes(n_ok, seed, n_missing=n_missing, n_not_image=n_not_image, n_truncated=n_truncated,
                    n_slow=n_slow, slow_delay=timeout + 2.0, size=size)
     with serve({p: r for p, (r, _) in paths.items() if r is not None}) as served:
         tsv = directory / ("cc12m.tsv" if columns == "url-caption" else "cc3m.tsv")
-        rows = write_tsv(tsv, served, paths, seed, bad_rows, columns)
+        rows = write_tsv(tsv, served, paths, seed, bad_rows, columns, header)
         yield World(tsv, rows, served, timeout)
 
 
@@ -147,3 +148,55 @@ def demo_source(dir: Path) -> Iterator[list[str]]:
     with world(Path(dir), n_ok=30, n_missing=3, n_not_image=1, n_truncated=1, n_slow=0) as w:
         yield ["--input", str(w.tsv), "--download-dir", str(Path(dir) / "cc12m_img2dataset"),
                "--image-size", "64", "--processes", "1", "--threads", "8", "--timeout", "2"]
+
+
+def write_img2dataset_folder(folder: Path, sizes: list[tuple[int, int] | None], *, resize_mode: str,
+                             image_size: int = 64, per_shard: int = 4, config: bool = False) -> list[str]:
+    """What `img2dataset --input_format tsv --output_format webdataset` writes for a TSV whose data rows have
+    these original sizes (None: a dead link), resized by img2dataset's own `Resizer`: per shard `NNNNN.tar`
+    (`{key}.jpg/.txt/.json`, successes only), `NNNNN.parquet` (every row, with `status`, sizes) and
+    `NNNNN_stats.json` (with the run's `config` when `config`, as newer img2dataset versions write). Returns the
+    captions, in TSV order (line 2 onwards: img2dataset's TSV input starts with a `url<TAB>caption` header)."""
+    import json
+    import math
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from img2dataset.resizer import Resizer
+
+    resizer = Resizer(image_size, resize_mode, False)
+    rng = np.random.default_rng(0)
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = max(1, math.ceil(math.log10(per_shard)))
+    captions = [f"photo number {i} {_WORDS[i % len(_WORDS)]}" for i in range(len(sizes))]
+    for shard in range(-(-len(sizes) // per_shard)):
+        rows: list[dict[str, object]] = []
+        with tarfile.open(folder / f"{shard:05d}.tar", "w") as tar:
+            for i in range(per_shard):
+                n = shard * per_shard + i
+                if n >= len(sizes):
+                    break
+                key = f"{shard:05d}{i:0{digits}d}"
+                row: dict[str, object] = {"url": f"http://127.0.0.1:9/img/{n}.jpg", "caption": captions[n],
+                                          "key": key, "status": "failed_to_download",
+                                          "error_message": "HTTP Error 404: Not Found", "width": None,
+                                          "height": None, "original_width": None, "original_height": None}
+                size = sizes[n]
+                if size is not None:
+                    data, w, h, ow, oh, err = resizer(io.BytesIO(image_bytes(rng, *size)))
+                    assert err is None, err
+                    row.update(status="success", error_message=None, width=w, height=h, original_width=ow,
+                               original_height=oh)
+                    for ext, payload in (("jpg", data), ("txt", captions[n].encode()),
+                                         ("json", json.dumps(row).encode())):
+                        info = tarfile.TarInfo(f"{key}.{ext}")
+                        info.size = len(payload)
+                        tar.addfile(info, io.BytesIO(payload))
+                rows.append(row)
+        pq.write_table(pa.Table.from_pylist(rows), folder / f"{shard:05d}.parquet")
+        stats: dict[str, object] = {"count": len(rows), "successes": sum(r["status"] == "success" for r in rows)}
+        if config:
+            stats["config"] = {"resize_mode": resize_mode, "image_size": image_size}
+        (folder / f"{shard:05d}_stats.json").write_text(json.dumps(stats))
+    return captions

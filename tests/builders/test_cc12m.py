@@ -49,7 +49,8 @@ def _options(w: World, **kw: object) -> CC12MOptions:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     tmp = tmp_path_factory.mktemp("cc12m")
-    with world(tmp, n_ok=200, n_missing=20, n_not_image=5, n_truncated=3, n_slow=2) as w:
+    # With the `url<TAB>caption` header img2dataset's recipe adds: skipped, so rows start at line 2.
+    with world(tmp, n_ok=200, n_missing=20, n_not_image=5, n_truncated=3, n_slow=2, header=True) as w:
         options = _options(w)
         build("cc12m", options, BuildSettings(out=tmp / "out", shard_size=SHARD))
         yield Built(w, tmp, options, tmp / "out")
@@ -65,6 +66,7 @@ def test_every_tsv_row_is_accounted_for(built: Built) -> None:
     assert counts["read"] == len(built.world.rows) == counts["written"] + counts["rejected"]
     assert counts["written"] == built.world.count("ok") == 200
     assert sorted(_rejects(built.out)) == [r.line for r in built.world.rows if r.expect != "ok"]
+    assert built.world.rows[0].line == 2 and built.world.tsv.read_text().startswith("url\tcaption\n")
 
 
 def test_rejects_carry_img2datasets_reason(built: Built) -> None:
@@ -191,7 +193,10 @@ def test_cli_from_existing_img2dataset_folder(built: Built) -> None:
     counts = json.loads((out / "dataset.json").read_text())["counts"]
     assert counts["read"] == 100
     assert counts["written"] == sum(r.expect == "ok" for r in built.world.rows[:100])
-    assert mmdata.open(out)[0].task in ("t2i", "caption")
+    ds = mmdata.open(out)
+    assert ds[0].task in ("t2i", "caption")
+    by_url = {r.url: r.line for r in built.world.rows}
+    assert all(r.meta["ref"] == f"cc12m:{by_url[r.meta['url']]}" for r in ds)  # the documented cc12m:LINE
 
 
 def test_resume_downloads_only_unfinished_shards(built: Built) -> None:
