@@ -8,10 +8,12 @@ Two input shapes, told apart per item (files may be mixed on the command line):
 - training JSON array item: `question_id`, `dataset`, `split`, `image: [img, "img###[x1, y1, x2, y2]"]`, four turns
   (question + "Please provide the bounding box…" → padded-square box → `<image>` → answer);
 - metadata JSONL line: `question, answer, image, width, height, bboxs: [[x1, y1, x2, y2], …], dataset, split`;
-  `image` is tried as given, then as `cot/<dataset>/<image>` and `<dataset>/<image>` under the media root.
+  `image` is tried as given, then as `cot/<dir>/<image>` and `<dir>/<image>` under the media root, where `<dir>` is
+  the dataset, except textcap → textvqa (the release's own converter maps it so).
 
-A record: human `{question}` + the full image (input) → gpt `<image>` (the crop, a generation target) + answer,
-phrased by one of `PHRASINGS`, picked by a stable hash of (seed, id). The crop is cut here and stored by the
+A record, as MetaMorph builds it: human `{prefix} <image>\n{question}` (the full image, input) → gpt
+`{prefix} <image> {answer}` (the crop, a generation target), the prefixes from `HUMAN_PREFIXES` (13) and
+`GPT_PREFIXES` (16), each picked by a stable hash of (seed, id). The crop is cut here and stored by the
 writer under `visual_cot/crops/…`, so the training loader needs no geometry.
 
 Box rules: numbers after `###` parsed as floats; several boxes are united; a box is normalised when every value lies in
@@ -39,16 +41,47 @@ from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
 from mmdata.sources import iter_span
 
-# (human, gpt); `<image>` in human = the full picture (input), in gpt = the crop (generation target).
-PHRASINGS: tuple[tuple[str, str], ...] = (
-    ("Think visually before you answer the question: {question} <image>", "Let's consider this visually: <image> {answer}"),
-    ("<image>\n{question} Think visually before you answer.", "Let's consider this visually: <image> {answer}"),
-    ("<image>\nLook closely at the relevant region first, then answer: {question}",
-     "The relevant region: <image> {answer}"),
-    ("Think visually before you answer. <image>\n{question}", "Let me zoom in on what matters: <image> {answer}"),
+# MetaMorph keeps the question as Visual-CoT writes it (`<image>\n{question}`) behind one of 13 human prefixes (one
+# empty) and answers with one of 16 gpt prefixes (one empty) + `<image>` (the crop) + the answer. Our own wording, as
+# many of each, so the model does not key the visual thought on one phrase.
+HUMAN_PREFIXES: tuple[str, ...] = (
+    "Picture the part that matters first:",
+    "Zoom in mentally before answering,",
+    "Find the relevant region, then answer:",
+    "Look closely at the key area:",
+    "Think visually before you answer:",
+    "Spot the detail that decides it,",
+    "Start from the region that holds the answer:",
+    "Focus on where the answer is in the image,",
+    "Sketch the important region in your mind:",
+    "Reason with the picture first:",
+    "Which part of the image tells? Then answer:",
+    "Imagine the crucial region up close,",
+    "",
 )
-_BOX_PROMPT = re.compile(r"\s*Please provide the bounding box coordinate of the region that can help you answer the "
-                         r"question better\.?\s*$", re.IGNORECASE)
+GPT_PREFIXES: tuple[str, ...] = (
+    "Let me look at the part that matters:",
+    "Zooming in on the key region:",
+    "First, the relevant area:",
+    "Here is where to look:",
+    "Focusing on the decisive detail:",
+    "The region that answers it:",
+    "Let me picture the important part:",
+    "Looking closer at this area:",
+    "This is the part of the image that counts:",
+    "Let me find the right spot first:",
+    "Narrowing down to the key detail:",
+    "Visually, the answer lies here:",
+    "Let me check this region:",
+    "Taking a closer look:",
+    "The crucial area, up close:",
+    "",
+)
+_BOX_PROMPT = re.compile(r"\s*Please (?:think step by step and )?provide the bounding box coordinate of the region that "
+                         r"can help you answer the question better\.?\s*$", re.IGNORECASE)
+# `metadata/*.jsonl` image folders that differ from the dataset name, as the release's own converter maps them:
+# textcap's images are TextVQA's. Every other dataset (gqa, v7w, …) lives under cot/<dataset>/.
+IMAGE_DIRS = {"textcap": "textvqa"}
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -57,7 +90,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 class VisualCotOptions:
     input: list[Path] = opt(help="viscot_*.json array or metadata/*.jsonl file (repeat for several)", factory=list)
     media_root: Path | None = opt(None, help="Folder the `image` paths are relative to (holds cot/<dataset>/…)")
-    seed: int = opt(0, help="Seed for picking each record's phrasing (stable per record id)")
+    seed: int = opt(0, help="Seed for picking each record's prefixes (stable per record id)")
     non_cot: Literal["vqa", "reject"] = opt("vqa", help="Items without a `###` box: pass through as vqa, or reject")
     crop_format: Literal["jpg", "png"] = opt("jpg", help="File format of the materialised crops")
 
@@ -110,7 +143,8 @@ def _from_metadata(options: VisualCotOptions, raw: dict[str, Any], label: str, n
     image, dataset = raw.get("image"), str(raw.get("dataset", ""))
     if not isinstance(image, str) or not image:
         raise RecordError("field 'image' is missing or not a string")
-    candidates = [image, f"cot/{dataset}/{image}", f"{dataset}/{image}"] if dataset else [image]
+    folder = IMAGE_DIRS.get(dataset, dataset)
+    candidates = [image, f"cot/{folder}/{image}", f"{folder}/{image}"] if dataset else [image]
     root = options.media_root
     found = [c for c in candidates if root is not None and resolve_case(root, c) is not None]
     if root is not None and not found:
@@ -169,12 +203,15 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     # (label, number) alone makes the name unique; dataset and question id make it readable.
     stem = "_".join(p for p in (_safe(dataset), "" if qid is None else _safe(str(qid)), str(number)) if p)
     crop_path = f"visual_cot/crops/{_safe(label) or 'input'}/{stem}.{options.crop_format}"
-    human, gpt = Draws(options.seed, rid, "blake2b").choice(PHRASINGS)
+    # One keyed draw per pool (blake2b, as this builder's other choices): the two prefixes vary independently.
+    human = Draws(options.seed, f"{rid}\x00human", "blake2b").choice(HUMAN_PREFIXES)
+    gpt = Draws(options.seed, f"{rid}\x00gpt", "blake2b").choice(GPT_PREFIXES)
     meta.update(ref=ref, dataset=dataset, split=raw.get("split"), question_id=qid, image_size=[width, height],
                 box_normalised=normalised, crop_box=list(box), **notes)
     return Record(
         id=rid, source="visual_cot", task="visual_cot",
-        conversations=[Turn("human", human.format(question=question)), Turn("gpt", gpt.format(answer=answer))],
+        conversations=[Turn("human", f"{human} {IMAGE}\n{question}".lstrip()),
+                       Turn("gpt", f"{gpt} {IMAGE} {answer}".lstrip())],
         # The full image stays a source file (no bytes): the writer checks it and links it rather than copying.
         media=[Media(path=path), Media(path=crop_path, data=buf.getvalue())], meta=meta,
     )

@@ -37,13 +37,14 @@ def write_region_image(root: Path, rel: str, width: int, height: int, box: Seque
     return path
 
 
-def padded_square_box(box: Sequence[float], width: int, height: int) -> list[float]:
-    """The box as the release's second gpt turn states it: normalised to the centre-padded square."""
+def padded_square_box(box: Sequence[float], width: int, height: int) -> str:
+    """The box as the release's second gpt turn states it: shifted by the (integer) centre padding, normalised to
+    the square's side, three decimals (`[0.542, 0.686, 0.592, 0.786]`)."""
     side = max(width, height)
-    dx, dy = (side - width) / 2, (side - height) / 2
+    dx, dy = (side - width) // 2, (side - height) // 2
     x1, y1, x2, y2 = box
-    return [round((x1 + dx) / side, 3), round((y1 + dy) / side, 3), round((x2 + dx) / side, 3),
-            round((y2 + dy) / side, 3)]
+    values = ((x1 + dx) / side, (y1 + dy) / side, (x2 + dx) / side, (y2 + dy) / side)
+    return "[" + ", ".join(f"{v:0.3f}" for v in values) + "]"
 
 
 def viscot_item(question_id: Any, dataset: str, image: str, box: str | Sequence[float], question: str, answer: str,
@@ -53,7 +54,7 @@ def viscot_item(question_id: Any, dataset: str, image: str, box: str | Sequence[
     try:
         padded = padded_square_box([float(v) for v in json.loads(box_text)], *size)
     except (ValueError, TypeError):
-        padded = [0.0, 0.0, 1.0, 1.0]
+        padded = "[0.000, 0.000, 1.000, 1.000]"
     return {
         "question_id": question_id,
         "dataset": dataset,
@@ -61,7 +62,7 @@ def viscot_item(question_id: Any, dataset: str, image: str, box: str | Sequence[
         "image": [image, f"{image}###{box_text}"],
         "conversations": [
             {"from": "human", "value": f"<image>\n{question} {BOX_PROMPT}"},
-            {"from": "gpt", "value": json.dumps(padded)},
+            {"from": "gpt", "value": padded},
             {"from": "human", "value": "<image>"},
             {"from": "gpt", "value": answer},
         ],

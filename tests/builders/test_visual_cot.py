@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 import mmdata
-from builders.visual_cot import PHRASINGS, VisualCotOptions, crop_box
+from builders.visual_cot import GPT_PREFIXES, HUMAN_PREFIXES, VisualCotOptions, crop_box
 from mmdata.build import BuildSettings, build
 from mmdata.registry import discover
 from mmdata.schema import RecordError
@@ -126,7 +126,7 @@ def test_record_shape_and_meta(tmp_path: Path) -> None:
     assert r.media[0].path == "cot/gqa/2316539.jpg"
     assert r.media[1].path.startswith("visual_cot/crops/")
     human, gpt = r.conversations[0].value, r.conversations[1].value
-    assert "What is red?" in human and "Please provide the bounding box" not in human
+    assert human.endswith("<image>\nWhat is red?") and "Please provide the bounding box" not in human
     assert gpt.index("<image>") < gpt.index("The square.")  # the visual thought comes before the answer
     assert (r.meta["dataset"], r.meta["question_id"], r.meta["split"]) == ("gqa", 2316539, "train")
     assert r.meta["box_raw"] == "[20, 10, 60, 50]" and r.meta["image_size"] == [100, 80]
@@ -144,23 +144,43 @@ def test_integer_unit_box_is_pixels(tmp_path: Path) -> None:
     assert ds[0].meta["box_normalised"] is False
 
 
-def test_phrasings_stable_and_varied(tmp_path: Path) -> None:
+def test_prefix_pools_stable_and_varied(tmp_path: Path) -> None:
     root = tmp_path / "img"
-    write_region_image(root, "a.jpg", 64, 48, (0, 0, 8, 8))
+    write_region_image(root, "a.jpg", 32, 24, (0, 0, 8, 8))
     src = write_json_array(tmp_path / "v.json",
-                           [viscot_item(i, "gqa", "a.jpg", [0, 0, 8, 8], f"Q{i}?", f"A{i}") for i in range(40)])
+                           [viscot_item(i, "gqa", "a.jpg", [0, 0, 8, 8], f"Q{i}?", f"A{i}") for i in range(120)])
     _, ds1, _ = run(tmp_path, [src], root, name="a")
     _, ds2, _ = run(tmp_path, [src], root, name="b")
     _, ds3, _ = run(tmp_path, [src], root, name="c", seed=7)
     turns = [tuple(t.value for t in r.conversations) for r in ds1]
     assert turns == [tuple(t.value for t in r.conversations) for r in ds2]
     assert turns != [tuple(t.value for t in r.conversations) for r in ds3]
-    used = {next(i for i, (h, _) in enumerate(PHRASINGS) if h.format(question=f"Q{n}?") == t[0])
-            for n, t in enumerate(turns)}
-    assert len(used) == len(PHRASINGS)
+    humans, gpts = set(), set()
+    for n, (human, gpt) in enumerate(turns):
+        # MetaMorph's shape: `{prefix} <image>\n{question}` → `{prefix} <image> {answer}`; an empty prefix leaves none.
+        humans.add(next(p for p in HUMAN_PREFIXES if human == f"{p} <image>\nQ{n}?".lstrip()))
+        gpts.add(next(p for p in GPT_PREFIXES if gpt == f"{p} <image> A{n}".lstrip()))
+    assert (len(HUMAN_PREFIXES), len(GPT_PREFIXES)) == (13, 16) and "" in HUMAN_PREFIXES and "" in GPT_PREFIXES
+    assert humans == set(HUMAN_PREFIXES) and gpts == set(GPT_PREFIXES)
     sha = [json.loads((tmp_path / n / "dataset.json").read_text())["shards"][0]["files"]["jsonl"]["sha256"]
            for n in ("a", "b")]
     assert sha[0] == sha[1]
+
+
+def test_release_item_question_id_7(tmp_path: Path) -> None:
+    """viscot_363k.json's item with question_id 7: GQA image 2316539 is 391 × 500, and its box fits inside."""
+    root = tmp_path / "img"
+    write_region_image(root, "cot/gqa/2316539.jpg", 391, 500, (217, 343, 242, 393))
+    item = viscot_item(7, "gqa", "cot/gqa/2316539.jpg", "[217, 343, 242, 393]", "Is the man wearing a hat?",
+                       "Yes, the man is wearing a hat.", (391, 500))
+    assert item["conversations"][1]["value"] == "[0.542, 0.686, 0.592, 0.786]"  # padded-square box, as released
+    _, ds, _ = run(tmp_path, [write_json_array(tmp_path / "viscot_363k.json", [item])], root, crop_format="png")
+    r = ds[0]
+    assert r.id == "gqa/7@viscot_363k:0" and r.conversations[0].value.endswith("<image>\nIs the man wearing a hat?")
+    assert r.meta["crop_box"] == [217, 343, 242, 393] and "clamped" not in r.meta and r.meta["image_size"] == [391, 500]
+    assert (r.media[1].width, r.media[1].height) == (25, 50)
+    inner = np.asarray(ds.image(r, 1)).astype(int)[4:-4, 4:-4]  # the source is a JPEG: skip its blurred edges
+    assert np.abs(inner - REGION).max() < 12
 
 
 # ---------------------------------------------------------------- non-CoT items and the metadata JSONL
@@ -202,6 +222,18 @@ def test_metadata_jsonl(tmp_path: Path) -> None:
     assert ds[0].id == "textvqa@textvqa_cot_train:1"
     assert [r["ref"] for r in rejects] == ["textvqa_cot_train.jsonl:3", "textvqa_cot_train.jsonl:4"]
     assert "cot/textvqa/nope.png" in rejects[0]["reason"] and "question" in rejects[1]["reason"]
+
+
+@pytest.mark.parametrize(("dataset", "folder"), [("textcap", "textvqa"), ("v7w", "v7w"), ("gqa", "gqa")])
+def test_metadata_image_folders_as_the_release_maps_them(tmp_path: Path, dataset: str, folder: str) -> None:
+    """`metadata/textcap_cot_train.jsonl` names TextVQA images: the release's converter writes cot/textvqa/…."""
+    root = tmp_path / "img"
+    write_region_image(root, f"cot/{folder}/0a1b.jpg", 100, 80, REGION_BOX)
+    src = write_jsonl(tmp_path / "metadata" / f"{dataset}_cot_train.jsonl",
+                      [metadata_row("0a1b.jpg", [[20, 10, 60, 50]], "What does it say?", "STOP", (100, 80), dataset)])
+    manifest, ds, rejects = run(tmp_path, [src], root)
+    assert manifest.counts["written"] == 1, rejects
+    assert ds[0].media[0].path == f"cot/{folder}/0a1b.jpg"
 
 
 # ---------------------------------------------------------------- bad input
