@@ -1,7 +1,7 @@
 """`make demo`: generate sample sources, build each one, inspect, mix, train stage 1 then stage 2 of a tiny model.
 
-Every input is generated here (images, videos, a TSV served on loopback, parquet, Visual-CoT JSON); nothing is
-downloaded. Each step is the real CLI a user would type, printed before it runs.
+Every input is generated here (images, videos, a TSV served on loopback, parquet, Visual-CoT and V* JSON); nothing
+is downloaded. Each step is the real CLI a user would type, printed before it runs.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ SOURCES = [
     ("video", "mmdata.testing.video", {"task": "video_qa"}, "video_qa"),
     ("video", "mmdata.testing.video", {"task": "frame_pred"}, "frame_pred"),
     ("visual_cot", "mmdata.testing.visual_cot", {}, "visual_cot"),
+    ("vstar", "mmdata.testing.vstar", {}, "vstar"),
     ("instructpix2pix", "mmdata.testing.instructpix2pix", {}, "instructpix2pix"),
 ]
 
