@@ -115,6 +115,27 @@ def report(
     typer.echo(f"report: {written}")
 
 
+@app.command()
+@user_errors
+def export(
+    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    to: str = typer.Option(..., "--to", help="Target loader format: metamorph (JSONL) or llava (LLaVA-1.5 JSON array)"),
+    out: Path = typer.Option(..., "--out", "-o", help="File to write (metamorph: *.jsonl, llava: *.json)"),
+    absolute_paths: bool = typer.Option(False, "--absolute-paths",
+                                        help="Write absolute image paths (required for a mixture)"),
+) -> None:
+    """Write the records a reference loader can read, in its format; the others are refused with a reason."""
+    from mmdata.export import export as run_export
+
+    result = run_export(path, to, out, absolute_paths)
+    typer.echo(f"{result.out}: {result.written:,} written, {sum(result.refused.values()):,} refused")
+    for reason, n in result.refused.most_common():
+        typer.echo(f"  refused {n:,}: {reason} (e.g. {result.examples[reason]})", err=True)
+    if result.image_folder is not None:
+        typer.echo(f"image paths are relative to {result.image_folder} (LLaVA: --image_folder; MetaMorph opens "
+                   "paths as written: run it from there, or export with --absolute-paths)")
+
+
 @app.command(epilog=escape("Recipe keys (YAML):\n\n" + describe(MixRecipe)))
 @user_errors
 def mix(
