@@ -100,6 +100,13 @@ class Draws:
     def choice(self, options: Sequence[T]) -> T:
         return options[self.index(len(options))]
 
+    @property
+    def rng(self) -> random.Random:
+        """The generator itself ("random" derivation only), for what needs more than draws: shuffles, samples."""
+        if self._rng is None:
+            raise ValueError("only the 'random' derivation has a generator")
+        return self._rng
+
     def share(self) -> float:
         """The next draw in [0, 1)."""
         return self._rng.random() if self._rng is not None else self.word() / 2**64

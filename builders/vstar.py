@@ -14,7 +14,7 @@ Boxes are pixel x, y, **width, height** of the original image. SEAL fills each `
 crop and its location; MetaMorph instead removes that line, keeps question and answer, and draws the boxes onto a copy
 of the image: the original is the input, the boxed copy a generated "visual thought". So does this builder:
 human `{prefix} <image>\\n{question}` → gpt `{names the key objects} <image> {answer}`, phrasings from the pools below
-picked by a stable hash of (seed, id). Only the first exchange is used (MetaMorph's), later turns are counted in
+drawn with `Draws(seed, id, "random")`. Only the first exchange is used (MetaMorph's), later turns are counted in
 `meta.turns_dropped`.
 
 Quirks: 1 to 3 objects, the focus line spelled with `;` separators (or absent); `<image>` at either end; float boxes;
@@ -34,13 +34,14 @@ from typing import Any, Literal
 
 from PIL import Image, ImageDraw
 
+from builders._common import Draws, InputSpan, plan_inputs
 from builders.cambrian import convert as convert_llava
-from builders.visual_cot import _decode, _read_image, _safe, pick
-from mmdata.media import MediaError
+from builders.visual_cot import _safe
+from mmdata.media import MediaError, decode_image, read_media
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import InputSpan, iter_span, plan_inputs
+from mmdata.sources import iter_span
 
 HUMAN_PREFIXES: tuple[str, ...] = (
     "Search the image for what matters, then answer:",
@@ -105,14 +106,15 @@ def convert(options: VStarOptions, raw: Any, label: str, number: int, ref: str) 
     if not isinstance(path, str) or not path.strip():
         raise RecordError(f"field 'image' must be an image path, got {path!r}")
     rid = f"{raw.get('id', '')}@{label}:{number}"
-    data, path = _read_image(options.media_root, path.strip().removeprefix("./"))
-    im = _decode(data, path).convert("RGB")
+    path = path.strip().removeprefix("./")
+    data, path = read_media(options.media_root, path, f"image {path!r}")
+    im = decode_image(data, f"image {path!r}").convert("RGB")
     boxes, notes = clamp_boxes(objects, *im.size)
     boxed = draw_boxes(im, boxes)
     buf = io.BytesIO()
     boxed.save(buf, format="PNG") if options.image_format == "png" else boxed.save(buf, format="JPEG", quality=95)
-    human = HUMAN_PREFIXES[pick(options.seed, f"{rid}\x00human", len(HUMAN_PREFIXES))]
-    gpt = GPT_TEMPLATES[pick(options.seed, f"{rid}\x00gpt", len(GPT_TEMPLATES))]
+    draws = Draws(options.seed, rid, "random")
+    human, gpt = draws.choice(HUMAN_PREFIXES), draws.choice(GPT_TEMPLATES)
     names = _dedupe(name for name, _ in boxes)
     meta: dict[str, Any] = {"ref": ref, "orig_id": raw.get("id"), "image_size": list(im.size),
                             "target_instances": instances, "boxes_drawn": [list(b) for _, b in boxes], **notes}

@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from mmdata.errors import InputError
 from mmdata.schema import IMAGE, Record
 
 METAMORPH_MAX_IMAGES = 70  # its __getitem__ skips a sample with more image tokens than this
@@ -60,17 +61,17 @@ def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = Fa
     import mmdata
 
     if to not in FORMATS:
-        raise ValueError(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
+        raise InputError(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
     fmt, out = FORMATS[to], Path(out)
     if out.suffix != fmt.suffix:
         container = "a JSONL file (one record per line)" if fmt.suffix == ".jsonl" else "one JSON array"
-        raise ValueError(f"--out {out}: the {to} loader reads {container}; name it *{fmt.suffix}")
+        raise InputError(f"--out {out}: the {to} loader reads {container}; name it *{fmt.suffix}")
     ds = mmdata.open(path)
     is_mixture = hasattr(ds, "get")
     if is_mixture and not absolute_paths:
-        raise ValueError(f"{path} is a mixture: its sources have different media roots; pass --absolute-paths")
+        raise InputError(f"{path} is a mixture: its sources have different media roots; pass --absolute-paths")
     if not is_mixture and ds.form != "jsonl":
-        raise ValueError(f"{path}: stored as webdataset tars only, and the {to} loader opens image files; rebuild "
+        raise InputError(f"{path}: stored as webdataset tars only, and the {to} loader opens image files; rebuild "
                          f"it with --format jsonl or --format both")
     result = ExportResult(out, image_folder=None if (absolute_paths or is_mixture) else ds.media_root)
     rows: list[bytes] = []

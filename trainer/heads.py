@@ -8,7 +8,6 @@ from torch import nn
 
 from mmdata.errors import InputError
 
-
 INIT_STD = 0.02  # the LLM's own initializer_range, which the reference's head gets from the model's _init_weights
 
 

@@ -7,10 +7,17 @@ Where the raw data comes from (see DATA.md for the detection rule and an output 
 - frame_pred: a folder of videos, a HowTo100M `caption.json` (`{video_id: {start, end, text}}`; one clip per caption
   segment, `<id>.mp4|webm` under --media-root) or SSv2 `something-something-v2-train.json` (`<id>.webm`).
 
+video_qa samples exactly --fps from t = 0 and stops at --max-frames (MetaMorph: 1 FPS, 45 frames, so a 60 s clip gives
+0..44 s); `--long-video spread` spreads the frames over a longer video instead. Each `<video>` becomes the run of its
+video's frames where it stands (Video-LLaVA writes one per video: `<video><video>\n…`); one tag for a list of videos
+takes every run; no tag puts them before the first human turn. An `image` key beside `video` adds those images, each at
+its `<image>`. frame_pred follows `builders/video/pred.py` (`--variants K` records per video).
+
 Each frame becomes a `kind: frame` media entry with `video` (the source path as written in the input) and `t`
 (seconds into that video), JPEG-encoded at most --frame-size px on the longest side. The frame for time `t` is the one
 on screen at `t` (the last frame starting at or before it, from the container's time stamps, so variable frame
-rate is exact). Every input item (annotation, caption segment, video) gives one record or one reject.
+rate is exact). Every input item (annotation, caption segment, video) gives one record (frame_pred: --variants) or
+one reject.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from builders._common import ROLES
-from builders.video.frames import FrameFolder, Video, VideoError, frame_media, sample_times
+from builders.video.frames import FrameFolder, Video, VideoError, frame_media, record_folder, sample_times
 from builders.video.options import VideoOptions
 from builders.video.pred import howto_clip, ssv2_classes, ssv2_video, video_window
 from builders.video.sources import Unit, make_units
@@ -53,13 +60,15 @@ def units(options: VideoOptions, shard_size: int, limit: int | None) -> list[Uni
 def records(options: VideoOptions, unit: Unit) -> Iterator[Record | Reject]:
     for ref, make in _jobs(options, unit):
         try:
-            yield make()
+            made = make()
         except (VideoError, RecordError) as e:
             yield Reject(ref, str(e))
+            continue
+        yield from made if isinstance(made, list) else [made]
 
 
-def _jobs(options: VideoOptions, unit: Unit) -> Iterator[tuple[str, Callable[[], Record]]]:
-    """(ref, thunk) per input item; the thunk builds the record or raises the reason it cannot."""
+def _jobs(options: VideoOptions, unit: Unit) -> Iterator[tuple[str, Callable[[], Record | list[Record]]]]:
+    """(ref, thunk) per input item; the thunk builds the record(s) or raises the reason it cannot."""
     root, label = Path(unit.root), unit.label
     classes = ssv2_classes(options.labels) if unit.kind == "ssv2" else {}
     if unit.span is not None:
@@ -86,44 +95,87 @@ def _fail(reason: str) -> Record:
 
 
 # ------------------------------------------------------------------------- video_qa
+_PLACEHOLDER = re.compile(re.escape(VIDEO_TAG) + r"([ \t]*\n)?|" + re.escape(IMAGE))
+
+
 def _qa(options: VideoOptions, root: Path, raw: Any, key: str, ref: str) -> Record:
     if not isinstance(raw, dict):
         raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
     rid = f"{raw.get('id', '')}@{key}"
-    videos = raw.get("video")
-    videos = [videos] if isinstance(videos, str) else videos
-    if not videos or not all(isinstance(v, str) and v for v in videos):
+    videos = _paths(raw, "video", rid)
+    images = _paths(raw, "image", rid) if raw.get("image") not in (None, "", []) else []
+    if not videos:
         raise RecordError(f"record {rid!r}: field 'video' must be a path or a list of paths, got {raw.get('video')!r}")
     turns = _turns(raw.get("conversations"), rid)
     tags = sum(t.value.count(VIDEO_TAG) for t in turns)
-    if tags > 1:
-        raise RecordError(f"record {rid!r}: {VIDEO_TAG} appears {tags} times; expected once, in the first human turn "
-                          "(a list of videos shares one tag)")
-    if any(IMAGE in t.value for t in turns):
-        raise RecordError(f"record {rid!r}: conversations contain {IMAGE}; a video record takes its frames from "
-                          "'video' only")
+    if any(t.role != "human" and (VIDEO_TAG in t.value or IMAGE in t.value) for t in turns):
+        raise RecordError(f"record {rid!r}: {VIDEO_TAG} or {IMAGE} outside a human turn; the frames and images of "
+                          "a video record are inputs")
+    if tags not in (0, 1, len(videos)):
+        raise RecordError(f"record {rid!r}: {VIDEO_TAG} appears {tags} times for {len(videos)} video(s); expected "
+                          "one per video (Video-LLaVA), one for all of them, or none")
+    n_images = sum(t.value.count(IMAGE) for t in turns)
+    if n_images != len(images):
+        raise RecordError(f"record {rid!r}: {n_images} {IMAGE} placeholder(s) for {len(images)} path(s) in 'image'")
     per_video = max(1, options.max_frames // len(videos))
-    media: list[Media] = []
-    durations = []
+    runs, durations = [], []
     for vi, video in enumerate(videos):
         src = FrameFolder(root / video, options.frames_fps) if (root / video).is_dir() else Video(root / video)
-        times = sample_times(0.0, src.duration, options.fps, per_video)
+        times = sample_times(0.0, src.duration, options.fps, per_video, options.long_video)
         if len(times) < options.min_frames:
             raise VideoError(f"record {rid!r}: video {video!r} is {src.duration:g} s: {len(times)} frame(s) at "
                              f"--fps {options.fps:g}, fewer than --min-frames {options.min_frames}")
         prefix = f"{vi}-" if len(videos) > 1 else ""
-        media += frame_media(rid, video, src.frames(times, options.frame_size, options.jpeg_quality), prefix)
+        runs.append(frame_media(rid, video, src.frames(times, options.frame_size, options.jpeg_quality), prefix))
         durations.append(round(src.duration, 3))
-    human = next(t for t in turns if t.role == "human")
-    text = re.sub(re.escape(VIDEO_TAG) + r"[ \t]*\n?", "", human.value, count=1).lstrip("\n")
-    human.value = IMAGE * len(media) + "\n" + text
     meta: dict[str, Any] = {"orig_id": raw.get("id"), "ref": ref, "video": raw["video"], "duration": durations}
-    extra = {k: v for k, v in raw.items() if k not in ("id", "video", "conversations")}
+    if tags == 0:
+        human = next(t for t in turns if t.role == "human")
+        human.value = VIDEO_TAG + "\n" + human.value.lstrip("\n")
+        meta["repaired"] = {"video_tag_added": True}
+    if tags <= 1 and len(videos) > 1:  # one tag stands for the whole list
+        runs = [[m for run in runs for m in run]]
+    media = _substitute(turns, runs, [_image(root, rid, p, i) for i, p in enumerate(images)])
+    if images:
+        meta["image"] = raw["image"]
+    extra = {k: v for k, v in raw.items() if k not in ("id", "video", "image", "conversations")}
     if extra:
         meta["extra"] = extra
-    if tags == 0:
-        meta["repaired"] = {"video_tag_added": True}
     return Record(rid, "video", "video_qa", turns, media, meta)
+
+
+def _substitute(turns: list[Turn], runs: list[list[Media]], images: list[Media]) -> list[Media]:
+    """Each `<video>` (and the newline after it) → its run of `<image>`s; media in placeholder order."""
+    media: list[Media] = []
+    runs_left, images_left = iter(runs), iter(images)
+
+    def put(m: re.Match[str]) -> str:
+        if m.group(0) == IMAGE:
+            media.append(next(images_left))
+            return IMAGE
+        run = next(runs_left)
+        media.extend(run)
+        return IMAGE * len(run) + ("\n" if m.group(1) else "")
+
+    for t in turns:
+        t.value = _PLACEHOLDER.sub(put, t.value)
+    return media
+
+
+def _paths(raw: dict[str, Any], key: str, rid: str) -> list[str]:
+    value = raw.get(key)
+    paths = [value] if isinstance(value, str) else value
+    if not isinstance(paths, list) or not all(isinstance(p, str) and p for p in paths):
+        raise RecordError(f"record {rid!r}: field {key!r} must be a path or a list of paths, got {value!r}")
+    return paths
+
+
+def _image(root: Path, rid: str, path: str, i: int) -> Media:
+    """An `image` beside the video: copied with the frames (the video builder references nothing in place)."""
+    src = root / path
+    if not src.is_file():
+        raise VideoError(f"record {rid!r}: image not found: {src}")
+    return Media(path=f"{record_folder(rid)}/image-{i}{src.suffix.lower() or '.jpg'}", data=src.read_bytes())
 
 
 def _turns(convs: Any, rid: str) -> list[Turn]:

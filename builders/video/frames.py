@@ -36,12 +36,13 @@ class Frame:
     height: int
 
 
-def sample_times(start: float, end: float, fps: float, max_frames: int) -> list[float]:
-    """Every 1/fps seconds from `start` while before `end`; more than `max_frames` of them → `max_frames` spread
-    evenly over [start, end) instead (MetaMorph's cap), so a long video is covered end to end, not cut short."""
+def sample_times(start: float, end: float, fps: float, max_frames: int, long: str = "cut") -> list[float]:
+    """Every 1/fps seconds from `start` while before `end`. More than `max_frames` of them: `cut` keeps the first
+    `max_frames` (MetaMorph: exactly 1 FPS from t = 0, so a 60 s clip gives 0..44 s); `spread` spreads `max_frames`
+    evenly over [start, end) instead, covering a long video end to end at a lower rate."""
     n = int(np.floor((end - start) * fps - _EPS)) + 1 if end > start else 0
-    if n <= max_frames:
-        return [round(start + k / fps, 3) for k in range(n)]
+    if n <= max_frames or long == "cut":
+        return [round(start + k / fps, 3) for k in range(min(n, max_frames))]
     step = (end - start) / max_frames
     return [round(start + k * step, 3) for k in range(max_frames)]
 
@@ -61,11 +62,15 @@ def encode_jpeg(rgb: np.ndarray | Image.Image, quality: int) -> bytes:
     return buf.getvalue()
 
 
+def record_folder(rid: str) -> str:
+    """The media folder of a record: unique and stable, a readable slug of the id plus a hash (ids may share a slug)."""
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", rid)[:48].strip("_") or "v"
+    return f"video/{slug}-{hashlib.sha1(rid.encode()).hexdigest()[:10]}"
+
+
 def frame_media(rid: str, video: str, frames: list[Frame], prefix: str = "") -> list[Media]:
     """Media entries for a record's frames, under a folder unique to the record id."""
-    # Unique per record and stable: a readable slug of the id plus a hash (two ids may share a slug).
-    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", rid)[:48].strip("_") or "v"
-    folder = f"video/{slug}-{hashlib.sha1(rid.encode()).hexdigest()[:10]}"
+    folder = record_folder(rid)
     return [Media(path=f"{folder}/{prefix}{round(f.t * 1000):07d}.jpg", kind="frame", width=f.width,
                   height=f.height, video=video, t=f.t, data=f.jpeg) for f in frames]
 

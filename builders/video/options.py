@@ -18,18 +18,17 @@ class VideoOptions:
                                              "(default: the annotation file's folder)")
     task: Literal["video_qa", "frame_pred"] = opt("video_qa", help="What the records teach")
     fps: float = opt(1.0, help="Frames sampled per second of video")
-    max_frames: int = opt(45, help="Frames per record at most; a longer video is sampled evenly instead")
+    max_frames: int = opt(45, help="Frames per video at most (a record with several videos shares them)")
+    long_video: Literal["cut", "spread"] = opt("cut", help="video_qa, a video longer than --max-frames at --fps: "
+                                                         "cut (the first --max-frames, MetaMorph) or spread them "
+                                                         "evenly over the whole video")
     min_frames: int = opt(1, help="video_qa: fewest frames a video must give at --fps (shorter ones are rejected)")
     frame_size: int = opt(384, help="Longest side of the stored JPEG frames in px (0: the source size)")
     jpeg_quality: int = opt(90, help="JPEG quality of the stored frames (1-95)")
     frames_fps: float = opt(2.0, help="Rate at which frames-folder inputs (ShareGPTVideo) were extracted")
-    future_min: int = opt(1, help="frame_pred: fewest future frames to predict (K)")
-    future_max: int = opt(3, help="frame_pred: most future frames to predict (K)")
-    gap_min: int = opt(1, help="frame_pred: shortest spacing of the future frames, whole seconds (S)")
-    gap_max: int = opt(5, help="frame_pred: longest spacing of the future frames, whole seconds (S)")
-    context_min: int = opt(1, help="frame_pred: fewest context frames before the future ones")
+    variants: int = opt(1, help="frame_pred: records per video, each with its own interval and task family")
     labels: Path | None = opt(None, help="SSv2 something-something-v2-labels.json (adds the class index to meta)")
-    seed: int = opt(0, help="Seed of the per-record choices (K, S, context end, phrasing)")
+    seed: int = opt(0, help="frame_pred: seed of the per-video choices (interval, family, frames, phrasing)")
 
     def check(self) -> None:
         def need(ok: bool, flag: str, what: str) -> None:
@@ -43,9 +42,4 @@ class VideoOptions:
         need(self.frame_size >= 0, "frame-size", f"must be >= 0, got {self.frame_size}")
         need(1 <= self.jpeg_quality <= 95, "jpeg-quality", f"must be in 1..95, got {self.jpeg_quality}")
         need(self.frames_fps > 0, "frames-fps", f"must be > 0, got {self.frames_fps}")
-        need(1 <= self.future_min <= self.future_max, "future-min",
-             f"must be in 1..--future-max ({self.future_max}), got {self.future_min}")
-        need(1 <= self.gap_min <= self.gap_max, "gap-min",
-             f"must be in 1..--gap-max ({self.gap_max}), got {self.gap_min}")
-        need(self.context_min >= 1 and self.context_min + self.future_max <= self.max_frames, "context-min",
-             f"+ --future-max must fit in --max-frames ({self.max_frames}); got {self.context_min}")
+        need(self.variants >= 1, "variants", f"must be >= 1, got {self.variants}")

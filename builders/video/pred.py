@@ -1,37 +1,35 @@
-"""frame_pred for the video builder: context frames as inputs, K future frames S seconds apart as targets.
+"""frame_pred for the video builder, on MetaMorph's semantics: one interval per sample, frames at that interval from
+the start (at most --max-frames), turned into one of the task families of `builders/video/families.py`.
 
-Part of the video builder (registers no builder). K, S, where the context ends and the phrasing are drawn per
-record from `Draws(seed, record id, "random")`: stable whatever the shard, worker or order.
+Part of the video builder (registers no builder). The interval is drawn uniformly in
+[max(2 / video fps, 0.1), min(10, max(length / 2, that minimum))] seconds and rounded to 0.1, as MetaMorph does.
+`--variants K` gives K records per video, each with its own interval and family (the families are dealt without
+repeats before any comes twice). Every draw comes from `Draws(seed, f"{record id}:{variant}", "random")`: stable
+whatever the shard, worker or order.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from builders._common import Draws
+from builders.video.families import FAMILIES, make_task
 from builders.video.frames import Video, VideoError, frame_media
 from builders.video.options import VideoOptions
 from builders.video.sources import VIDEO_EXTS
 from mmdata.errors import InputError
-from mmdata.schema import IMAGE, Record, RecordError, Turn
+from mmdata.schema import Record, RecordError, Turn
 
-# MetaMorph's phrasing first; `{k}` frames, `{s}` their spacing ("5 seconds").
-ASK_MANY = ("Can you predict what happens in the next {k} frames, each {s} apart?",
-            "What will the next {k} frames look like, each {s} apart?",
-            "Predict the next {k} frames of this video, one every {s}.",
-            "Show what happens next: generate the next {k} frames, {s} apart.")
-ASK_ONE = ("Can you predict what happens {s} later?",
-           "What will the frame {s} from now look like?",
-           "Predict the frame of this video {s} after the last one.",
-           "Show what happens next: generate the frame {s} later.")
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 10.0  # seconds (MetaMorph's bounds)
 
 
 def howto_clip(options: VideoOptions, root: Path, label: str, vid: str, k: int, start: Any, end: Any, text: str,
-               ref: str) -> Record:
+               ref: str) -> list[Record]:
     rid = f"{vid}#{k}@{label}"
     if not isinstance(start, (int, float)) or not isinstance(end, (int, float)) or not 0 <= start < end:
         raise RecordError(f"record {rid!r}: caption segment {k} has start {start!r}, end {end!r}; "
@@ -51,7 +49,8 @@ def ssv2_classes(path: Path | None) -> dict[str, int]:
         raise InputError(f"video: --labels {path}: expected SSv2's {{template: class index}} JSON ({e})") from None
 
 
-def ssv2_video(options: VideoOptions, root: Path, raw: Any, label: str, ref: str, classes: dict[str, int]) -> Record:
+def ssv2_video(options: VideoOptions, root: Path, raw: Any, label: str, ref: str,
+               classes: dict[str, int]) -> list[Record]:
     if not isinstance(raw, dict) or "id" not in raw:
         raise RecordError(f"expected an object with 'id', got {str(raw)[:80]!r}")
     rid = f"{raw['id']}@{label}"
@@ -71,34 +70,37 @@ def _find(root: Path, stem: str, rid: str) -> str:
 
 
 def video_window(options: VideoOptions, path: Path, video: str, rid: str, start: float, end: float | None,
-                 meta: dict[str, Any]) -> Record:
-    """Context frames every 1/fps s up to a seeded point, then K frames S s apart to generate (K, S seeded)."""
+                 meta: dict[str, Any]) -> list[Record]:
+    """`--variants` frame-prediction records from the clip [start, end) of one video (the whole video: end None)."""
     src = Video(path)
     if start >= src.duration:
         raise VideoError(f"record {rid!r}: clip starts at {start:g} s, after the end of {path} ({src.duration:g} s)")
     end = src.duration if end is None else min(end, src.duration)
-    step = 1 / options.fps
-
-    def positions(k: int, s: int) -> int:  # context ends at start + c*step, c >= context_min - 1
-        last = math.floor((end - start - k * s - 1e-6) / step)
-        return max(0, last - (options.context_min - 1) + 1)
-
-    choices = [(k, s) for k in range(options.future_min, options.future_max + 1)
-               for s in range(options.gap_min, options.gap_max + 1) if positions(k, s) > 0]
-    if not choices:
-        need = (options.context_min - 1) * step + options.future_min * options.gap_min
-        raise VideoError(f"record {rid!r}: clip {start:g}-{end:g} s of {path} is too short for frame_pred: "
-                         f"needs more than {need:g} s ({options.context_min} context frame(s) + "
-                         f"{options.future_min} future frame(s) {options.gap_min} s apart)")
-    rng = Draws(options.seed, rid, "random")
-    k, s = rng.choice(choices)
-    c_end = options.context_min - 1 + rng.index(positions(k, s))
-    n_ctx = min(c_end + 1, options.max_frames - k)
-    context = [round(start + i * step, 3) for i in range(c_end + 1 - n_ctx, c_end + 1)]
-    future = [round(context[-1] + j * s, 3) for j in range(1, k + 1)]
-    media = frame_media(rid, video, src.frames(context + future, options.frame_size, options.jpeg_quality))
-    spacing = f"{s} second{'s' if s != 1 else ''}"
-    ask = rng.choice(ASK_MANY if k > 1 else ASK_ONE).format(k=k, s=spacing)
-    turns = [Turn("human", IMAGE * len(context) + "\n" + ask), Turn("gpt", IMAGE * k)]
-    meta |= {"future": k, "gap": s, "duration": round(src.duration, 3)}
-    return Record(rid, "video", "frame_pred", turns, media, meta)
+    length = end - start
+    fps = len(src.starts) / src.duration if src.duration > 0 else 0.0
+    low = max(2 / fps, MIN_INTERVAL) if fps > 0 else MIN_INTERVAL
+    high = min(MAX_INTERVAL, max(length / 2, low))
+    deal = Draws(options.seed, rid, "random").rng.sample(FAMILIES, len(FAMILIES))
+    plans = []
+    for k in range(options.variants):
+        rng = Draws(options.seed, f"{rid}:{k}", "random").rng
+        interval = max(round(rng.uniform(low, high), 1), MIN_INTERVAL)
+        n = min(options.max_frames, math.floor(length / interval - 1e-9) + 1)
+        if n < 2:
+            raise VideoError(f"record {rid!r}: clip {start:g}-{end:g} s of {path} is too short for frame_pred: "
+                             f"{length:g} s gives {n} frame at a {interval:g} s interval (2 needed)")
+        task = make_task(n, interval, rng, deal[k % len(deal)])
+        plans.append((k, interval, task, [round(start + i * interval, 3) for i in task.seen + task.made]))
+    # Every variant's frames in one decoding pass; a frame used twice (reorder) is decoded once.
+    unique = sorted({t for *_, times in plans for t in times})
+    decoded = dict(zip(unique, src.frames(unique, options.frame_size, options.jpeg_quality), strict=True))
+    out = []
+    for k, interval, task, times in plans:
+        vid = rid if options.variants == 1 else f"{rid}:v{k}"
+        frames = dict(zip(sorted(set(times)), frame_media(vid, video, [decoded[t] for t in sorted(set(times))]),
+                          strict=True))
+        out.append(Record(vid, "video", "frame_pred", [Turn("human", task.human), Turn("gpt", task.gpt)],
+                          [replace(frames[t]) for t in times],
+                          {**meta, "family": task.family, "interval": interval, "variant": k,
+                           "duration": round(src.duration, 3)}))
+    return out

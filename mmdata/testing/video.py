@@ -143,11 +143,14 @@ def _qa(question: str, answer: str, tag: str = "<video>\n") -> list[dict[str, st
     return [{"from": "human", "value": f"{tag}{question}"}, {"from": "gpt", "value": answer}]
 
 
-def write_videostar(path: Path, items: Sequence[tuple[str, str | list[str]]]) -> Path:
-    """A Video-STaR / Video-LLaVA JSON array: `(id, video)` pairs, each asked a multiple-choice question."""
+def write_videostar(path: Path, items: Sequence[tuple[str, str | list[str]]], tag_per_video: bool = False) -> Path:
+    """A Video-STaR / Video-LLaVA JSON array: `(id, video)` pairs, each asked a multiple-choice question.
+    `tag_per_video`: one `<video>` per video (`<video><video>\n…`, as Video-LLaVA writes multi-video items)."""
     rows = [{"id": rid, "video": video,
              "conversations": _qa("What is the person doing?\nA. cooking\nB. running\nC. reading\n"
-                                  "Answer with the option's letter from the given choices directly.", "B")}
+                                  "Answer with the option's letter from the given choices directly.", "B",
+                                  "<video>" * (len(video) if tag_per_video and isinstance(video, list) else 1)
+                                  + "\n")}
             for rid, video in items]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows, indent=1))
@@ -189,8 +192,8 @@ def demo_source(dir: Path, task: str = "video_qa") -> Iterator[list[str]]:
     """Write a small video dataset under `dir` and yield the `mmdata build video` arguments for it (all but --out).
 
     video_qa: a Video-STaR JSON (an mp4, a webm, a two-video item, a missing video) and a ShareGPTVideo JSONL (a
-    frames folder and an empty one). frame_pred: a HowTo100M caption.json over two videos plus a folder of videos
-    (one of them corrupt).
+    frames folder and an empty one). frame_pred: a HowTo100M caption.json over a video (one clip too short) plus a
+    folder of videos (one of them corrupt), two variants per video.
     """
     dir = Path(dir)
     videos = dir / "videos"
@@ -209,8 +212,8 @@ def demo_source(dir: Path, task: str = "video_qa") -> Iterator[list[str]]:
         write_video(videos / "long.mp4", n=150, fps=10)  # 15 s, cut at its captions
         write_corrupt_video(videos / "broken.mp4")
         captions = write_howto100m(dir / "caption.json", {
-            "long": [(0.0, 6.0, "crack the eggs"), (6.0, 15.0, "whisk them"), (14.0, 15.0, "done")]})
+            "long": [(0.0, 6.0, "crack the eggs"), (6.0, 15.0, "whisk them"), (14.95, 15.0, "too short")]})
         yield ["--input", str(captions), "--input", str(videos), "--media-root", str(videos), "--task", "frame_pred",
-               "--gap-max", "2"]
+               "--variants", "2"]
     else:
         raise ValueError(f"demo_source: task must be 'video_qa' or 'frame_pred', got {task!r}")

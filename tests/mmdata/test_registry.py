@@ -5,7 +5,7 @@ import pkgutil
 import builders
 from mmdata.registry import discover, get
 
-SHIPPED = {"aurora", "cambrian", "cc12m", "instructpix2pix", "video", "visual_cot"}
+SHIPPED = {"aurora", "cambrian", "cc12m", "instructpix2pix", "video", "visual_cot", "vstar"}
 
 
 def test_every_builder_module_registers_itself_and_helpers_are_not_builders() -> None:
