@@ -166,3 +166,18 @@ def test_cli_and_errors(tmp_path: Path) -> None:
         with DatasetWriter(tmp_path / "wds", format="wds") as w:
             w.add(Record("t", "x", "text", [Turn("human", "a"), Turn("gpt", "b")]))
         export(tmp_path / "wds", "metamorph", tmp_path / "w.jsonl")
+
+
+def test_mixture_export_needs_and_writes_absolute_paths(tmp_path: Path) -> None:
+    from mmdata.mix import mix
+
+    ds = make_dataset(tmp_path, tmp_path / "media")
+    recipe = tmp_path / "mix.yaml"
+    recipe.write_text(f"name: m\nseed: 0\nsources:\n  - path: {ds}\n    epochs: 1\n")
+    mix(recipe, tmp_path / "mixture")
+    with pytest.raises(ValueError, match="pass --absolute-paths"):
+        export(tmp_path / "mixture", "metamorph", tmp_path / "m.jsonl")
+    result = export(tmp_path / "mixture", "metamorph", tmp_path / "m.jsonl", absolute_paths=True)
+    assert result.written == 6 and result.image_folder is None
+    for line in (tmp_path / "m.jsonl").read_text().splitlines():
+        metamorph_reads(line, Path("/nonexistent"))
