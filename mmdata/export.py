@@ -109,7 +109,8 @@ def refusal(record: Record, paths: list[str], fmt: ExportFormat) -> str | None:
     if fmt.max_images is not None and len(record.media) > fmt.max_images:
         return f"has more than {fmt.max_images} images: the {fmt.name} loader skips such samples"
     if fmt.name == "metamorph" and paths and "visual_cot" in paths[0]:
-        return "its first image path contains 'visual_cot', which MetaMorph's loader parses as a raw Visual-CoT item"
+        return ("its first image path contains 'visual_cot', which MetaMorph's loader parses as a raw Visual-CoT item "
+                "(export relative paths, or keep the data under folders not named so)")
     return None
 
 

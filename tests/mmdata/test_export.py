@@ -129,7 +129,8 @@ def test_visual_cot_named_first_path_is_refused_for_metamorph(tmp_path: Path) ->
     result = export(ds, "metamorph", tmp_path / "mm.jsonl", absolute_paths=True)
     assert result.written == 1  # the text record: no path
     assert result.refused.most_common(1)[0] == (
-        "its first image path contains 'visual_cot', which MetaMorph's loader parses as a raw Visual-CoT item", 5)
+        "its first image path contains 'visual_cot', which MetaMorph's loader parses as a raw Visual-CoT item "
+        "(export relative paths, or keep the data under folders not named so)", 5)
     assert export(ds, "metamorph", tmp_path / "rel.jsonl").written == 6  # relative paths do not name it
 
 
