@@ -58,7 +58,8 @@ def bare_loop(recipe, steps: int) -> list[float]:
         for b in batches[s * accum:(s + 1) * accum]:
             out = model(**{k: b[k] for k in TENSOR_KEYS})
             (out.loss / accum).backward()
-        torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.optim.grad_clip)
+        if recipe.optim.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.optim.grad_clip)
         opt.step()
         opt.zero_grad(set_to_none=True)
         times.append(time.perf_counter() - t0)

@@ -115,6 +115,9 @@ class Draws:
 def edit_record(rid: str, source: str, instruction: Any, before: Media, after: Media, meta: dict[str, Any],
                 field: str = "instruction") -> Record:
     """The one shape of an edit sample (InstructPix2Pix, AURORA): human `<image> {instruction}` → gpt `<image>`."""
+    if instruction is not None and not isinstance(instruction, str):
+        raise RecordError(f"record {rid!r}: field {field!r} must be a string, got {type(instruction).__name__} "
+                          f"{str(instruction)[:80]!r}")
     if not isinstance(instruction, str) or not instruction.strip():
         raise RecordError(f"record {rid!r}: field {field!r} is empty or missing ({instruction!r})")
     return Record(id=rid, source=source, task="edit", media=[before, after], meta=meta,

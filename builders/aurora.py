@@ -48,6 +48,9 @@ def records(options: AuroraOptions, unit: InputSpan) -> Iterator[Record | Reject
             yield Reject(item.ref, str(e))
 
 
+RESERVED = ("ref", "instructions", "extra", "case_resolved", "media_notes")  # meta keys this builder or the writer set
+
+
 def convert(raw: Any, rid: str, ref: str, seed: int) -> Record:
     if not isinstance(raw, dict):
         raise RecordError(f"record {rid!r}: expected a JSON object, got {type(raw).__name__}")
@@ -67,7 +70,11 @@ def convert(raw: Any, rid: str, ref: str, seed: int) -> Record:
         options = [s.strip() for s in instruction if isinstance(s, str) and s.strip()]
         meta["instructions"] = instruction
         instruction = Draws(seed, rid, "blake2b").choice(options) if options else None
-    meta.update({k: v for k, v in raw.items() if k not in (field, "input", "output")})
+    extra = {k: v for k, v in raw.items() if k not in (field, "input", "output")}
+    meta.update({k: v for k, v in extra.items() if k not in RESERVED})
+    clashing = {k: v for k, v in extra.items() if k in RESERVED}
+    if clashing:  # a source key never overwrites one the builder or the writer sets: kept under its own key
+        meta["extra"] = clashing
     return edit_record(rid, "aurora", instruction, Media(path=paths[0]), Media(path=paths[1]), meta, field)
 
 

@@ -415,7 +415,7 @@ def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
     rows = table.to_pylist()
     shard = Path(unit.shard).name
     with open(unit.shard + ".tar", "rb") as tar:
-        images = _tar_index(tar)
+        images, damage = _tar_index(tar, unit.shard + ".tar")
         if unit.first:
             by_line = {r["line"]: r for r in rows}
             order: list[tuple[int, dict[str, Any] | None]] = [
@@ -432,8 +432,8 @@ def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
             elif row["status"] != "success":
                 yield Reject(ref, f"{row['status']}: {row['error_message']}")
             elif row["key"] not in images:
-                yield Reject(ref, f"img2dataset reported success but {shard}.tar has no image for key "
-                                  f"{row['key']}")
+                yield Reject(ref, damage or f"img2dataset reported success but {shard}.tar has no image for key "
+                                            f"{row['key']}")
             else:
                 offset, size, ext = images[row["key"]]
                 tar.seek(offset)
@@ -471,7 +471,7 @@ def letterbox_evidence(folder: Path, shards: list[str], samples: int = 8) -> str
         if not squares:
             continue
         with open(folder / f"{name}.tar", "rb") as tar:
-            index = _tar_index(tar)
+            index, _ = _tar_index(tar, str(folder / f"{name}.tar"))
             for r in squares[: samples - checked]:
                 if r["key"] not in index:
                     continue
@@ -501,18 +501,33 @@ def _white_bands(data: bytes, original_width: int, original_height: int) -> bool
     return all(b.mean() > 240 and b.std() < 12 for b in bands)
 
 
-def _tar_index(f: Any) -> dict[str, tuple[int, int, str]]:
+def _tar_index(f: Any, path: str) -> tuple[dict[str, tuple[int, int, str]], str | None]:
     """key → (offset, size, extension) of each image member, from the headers only, so a shard's images
-    never all sit in memory. A plain header walk: `tarfile` spent a quarter of the conversion parsing
-    webdataset's pax headers."""
+    never all sit in memory; and, if a header is damaged, why (naming the file and byte): the members before it
+    are still used. A plain header walk: `tarfile` spent a quarter of the conversion parsing webdataset's pax
+    headers."""
     index: dict[str, tuple[int, int, str]] = {}
+    try:
+        _walk_tar(f, index)
+    except (ValueError, UnicodeDecodeError) as e:
+        return index, f"{path}: damaged tar ({e}); this sample's image is unreadable"
+    return index, None
+
+
+def _walk_tar(f: Any, index: dict[str, tuple[int, int, str]]) -> None:
     pos, long_name = 0, None
     while True:
         f.seek(pos)
         header = f.read(512)
         if len(header) < 512 or header == bytes(512):
-            return index
-        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+            return
+        try:
+            stored = int(header[148:156].rstrip(b"\0 ") or b"-1", 8)
+            size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
+        except ValueError:
+            stored = size = -1
+        if stored != sum(header[:148]) + 256 + sum(header[156:]) or size < 0:  # 256: the checksum field as spaces
+            raise ValueError(f"bad member header at byte {pos}")
         kind, data = header[156:157], pos + 512
         if kind in (b"x", b"L"):  # pax extended header or GNU long name: they rename the next member
             f.seek(data)

@@ -29,9 +29,11 @@ import pyarrow.parquet as pq
 
 from builders._common import edit_record, input_labels
 from mmdata.errors import InputError, NotFound
+from mmdata.media import MediaError, inside
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import Media, Record, RecordError, Reject
+from mmdata.sources import loads_strict
 
 BATCH_ROWS = 32  # two ~50 KB images a row: ~3 MB of bytes in memory per batch
 INPUT_COLUMNS = ("original_image", "input_image")
@@ -62,10 +64,11 @@ class ReleaseUnit:
     seeds: tuple[tuple[str, str], ...]  # (folder, seed)
 
 
-def decode_text(raw: bytes | None, meta: dict[str, Any], field: str) -> str | None:
-    """UTF-8, or else cp1252 (never a crash: these captions are real data); a fallback is noted in `meta`."""
-    if raw is None:
-        return None
+def decode_text(raw: Any, meta: dict[str, Any], field: str) -> Any:
+    """Bytes as UTF-8, or else cp1252 (never a crash: these captions are real data); a fallback is noted in `meta`.
+    Anything else (null, a number from a column of another type) comes back as is, for the caller to judge."""
+    if not isinstance(raw, bytes):
+        return raw
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -282,7 +285,10 @@ def _release_records(unit: ReleaseUnit) -> Iterator[Record | Reject]:
     for folder, seed in unit.seeds:
         if folder != folder_name:  # seeds of one folder are consecutive: read its files once
             folder_name = folder
-            prompt, scores = _read_folder(root / folder)
+            try:
+                prompt, scores = _read_folder(inside(root, folder, f"seed folder {folder!r}"))
+            except MediaError as e:
+                prompt, scores = str(e), {}
         yield _release_record(unit, root, folder, seed, prompt, scores)
 
 
@@ -291,22 +297,24 @@ def _read_folder(folder: Path) -> tuple[dict[str, Any] | str, dict[str, dict[str
     meta: dict[str, Any] = {}
     try:
         text = decode_text((folder / "prompt.json").read_bytes(), meta, "prompt.json")
-        prompt = json.loads(text or "")
+        prompt = loads_strict(text or "")
         if not isinstance(prompt, dict):
             raise ValueError(f"expected an object, got {type(prompt).__name__}")
         prompt.update({"_" + k: v for k, v in meta.items()})
     except FileNotFoundError:
         return f"{folder / 'prompt.json'}: file not found", {}
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         return f"{folder / 'prompt.json'}: invalid JSON ({e})", {}
     scores: dict[str, dict[str, Any]] = {}
     path = folder / "metadata.jsonl"
     if path.is_file():
         for n, line in enumerate(path.read_bytes().splitlines(), 1):
             try:
-                row = json.loads(line)
+                row = loads_strict(line)
+                if not isinstance(row, dict):
+                    raise TypeError(f"expected an object, got {type(row).__name__}")
                 scores[str(row["seed"])] = {k: v for k, v in row.items() if k != "seed"}
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, RecursionError):
                 # Scores are optional: a broken line is noted on the folder's records, not fatal.
                 scores.setdefault("_invalid_lines", {})[str(n)] = line.decode("utf-8", "replace")[:200]
     return prompt, scores
@@ -319,8 +327,12 @@ def _release_record(unit: ReleaseUnit, root: Path, folder: str, seed: str, promp
         return Reject(ref, prompt)
     media: list[Media] = []
     for k in (0, 1):
-        src = root / folder / f"{seed}_{k}.jpg"
         rel = f"{folder}/{seed}_{k}.jpg"
+        try:
+            inside(root, rel, f"image {rel!r}")  # a seed holding `/` or `..` is refused by name, before any open
+        except MediaError as e:
+            return Reject(ref, str(e))
+        src = root / folder / f"{seed}_{k}.jpg"
         if unit.in_place:  # under the media root: the writer reads, checks and hard-links the file itself
             if not src.is_file():
                 return Reject(ref, f"{src}: {'source' if k == 0 else 'edited'} image not found")
@@ -330,6 +342,8 @@ def _release_record(unit: ReleaseUnit, root: Path, folder: str, seed: str, promp
             data = src.read_bytes()
         except FileNotFoundError:
             return Reject(ref, f"{src}: {'source' if k == 0 else 'edited'} image not found")
+        except OSError as e:
+            return Reject(ref, f"{src}: cannot be read ({e.strerror or e})")
         media.append(Media(path=f"instructpix2pix/{unit.label}/{rel}", data=data))
     meta: dict[str, Any] = {"ref": ref, "folder": folder, "seed": seed,
                             "input_caption": prompt.get("input", prompt.get("caption")),

@@ -35,7 +35,7 @@ from typing import Any, Literal
 
 from builders._common import Draws, InputSpan, plan_inputs
 from builders.cambrian import convert as convert_llava
-from mmdata.media import MediaError, decode_image, read_media, resolve_case
+from mmdata.media import DEEP_MODES, MediaError, decode, decode_image, inside, orientation, read_media, resolve_case, to_rgb
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
@@ -146,7 +146,9 @@ def _from_metadata(options: VisualCotOptions, raw: dict[str, Any], label: str, n
     folder = IMAGE_DIRS.get(dataset, dataset)
     candidates = [image, f"cot/{folder}/{image}", f"{folder}/{image}"] if dataset else [image]
     root = options.media_root
-    found = [c for c in candidates if root is not None and resolve_case(root, c) is not None]
+    if root is not None:
+        inside(root, image, f"image {image!r}")  # an absolute path, `..` or an escaping symlink is refused by name
+    found = [c for c in candidates if root is not None and _contained(root, c) and resolve_case(root, c) is not None]
     if root is not None and not found:
         raise MediaError(f"image {image!r}: not found under media root {root} (tried {', '.join(candidates)})")
     path = found[0] if found else image
@@ -191,6 +193,9 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     rid = f"{dataset}{'' if qid is None else f'/{qid}'}@{label}:{number}"
     data, path = read_media(options.media_root, path, f"image {path!r}")
     im = decode_image(data, f"image {path!r}")
+    if orientation(im) != 1 or im.mode in DEEP_MODES:  # boxes are drawn on the image as shown
+        meta["crop_from"] = decode(data, path).notes()
+        im = to_rgb(im)
     width, height = im.size
     normalised = normalised_literals and bool(values) and all(0.0 <= v <= 1.0 for v in values)
     box, notes = crop_box(values, width, height, normalised, declared, where=f"box {meta['box_raw']!r}")
@@ -237,6 +242,9 @@ def crop_box(values: list[float], width: int, height: int, normalised: bool,
         sx = sy = 1.0
         dw, dh = declared or (None, None)
         if isinstance(dw, (int, float)) and isinstance(dh, (int, float)) and dw > 0 and dh > 0 \
+                and not (1 <= dw < 1e9 and 1 <= dh < 1e9):
+            raise RecordError(f"{where}: declared image size {dw!r}x{dh!r} is not a pixel size (1 or more)")
+        if isinstance(dw, (int, float)) and isinstance(dh, (int, float)) and dw > 0 and dh > 0 \
                 and (dw, dh) != (width, height):
             # The metadata's box is in its declared size; the file on disk is what we crop.
             sx, sy = width / dw, height / dh
@@ -252,6 +260,14 @@ def crop_box(values: list[float], width: int, height: int, normalised: bool,
         raise RecordError(f"{where}: degenerate region of interest (zero area after clamping to the "
                           f"{width}x{height} image: [{cx1}, {cy1}, {cx2}, {cy2}])")
     return (math.floor(cx1), math.floor(cy1), math.ceil(cx2), math.ceil(cy2)), notes
+
+
+def _contained(root: Path, path: str) -> bool:
+    try:
+        inside(root, path, "image")
+    except MediaError:
+        return False
+    return True
 
 
 def _safe(text: str) -> str:

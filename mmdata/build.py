@@ -21,7 +21,8 @@ from mmdata.errors import InputError
 from mmdata.manifest import SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
 from mmdata.registry import Builder, get
-from mmdata.writer import FORMATS, ShardConfig, ShardResult, done_path, shard_name, write_shard
+from mmdata.storage_errors import writing
+from mmdata.writer import FORMATS, RESUME_HINT, ShardConfig, ShardResult, done_path, shard_name, write_shard
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -104,6 +105,11 @@ def _run_unit(name: str, options: Any, cfg: ShardConfig, index: int, unit: Any) 
 
 def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
     """Build (or resume) a dataset and return its manifest."""
+    with writing(settings.out, RESUME_HINT):
+        return _build(builder_name, options, settings, progress)
+
+
+def _build(builder_name: str, options: Any, settings: BuildSettings, progress: bool) -> Manifest:
     builder = get(builder_name)
     identity = _identity(builder, options, settings)
     media_root = builder.media_root(options)

@@ -28,6 +28,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from mmdata.errors import InputError
+from mmdata.yaml12 import safe_load
 
 T = TypeVar("T")
 
@@ -204,7 +205,7 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
                 raise ConfigError(f"override --{key} has no value")
             value, i = args[i + 1], i + 1
         try:
-            out[key.replace("-", "_")] = yaml.safe_load(value) if value.strip() else ""
+            out[key.replace("-", "_")] = safe_load(value) if value.strip() else ""
         except yaml.YAMLError:
             out[key.replace("-", "_")] = value  # e.g. a path with a colon; the field's type check decides
         i += 1

@@ -20,6 +20,7 @@ from PIL import Image
 
 from mmdata.errors import NotFound
 from mmdata.manifest import Manifest
+from mmdata.media import to_rgb
 from mmdata.schema import Record
 
 _EMPTY = np.zeros(0, dtype="<u8")
@@ -119,11 +120,12 @@ class Dataset(Sequence[Record]):
         return self.media_root / record.media[j].path
 
     def image(self, record: Record, j: int) -> Image.Image:
-        """Media `j` of `record` as an RGB `PIL.Image` (from the tar bytes or the media root)."""
+        """Media `j` of `record` as shown, in 8-bit RGB (from the tar bytes or the media root): EXIF rotation
+        applied, 16-bit and float samples scaled rather than clipped."""
         m = record.media[j]
         src: Any = io.BytesIO(m.data) if m.data is not None else self.media_path(record, j)
         with Image.open(src) as im:
-            return im.convert("RGB")
+            return to_rgb(im)
 
     # ---------------------------------------------------------------- inspection
     def to_pandas(self, limit: int | None = None) -> Any:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import os
 import shutil
-from pathlib import Path
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmdata.errors import InputError
 
@@ -15,6 +17,10 @@ from mmdata.errors import InputError
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 
 _EXT_BY_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+# Samples wider than 8 bits (16-bit PNG/TIFF greyscale, 32-bit int, float): `convert("RGB")` clips them to white.
+DEEP_MODES = frozenset(("I;16", "I;16B", "I;16L", "I;16N", "I", "F"))
+_ROTATED = frozenset((5, 6, 7, 8))  # EXIF orientations that swap width and height
+NAME_MAX = 255  # bytes in one path component, on every filesystem we write to
 
 
 class MediaError(InputError):
@@ -33,10 +39,61 @@ def decode_image(data: bytes, what: str) -> Image.Image:
         raise MediaError(f"{what}: does not decode as an image ({type(e).__name__}: {e})") from None
 
 
-def check_bytes(data: bytes, what: str) -> tuple[int, int, str]:
-    """Decode `data` completely; return (width, height, file extension). Raise `MediaError` saying why not."""
+@dataclass(frozen=True)
+class ImageInfo:
+    """A decoded image as it is shown: `width`/`height` after its EXIF orientation; `mode` as stored."""
+
+    width: int
+    height: int
+    ext: str
+    mode: str
+    orientation: int  # EXIF orientation tag, 1 when absent
+
+    def notes(self) -> dict[str, object]:
+        """What serving it changes (for the record's meta): a rotation/flip, or samples reduced to 8 bits."""
+        out: dict[str, object] = {}
+        if self.orientation != 1:
+            out["exif_orientation"] = self.orientation
+        if self.mode in DEEP_MODES:
+            out["mode"] = self.mode
+            out["served_as"] = "RGB, 8 bits per channel"
+        return out
+
+
+def decode(data: bytes, what: str) -> ImageInfo:
+    """Decode `data` completely and describe it as shown. Raise `MediaError` saying why not."""
     with decode_image(data, what) as im:
-        return im.width, im.height, _EXT_BY_FORMAT.get(im.format or "", "img")
+        turn = orientation(im)
+        w, h = (im.height, im.width) if turn in _ROTATED else (im.width, im.height)
+        return ImageInfo(w, h, _EXT_BY_FORMAT.get(im.format or "", "img"), im.mode, turn)
+
+
+def check_bytes(data: bytes, what: str) -> tuple[int, int, str]:
+    """Decode `data` completely; return (width, height, file extension) as shown. Raise `MediaError` if not."""
+    info = decode(data, what)
+    return info.width, info.height, info.ext
+
+
+def orientation(im: Image.Image) -> int:
+    """The EXIF orientation tag (1..8), 1 when absent or unreadable."""
+    try:
+        value = im.getexif().get(0x0112, 1)
+    except Exception:  # a damaged EXIF block (third-party parser) only loses the rotation
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def to_rgb(im: Image.Image) -> Image.Image:
+    """`im` as shown, in RGB with 8 bits per channel: EXIF rotation applied; 16-bit, 32-bit and float samples
+    scaled to 0..255 (16-bit range; float images in 0..1 as fractions) rather than clipped to white."""
+    if orientation(im) != 1:
+        im = ImageOps.exif_transpose(im)
+    if im.mode in DEEP_MODES:
+        a = np.asarray(im, dtype=np.float64)
+        top = 1.0 if im.mode == "F" and a.size and np.nanmax(a) <= 1.0 else 65535.0
+        a = np.nan_to_num(a, nan=0.0) * (255.0 / top)
+        im = Image.fromarray(np.clip(np.rint(a), 0, 255).astype(np.uint8), "L")
+    return im.convert("RGB")
 
 
 def check_file(path: Path) -> tuple[int, int, str]:
@@ -53,15 +110,44 @@ def check_file(path: Path) -> tuple[int, int, str]:
 
 def read_media(root: Path | None, rel: str, what: str) -> tuple[bytes, str]:
     """The bytes of `rel` under the media root, and its on-disk spelling: when `rel` is not there as written, a
-    letter-case mismatch is resolved (`resolve_case`). A `MediaError` starting with `what` says why not."""
+    letter-case mismatch is resolved (`resolve_case`). The path must stay inside the root (`inside`), checked
+    before anything is opened. A `MediaError` starting with `what` says why not."""
     if root is None:
         raise MediaError(f"{what}: no media root given (pass --media-root)")
-    if not (root / rel).is_file():
-        found = resolve_case(root, rel)
-        if found is None or not (root / found).is_file():
-            raise MediaError(f"{what}: file not found under media root {root}")
-        rel = found
-    return (root / rel).read_bytes(), rel
+    try:
+        path = inside(root, rel, what)
+        if not path.is_file():
+            found = resolve_case(root, rel)
+            if found is None or not inside(root, found, what).is_file():
+                raise MediaError(f"{what}: file not found under media root {root}")
+            rel, path = found, inside(root, found, what)
+        return path.read_bytes(), rel
+    except OSError as e:
+        raise MediaError(f"{what}: cannot be read ({e.strerror or e})") from None
+
+
+def inside(root: Path, rel: str, what: str) -> Path:
+    """`root / rel` with symlinks followed, if it stays inside `root`; else a `MediaError` starting with `what`
+    (which names the path) says why. Nothing is opened: an absolute path, `..`, a NUL byte, a component too long
+    for any filesystem, or a symlink leaving the root is refused from the name alone."""
+    if not isinstance(rel, str) or not rel:
+        raise MediaError(f"{what}: expected a non-empty relative path")
+    if "\0" in rel:
+        raise MediaError(f"{what}: contains a NUL byte")
+    parts = PurePosixPath(rel).parts
+    if rel.startswith(("/", "\\")) or (len(rel) > 1 and rel[1] == ":"):
+        raise MediaError(f"{what}: is absolute; media paths are relative to the media root")
+    if ".." in parts:
+        raise MediaError(f"{what}: escapes the media root ('..' is not allowed)")
+    long = next((p for p in parts if len(p.encode("utf-8", "surrogateescape")) > NAME_MAX), None)
+    if long is not None:
+        raise MediaError(f"{what}: a path component is {len(long.encode('utf-8', 'surrogateescape'))} bytes, more "
+                         f"than the {NAME_MAX} a file name can have")
+    base = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(base, rel))
+    if real != base and not real.startswith(base.rstrip("/") + "/"):
+        raise MediaError(f"{what}: resolves to {real} (through a symlink), outside the media root {base}")
+    return Path(real)
 
 
 def resolve_case(root: Path, rel: str) -> str | None:
@@ -105,5 +191,8 @@ def place(src: Path, dst: Path) -> None:
 def write_bytes(data: bytes, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, dst)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+    finally:
+        tmp.unlink(missing_ok=True)  # left only when writing failed (a full disk)

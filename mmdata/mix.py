@@ -29,6 +29,7 @@ import orjson
 from mmdata.manifest import MANIFEST, Manifest
 from mmdata.media import write_bytes
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
+from mmdata.storage_errors import writing
 
 MIXTURE = "mixture.json"
 INDEX = "index.npy"
@@ -222,16 +223,23 @@ def build_index(plan: MixPlan) -> np.ndarray:
 def write_mixture(plan: MixPlan, index: np.ndarray, out: Path) -> None:
     """Write the index, then the manifest: `mixture.json` exists only for a complete mixture."""
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / MIXTURE).is_file():
+    # A mix that failed midway (disk full) leaves only its own files: the same command picks them up.
+    foreign = out.exists() and any(p.name not in (INDEX, MIXTURE) and not p.name.endswith(".tmp")
+                                   for p in out.iterdir())
+    if foreign and not (out / MIXTURE).is_file():
         raise RecipeError(f"{out}: output directory holds files that are not a mixture; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    plan.out = out.resolve()
-    (out / MIXTURE).unlink(missing_ok=True)
-    tmp = out / f"{INDEX}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        np.save(f, index, allow_pickle=False)
-    os.replace(tmp, out / INDEX)
-    write_bytes(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n", out / MIXTURE)
+    with writing(out, "free space (or make it writable) and rerun the same command"):
+        out.mkdir(parents=True, exist_ok=True)
+        plan.out = out.resolve()
+        (out / MIXTURE).unlink(missing_ok=True)
+        tmp = out / f"{INDEX}.{os.getpid()}.tmp"
+        try:
+            with open(tmp, "wb") as f:
+                np.save(f, index, allow_pickle=False)
+            os.replace(tmp, out / INDEX)
+        finally:
+            tmp.unlink(missing_ok=True)
+        write_bytes(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n", out / MIXTURE)
 
 
 def plan_table(plan: MixPlan) -> Any:

@@ -31,6 +31,7 @@ import yaml
 from mmdata.config import ConfigError, from_dict
 from mmdata.errors import NotFound
 from mmdata.manifest import MANIFEST
+from mmdata.yaml12 import safe_load
 
 
 class RecipeError(ConfigError):
@@ -75,6 +76,11 @@ class MixRecipe:
             raise ConfigError("must be a non-empty list of {path, weight | epochs, max?}", key="sources")
         if self.name is not None and not self.name.strip():
             raise ConfigError(f"must be a non-empty string, got {self.name!r}", key="name")
+        if self.name is not None and ("/" in self.name or "\\" in self.name or "\0" in self.name
+                                      or self.name.strip() in (".", "..")):
+            # It names the output folder mixtures/<name>: one plain folder name, never a path out of it.
+            raise ConfigError(f"{self.name!r} must be a plain folder name (no '/', '\\', NUL, '.' or '..')",
+                              key="name")
         if self.seed < 0:
             raise ConfigError(f"must be >= 0, got {self.seed}", key="seed")
         if self.size is not None and self.size < 1:
@@ -93,7 +99,7 @@ def load_recipe(path: str | Path, *, check_paths: bool = True) -> MixRecipe:
     if not file.is_file():
         raise NotFound(f"{file}: recipe not found")
     try:
-        data = yaml.safe_load(file.read_text())
+        data = safe_load(file.read_text())
     except yaml.YAMLError as e:
         raise RecipeError(f"{file}: not valid YAML: {e}") from None
     return parse_recipe(data, file, check_paths=check_paths)

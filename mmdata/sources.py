@@ -8,6 +8,7 @@ file in memory: planning reads in blocks, iteration reads one span.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,14 @@ from mmdata.errors import InputError, NotFound
 
 _BLOCK = 1 << 24  # 16 MiB
 _WS = " \t\r\n"
+_BOM = b"\xef\xbb\xbf"
+# orjson reads integers outside [-2**63, 2**64) as floats, and writes none of them: such an item is rejected, never
+# silently rounded. Only data holding a run of 19+ digits can hold one, so the common case costs one regex scan.
+_LONG_DIGITS = re.compile(rb"\d{19}")
+_INT_MIN, _INT_END = -(2**63), 2**64
+# Deeper items are rejected when read: builders recurse into values and orjson writes at most 254 levels (a record
+# wraps a source value in 2-3 levels of its own).
+MAX_DEPTH = 200
 
 
 @dataclass(frozen=True)
@@ -79,7 +88,7 @@ def _plan_jsonl(path: Path, per_span: int, limit: int | None) -> list[Span]:
                 line += 1
                 line_start = offset
                 offset += len(raw) + 1
-                if not raw.strip():
+                if not (raw[3:] if line == 1 and raw.startswith(_BOM) else raw).strip():
                     continue
                 if count == 0:
                     first, start = line, line_start
@@ -132,6 +141,7 @@ def _plan_json(path: Path, per_span: int, limit: int | None) -> list[Span]:
                 i = fill(i)
                 continue
             if buf[i] == "]":
+                closing = base + i
                 break
             if buf[i] == ",":
                 i += 1
@@ -145,6 +155,14 @@ def _plan_json(path: Path, per_span: int, limit: int | None) -> list[Span]:
                     ) from None
                 i = fill(i)
                 continue
+            except RecursionError:  # nested too deep to decode: find its end; reading it yields a reject
+                found = _value_end(buf, i)
+                if found is None:
+                    if eof:
+                        raise InputError(f"{path}: JSON array is not terminated (in item {index})") from None
+                    i = fill(i)
+                    continue
+                end = found
             if end >= len(buf) and not eof:  # a scalar cut by the block boundary would parse short
                 i = fill(i)
                 continue
@@ -158,9 +176,43 @@ def _plan_json(path: Path, per_span: int, limit: int | None) -> list[Span]:
                 count = 0
                 if index == limit:
                     return spans
+        i = _skip_ws(buf, i + 1)
+        while i >= len(buf) and not eof:
+            i = _skip_ws(buf, fill(i))
+        if i < len(buf):
+            raise InputError(f"{path}: unexpected data after the JSON array's closing ']' at byte {base + i} "
+                             f"({buf[i:i + 40]!r}); a file holds one JSON array, or JSON Lines (one value per line)")
     if count:
-        spans.append(Span(str(path), "json", span_start, base + i, index - count, count))
+        spans.append(Span(str(path), "json", span_start, base + closing, index - count, count))
     return spans
+
+
+def _value_end(text: str, i: int) -> int | None:
+    """End of the JSON value starting at `text[i]` by bracket matching (no decoding), or None if `text` ends first.
+
+    For the values the decoder cannot take (nested too deep, NaN): their extent is still needed to read on.
+    """
+    depth, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == '"':
+            i += 1
+            while i < n and text[i] != '"':
+                i += 2 if text[i] == "\\" else 1
+            if i >= n:
+                return None
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth < 0:
+                return i  # the end of a scalar: the enclosing array closes here
+        elif depth == 0 and (c == "," or c in _WS):
+            return i
+        i += 1
+        if depth == 0 and c in '"]}':
+            return i
+    return None
 
 
 def _skip_ws(buf: str, i: int) -> int:
@@ -171,31 +223,111 @@ def _skip_ws(buf: str, i: int) -> int:
 
 
 def iter_span(span: Span) -> Iterator[Item]:
-    """Yield the span's items in order; a line that is not valid JSON comes out as an `Item` with an error."""
+    """Yield the span's items in order; an item that is not valid JSON (or not exactly representable: non-UTF-8
+    bytes, NaN, an integer beyond 64 bits, nesting too deep) comes out as an `Item` with an error."""
     with open(span.path, "rb") as f:
         f.seek(span.start)
         data = f.read(span.end - span.start)
     name = Path(span.path).name
     if span.kind == "jsonl":
+        if span.start == 0 and data.startswith(_BOM):
+            data = data[3:]
         loads = orjson.loads
+        long_digits = _LONG_DIGITS.search(data) is not None
         for number, raw in enumerate(data.split(b"\n"), span.first):
             if not raw or raw.isspace():
                 continue
+            ref = f"{name}:{number}"
             try:
-                yield Item(f"{name}:{number}", number, loads(raw))
+                value = loads(raw)
             except orjson.JSONDecodeError as e:
-                yield Item(f"{name}:{number}", number, error=f"invalid JSON: {e}")
+                yield Item(ref, number, error=f"invalid JSON: {e}")
+                continue
+            error = _wide_int_line(raw) if long_digits and _LONG_DIGITS.search(raw) else None
+            if error is None and raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+                error = _too_deep(value)
+            yield Item(ref, number, value) if error is None else Item(ref, number, error=error)
         return
-    text = data.decode("utf-8", errors="replace")
-    decoder = json.JSONDecoder()
-    i, number = 0, span.first
-    for _ in range(span.count):
+    yield from _array_items(span, data, name)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON (JSON has no NaN or Infinity; write null or a string)")
+
+
+_STRICT = json.JSONDecoder(parse_constant=_reject_constant)
+
+
+def loads_strict(text: str | bytes) -> Any:
+    """`json.loads` that refuses NaN/Infinity (a `ValueError`), which would otherwise be written out as null."""
+    return _STRICT.decode(text.decode("utf-8") if isinstance(text, bytes) else text)
+
+
+def _array_items(span: Span, data: bytes, name: str) -> Iterator[Item]:
+    try:
+        text, exact = data.decode("utf-8"), True
+    except UnicodeDecodeError:  # find the bad items: walk the structure in latin-1 (offsets = bytes), as `plan`
+        text, exact = data.decode("latin-1"), False
+    long_digits = _LONG_DIGITS.search(data) is not None
+    i = 0
+    for number in range(span.first, span.first + span.count):
+        ref = f"{name}[{number}]"
         i = _skip_ws(text, i)
         if i < len(text) and text[i] == ",":
             i = _skip_ws(text, i + 1)
-        value, i = decoder.raw_decode(text, i)
-        yield Item(f"{name}[{number}]", number, value)
-        number += 1
+        start, error, value = i, None, None
+        try:
+            value, i = _STRICT.raw_decode(text, i)
+        except (ValueError, RecursionError) as e:
+            i = _value_end(text, start) or len(text)
+            error = ("nested too deeply to read" if isinstance(e, RecursionError) else
+                     str(e) if not isinstance(e, json.JSONDecodeError) else f"invalid JSON: {e}")
+        if error is None and not exact:
+            try:
+                value = _STRICT.decode(data[start:i].decode("utf-8"))
+            except UnicodeDecodeError as e:
+                error = f"not valid UTF-8 (byte {span.start + start + e.start} of the file)"
+        if error is None and long_digits:
+            error = _wide_int(value)
+        if error is None and isinstance(value, (dict, list)) and i - start > MAX_DEPTH:
+            error = _too_deep(value)
+        yield Item(ref, number, value) if error is None else Item(ref, number, error=error)
+
+
+def _too_deep(value: Any) -> str | None:
+    """Why `value` is too deep to keep (more than `MAX_DEPTH` nested arrays/objects), or None."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"nested more than {MAX_DEPTH} levels deep (arrays/objects); such an item is not kept"
+        if type(v) is dict:
+            stack.extend((x, depth + 1) for x in v.values() if type(x) in (dict, list))
+        elif type(v) is list:
+            stack.extend((x, depth + 1) for x in v if type(x) in (dict, list))
+    return None
+
+
+def _wide_int_line(raw: bytes) -> str | None:
+    try:
+        return _wide_int(json.loads(raw))  # exact integers, unlike orjson
+    except RecursionError:
+        return "nested too deeply to read"
+
+
+def _wide_int(value: Any) -> str | None:
+    """Why `value` cannot be kept exactly (an integer outside [-2**63, 2**64)), or None."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if type(v) is int and not _INT_MIN <= v < _INT_END:
+            return (f"integer {v} is outside the 64-bit range that JSON tools keep exactly; write it as a string "
+                    "(e.g. an id)")
+        if type(v) is dict:
+            stack.extend(v.values())
+        elif type(v) is list:
+            stack.extend(v)
+    return None
 
 
 def iter_file(path: Path, limit: int | None = None) -> Iterator[Item]:

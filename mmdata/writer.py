@@ -6,6 +6,7 @@ is written last, so its existence means "this shard is complete" and a rerun ski
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -20,8 +21,11 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from mmdata.media import MediaError, check_bytes, place, read_media, write_bytes
+from mmdata.media import MediaError, decode, inside, place, read_media, write_bytes
 from mmdata.schema import Record, RecordError, Reject, validate_dict
+from mmdata.storage_errors import writing
+
+RESUME_HINT = "free space (or make it writable) and rerun the same command: complete shards are kept"
 
 Format = Literal["jsonl", "wds"]
 FORMATS: dict[str, tuple[Format, ...]] = {"jsonl": ("jsonl",), "wds": ("wds",), "both": ("jsonl", "wds")}
@@ -90,8 +94,19 @@ class _Hashing:
         return {"name": f"shards/{self.path.name}", "bytes": self.size, "sha256": self.sha.hexdigest()}
 
     def abort(self) -> None:
-        self.f.close()
+        with contextlib.suppress(OSError):  # closing flushes: on a full disk that fails again
+            self.f.close()
         self.tmp.unlink(missing_ok=True)
+
+
+def _write_index(path: Path, offsets: list[int]) -> None:
+    idx = _Hashing(path)
+    try:
+        idx.write(np.asarray(offsets, dtype="<u8").tobytes())
+        idx.commit()
+    except BaseException:
+        idx.abort()
+        raise
 
 
 class JsonlSink:
@@ -124,9 +139,7 @@ class JsonlSink:
 
     def commit(self) -> dict[str, Any]:
         self._flush()
-        idx = _Hashing(self.idx_path)
-        idx.write(np.asarray(self.offsets, dtype="<u8").tobytes())
-        idx.commit()
+        _write_index(self.idx_path, self.offsets)
         return self.data.commit()
 
     def abort(self) -> None:
@@ -134,6 +147,7 @@ class JsonlSink:
 
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_EXT = re.compile(r"[a-z0-9]{1,10}")
 
 
 class TarSink:
@@ -150,6 +164,8 @@ class TarSink:
         key = self.add_line(line, record.id)
         for i, (m, blob) in enumerate(zip(record.media, blobs)):
             ext = m.path.rsplit(".", 1)[-1].lower() if "." in m.path.rsplit("/", 1)[-1] else "img"
+            if not _EXT.fullmatch(ext):  # a tar member name holds 100 bytes: the decoded format's name instead
+                ext = decode(blob, m.path).ext
             self._member(f"{key}.{i}.{ext}", blob)
 
     def add_line(self, line: bytes, rid: str) -> str:
@@ -166,9 +182,7 @@ class TarSink:
 
     def commit(self) -> dict[str, Any]:
         self.tar.close()  # writes the end-of-archive blocks, leaves the file object open
-        idx = _Hashing(self.idx_path)
-        idx.write(np.asarray(self.offsets, dtype="<u8").tobytes())
-        idx.commit()
+        _write_index(self.idx_path, self.offsets)
         return self.data.commit()
 
     def abort(self) -> None:
@@ -196,10 +210,17 @@ class ShardWriter:
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
         if exc_type is not None:
-            for sink in self.sinks.values():
-                sink.abort()
+            self.abort()
             return
-        self.commit()
+        try:
+            self.commit()
+        except BaseException:  # a full disk at the last write: no temp file is left behind either
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        for sink in self.sinks.values():
+            sink.abort()
 
     def add(self, item: Record | dict[str, Any] | Reject) -> bool:
         """Write a record (True) or record why not (False). Counts every input exactly once.
@@ -220,7 +241,10 @@ class ShardWriter:
             blobs = self._check_media(item)
         except (RecordError, MediaError) as e:
             return self._reject(item.meta.get("ref") or item.id, str(e))
-        line = orjson.dumps(item.to_dict())
+        try:
+            line = orjson.dumps(item.to_dict())
+        except orjson.JSONEncodeError as e:
+            return self._reject(item.meta.get("ref") or item.id, _unstorable(e))
         for sink in self.sinks.values():
             sink.add(line, item, blobs)
         if self.cfg.copy_media and "jsonl" in self.cfg.formats:
@@ -235,7 +259,10 @@ class ShardWriter:
             validate_dict(d)
         except RecordError as e:
             return self._reject(d["meta"].get("ref") or d["id"], str(e))
-        line = orjson.dumps(d)
+        try:
+            line = orjson.dumps(d)
+        except orjson.JSONEncodeError as e:
+            return self._reject(d["meta"].get("ref") or d["id"], _unstorable(e))
         for sink in self.sinks.values():
             sink.add_line(line, d["id"])
         self.result.written += 1
@@ -249,13 +276,20 @@ class ShardWriter:
         return False
 
     def _check_media(self, record: Record) -> list[bytes]:
-        """Decode every media entry once; fill in width/height; resolve letter-case mismatches against the disk."""
+        """Decode every media entry once; fill in width/height (as shown); resolve letter-case mismatches against
+        the disk; note in meta what serving changes (an EXIF rotation, samples reduced to 8 bits)."""
         blobs: list[bytes] = []
+        notes = []
         for i, m in enumerate(record.media):
             if m.data is None:
                 m.data = self._read_source(record, i)
-            m.width, m.height, _ = check_bytes(m.data, f"media[{i}] {m.path!r}")
+            info = decode(m.data, f"media[{i}] {m.path!r}")
+            m.width, m.height = info.width, info.height
+            if info.notes():
+                notes.append({"media": i, **info.notes()})
             blobs.append(m.data)
+        if notes:
+            record.meta["media_notes"] = notes
         return blobs
 
     def _read_source(self, record: Record, i: int) -> bytes:
@@ -272,7 +306,7 @@ class ShardWriter:
             dst = media_dir / m.path
             if not made:  # a source file: linked (or copied), never re-encoded
                 assert self.cfg.media_root is not None
-                place(self.cfg.media_root / m.path, dst)
+                place(inside(self.cfg.media_root, m.path, f"media {m.path!r}"), dst)  # a symlink's target, never the link
             else:
                 # Written in place, not via temp + rename: a media file only counts once the shard's .done.json
                 # exists, and a rerun of an unfinished shard rewrites the same paths.
@@ -289,8 +323,13 @@ class ShardWriter:
         return self.result
 
 
+def _unstorable(e: Exception) -> str:
+    return f"cannot be stored as JSON ({e}): an integer beyond 64 bits, nesting deeper than 254 levels or a " \
+           "lone surrogate in a string"
+
+
 def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject]) -> ShardResult:
-    with ShardWriter(cfg, index) as w:
+    with writing(cfg.out / "shards" / f"{shard_name(index)}.*", RESUME_HINT), ShardWriter(cfg, index) as w:
         for item in items:
             w.add(item)
     return w.result

@@ -19,6 +19,7 @@ import yaml
 
 from mmdata.config import ConfigError, from_dict, parse_overrides, set_key
 from mmdata.errors import NotFound
+from mmdata.yaml12 import safe_load
 from trainer.config import STAGES, ModelConfig, StageConfig
 
 __all__ = ["ConfigError", "TrainRecipe", "load_recipe", "parse_overrides"]
@@ -83,13 +84,19 @@ class OptimSection:
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"optim.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if len(self.betas) != 2:
-            raise ConfigError(f"optim.betas must be two numbers, got {self.betas}")
-        if self.lr <= 0:
-            raise ConfigError(f"optim.lr must be > 0, got {self.lr}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"optim.lr must be a finite number > 0, got {self.lr}")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"optim.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"optim.weight_decay must be a finite number >= 0, got {self.weight_decay}")
+        if not (math.isfinite(self.eps) and self.eps > 0):
+            raise ConfigError(f"optim.eps must be a finite number > 0, got {self.eps}")
         if self.lr_scale_from is not None:
             parse_lr_scale(self.lr_scale_from)
-        if self.grad_clip is not None and self.grad_clip < 0:
+        if self.grad_clip is not None and not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError(f"optim.grad_clip must be >= 0 or null (no clipping), got {self.grad_clip}")
 
     def resolve_lr(self, global_batch: int) -> float:
@@ -164,6 +171,9 @@ class TrainRecipe:
     logging: LoggingSection = field(default_factory=LoggingSection)
 
     def __post_init__(self) -> None:
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ConfigError(f"output_dir {self.output_dir} is a file, not a directory; choose another "
+                              "--output_dir")
         self.stage_config  # noqa: B018 — validates `trainable` by name
         if (self.model is None) == (self.init_from is None):
             raise ConfigError("set exactly one of `model` (build from a base LM and vision tower) and `init_from` "
@@ -204,7 +214,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Tr
     if not path.is_file():
         raise NotFound(f"{path}: training recipe not found; see recipes/tiny/ and recipes/metamorph/")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):

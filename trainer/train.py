@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from collections.abc import Iterator
@@ -25,9 +26,10 @@ import torch
 import torch.distributed as dist
 import yaml
 
-from mmdata.errors import InputError, NotFound
+from mmdata.errors import InputError, NotFound, UserError
 from mmdata.loader import MixtureLoader
 from mmdata.mixture import Mixture
+from mmdata.storage_errors import writing
 from trainer import checkpoint
 from trainer.data import Collator, ConversationDataset
 from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed, param_groups, prepare_model
@@ -38,6 +40,11 @@ from trainer.recipe import TrainRecipe
 
 log = logging.getLogger("trainer")
 TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "image_is_target")
+RESUME_HINT = "free space (or make it writable) and rerun the same command: it resumes from the last checkpoint"
+
+
+class NonFiniteLoss(UserError):
+    """The loss or gradient norm became NaN/inf: the run stops before a checkpoint or export could keep it."""
 
 
 @dataclass
@@ -49,7 +56,13 @@ class RunResult:
 
 
 def train(recipe: TrainRecipe) -> RunResult:
-    """Run (or resume) the recipe's stage; collective across all launched ranks."""
+    """Run (or resume) the recipe's stage; collective across all launched ranks. A full or read-only disk is one
+    `StorageError` naming the path; checkpoints already written stay usable."""
+    with writing(recipe.output_dir, RESUME_HINT):
+        return _train(recipe)
+
+
+def _train(recipe: TrainRecipe) -> RunResult:
     d = init_distributed()
     run_dir = Path(recipe.output_dir)
     accum = recipe.batch.resolve(d.world_size)
@@ -111,6 +124,7 @@ def train(recipe: TrainRecipe) -> RunResult:
             lr_now = schedule.get_last_lr()[0]  # the lr this step uses; the engine advances the schedule
             row = stepper.step()
             step += 1
+            _check_finite(row, step, run_dir)
             row |= {"step": step, "epoch": loader.state_dict()["epoch"], "lr": lr_now}
             metrics.log(row)
             if step % recipe.checkpoint.every == 0 or step == total:
@@ -205,6 +219,17 @@ class _Stepper:
                     f.write(json.dumps({"index": s.index, "id": s.id, "reason": s.reason}) + "\n")
             log.warning("rank %d: skipped %d sample(s), e.g. %s: %s", self.d.rank, len(batch["skipped"]),
                         batch["skipped"][0].id, batch["skipped"][0].reason)
+
+
+def _check_finite(row: dict[str, Any], step: int, run_dir: Path) -> None:
+    """NaN/inf weights must never reach a checkpoint or the export. Every rank sees the same all-reduced loss."""
+    bad = {k: row[k] for k in ("loss", "grad_norm") if row[k] is not None and not math.isfinite(row[k])}
+    if bad:
+        last = checkpoint.latest_tag(run_dir)
+        raise NonFiniteLoss(
+            f"step {step}: {', '.join(f'{k} is {v}' for k, v in bad.items())}; training stopped, nothing of this "
+            f"step was saved (last checkpoint: {last or 'none'}). Lower optim.lr, set optim.grad_clip, or check "
+            "the data; then rerun (it resumes from the last checkpoint)")
 
 
 def _should_resume(recipe: TrainRecipe, run_dir: Path) -> bool:

@@ -22,6 +22,7 @@ one reject.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -29,11 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from builders._common import ROLES
-from builders.video.frames import FrameFolder, Video, VideoError, frame_media, record_folder, sample_times
+from builders.video.frames import FrameFolder, Video, VideoError, check_rate, frame_media, record_folder, sample_times
 from builders.video.options import VideoOptions
 from builders.video.pred import howto_clip, ssv2_classes, ssv2_video, video_window
 from builders.video.sources import Unit, make_units
 from mmdata.errors import NotFound
+from mmdata.media import MediaError, inside
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
 from mmdata.sources import iter_span
@@ -61,7 +63,7 @@ def records(options: VideoOptions, unit: Unit) -> Iterator[Record | Reject]:
     for ref, make in _jobs(options, unit):
         try:
             made = make()
-        except (VideoError, RecordError) as e:
+        except (VideoError, RecordError, MediaError) as e:
             yield Reject(ref, str(e))
             continue
         yield from made if isinstance(made, list) else [made]
@@ -83,6 +85,7 @@ def _jobs(options: VideoOptions, unit: Unit) -> Iterator[tuple[str, Callable[[],
         for rel in unit.items:
             ref = f"{root.name}/{rel}"
             rid = f"{rel.rsplit('.', 1)[0]}@{label}"
+            # Listed from the disk, not named by a source file: a symlink farm of videos is a folder input too.
             yield ref, partial(video_window, options, root / rel, rel, rid, 0.0, None, {"ref": ref})
     else:
         for vid, k, start, end, text in unit.items:
@@ -119,14 +122,19 @@ def _qa(options: VideoOptions, root: Path, raw: Any, key: str, ref: str) -> Reco
         raise RecordError(f"record {rid!r}: {n_images} {IMAGE} placeholder(s) for {len(images)} path(s) in 'image'")
     per_video = max(1, options.max_frames // len(videos))
     runs, durations = [], []
+    real_root = Path(os.path.realpath(root))
+    notes: dict[str, Any] = {}
     for vi, video in enumerate(videos):
-        src = FrameFolder(root / video, options.frames_fps) if (root / video).is_dir() else Video(root / video)
+        path = inside(root, video, f"video {video!r}")  # by name, before anything is opened
+        src: FrameFolder | Video = FrameFolder(path, options.frames_fps, real_root) if path.is_dir() else Video(path)
+        check_rate(options.fps, src.rate, rid, video)
         times = sample_times(0.0, src.duration, options.fps, per_video, options.long_video)
         if len(times) < options.min_frames:
             raise VideoError(f"record {rid!r}: video {video!r} is {src.duration:g} s: {len(times)} frame(s) at "
                              f"--fps {options.fps:g}, fewer than --min-frames {options.min_frames}")
         prefix = f"{vi}-" if len(videos) > 1 else ""
         runs.append(frame_media(rid, video, src.frames(times, options.frame_size, options.jpeg_quality), prefix))
+        notes.update({f"{video}/{k}": v for k, v in getattr(src, "notes", {}).items()})
         durations.append(round(src.duration, 3))
     meta: dict[str, Any] = {"orig_id": raw.get("id"), "ref": ref, "video": raw["video"], "duration": durations}
     if tags == 0:
@@ -138,6 +146,8 @@ def _qa(options: VideoOptions, root: Path, raw: Any, key: str, ref: str) -> Reco
     media = _substitute(turns, runs, [_image(root, rid, p, i) for i, p in enumerate(images)])
     if images:
         meta["image"] = raw["image"]
+    if notes:
+        meta["frames_converted"] = notes
     extra = {k: v for k, v in raw.items() if k not in ("id", "video", "image", "conversations")}
     if extra:
         meta["extra"] = extra
@@ -172,10 +182,14 @@ def _paths(raw: dict[str, Any], key: str, rid: str) -> list[str]:
 
 def _image(root: Path, rid: str, path: str, i: int) -> Media:
     """An `image` beside the video: copied with the frames (the video builder references nothing in place)."""
-    src = root / path
+    src = inside(root, path, f"image {path!r}")  # by name, before anything is opened
     if not src.is_file():
-        raise VideoError(f"record {rid!r}: image not found: {src}")
-    return Media(path=f"{record_folder(rid)}/image-{i}{src.suffix.lower() or '.jpg'}", data=src.read_bytes())
+        raise VideoError(f"record {rid!r}: image not found: {root / path}")
+    try:
+        data = src.read_bytes()
+    except OSError as e:
+        raise VideoError(f"record {rid!r}: image {root / path} cannot be read ({e.strerror or e})") from None
+    return Media(path=f"{record_folder(rid)}/image-{i}{Path(path).suffix.lower() or '.jpg'}", data=data)
 
 
 def _turns(convs: Any, rid: str) -> list[Turn]:

@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from mmdata.errors import InputError
+from mmdata.media import DEEP_MODES, MediaError, decode, inside, orientation, to_rgb
 from mmdata.schema import Media
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
@@ -75,6 +76,13 @@ def frame_media(rid: str, video: str, frames: list[Frame], prefix: str = "") -> 
                   height=f.height, video=video, t=f.t, data=f.jpeg) for f in frames]
 
 
+def check_rate(fps: float, rate: float, rid: str, video: str) -> None:
+    """--fps above the source's frame rate would repeat frames: the record is refused instead."""
+    if fps > rate * (1 + 1e-3):
+        raise VideoError(f"record {rid!r}: --fps {fps:g} is above the frame rate of {video!r} ({rate:.4g} fps); "
+                         "lower --fps")
+
+
 class Video:
     """An opened video file: frame start times from the container (exact for variable frame rate too)."""
 
@@ -105,6 +113,7 @@ class Video:
         self.duration = float(times[-1, 1]) - self.origin
         if not np.isfinite(self.duration) or self.duration <= 0:
             raise VideoError(f"video has no usable time stamps (duration {self.duration}): {path}")
+        self.rate = n / self.duration  # frames per second, on average (exact for constant frame rate)
 
     def index_at(self, times: Sequence[float]) -> list[int]:
         """The frame on screen at each time: the last frame starting at or before it."""
@@ -148,9 +157,15 @@ def _natural(name: str) -> list[int | str]:
 
 
 class FrameFolder:
-    """A folder of pre-extracted frames (ShareGPTVideo), frame i shown from i / folder_fps seconds."""
+    """A folder of pre-extracted frames (ShareGPTVideo), frame i shown from i / folder_fps seconds.
 
-    def __init__(self, path: Path, folder_fps: float) -> None:
+    Frames are read as shown (EXIF rotation applied, 16-bit samples scaled); `notes` says which were converted so.
+    Each frame must resolve inside `root` (the media root) as well: a symlinked frame cannot reach elsewhere.
+    """
+
+    def __init__(self, path: Path, folder_fps: float, root: Path | None = None) -> None:
+        self.root = root
+        self.notes: dict[str, dict[str, object]] = {}
         if not path.is_dir():
             raise VideoError(f"frames folder not found: {path}" if not path.exists()
                              else f"{path} is a file; ShareGPTVideo's `video` names a folder of frames")
@@ -158,7 +173,7 @@ class FrameFolder:
         self.names = sorted((e.name for e in path.iterdir() if e.suffix.lower() in FRAME_EXTS), key=_natural)
         if not self.names:
             raise VideoError(f"frames folder is empty (no {'/'.join(FRAME_EXTS)} files): {path}")
-        self.fps = folder_fps
+        self.fps = self.rate = folder_fps
         self.duration = len(self.names) / folder_fps
 
     def frames(self, times: Sequence[float], size: int, quality: int) -> list[Frame]:
@@ -166,13 +181,20 @@ class FrameFolder:
         for t in times:
             name = self.names[min(len(self.names) - 1, int(np.floor(t * self.fps + _EPS)))]
             try:
+                if self.root is not None:
+                    rel = str((self.path / name).relative_to(self.root))
+                    inside(self.root, rel, f"frame {rel!r}")
                 with Image.open(self.path / name) as im:
                     im.draft("RGB", fit(im.width, im.height, size))  # JPEG: decode at a reduced scale, cheaply
-                    im = im.convert("RGB")
+                    if im.mode in DEEP_MODES or orientation(im) != 1:
+                        self.notes[name] = decode((self.path / name).read_bytes(), name).notes()
+                    im = to_rgb(im)
                     w, h = fit(im.width, im.height, size)
                     if (w, h) != im.size:
                         im = im.resize((w, h), Image.Resampling.BILINEAR)
                     out.append(Frame(t, encode_jpeg(im, quality), w, h))
-            except (UnidentifiedImageError, OSError, ValueError) as e:
+            except MediaError as e:
+                raise VideoError(str(e)) from None
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
                 raise VideoError(f"frame {self.path / name} does not decode ({type(e).__name__}: {e})") from None
         return out

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 from mmdata.errors import InputError
 from mmdata.options import opt
+
+MAX_FRAMES = 1024  # frames per record: far above any model's context (MetaMorph: 45), low enough to fit memory
+MAX_VARIANTS = 1000  # frame_pred records per video
 
 
 @dataclass
@@ -35,11 +39,12 @@ class VideoOptions:
             if not ok:
                 raise InputError(f"video: --{flag} {what}")
         need(bool(self.input), "input", "is required (an annotation file or a folder of videos; repeatable)")
-        need(self.fps > 0, "fps", f"must be > 0, got {self.fps}")
-        need(self.max_frames >= 1, "max-frames", f"must be >= 1, got {self.max_frames}")
+        need(math.isfinite(self.fps) and self.fps > 0, "fps", f"must be > 0 (a finite number), got {self.fps}")
+        need(1 <= self.max_frames <= MAX_FRAMES, "max-frames", f"must be in 1..{MAX_FRAMES}, got {self.max_frames}")
         need(1 <= self.min_frames <= self.max_frames, "min-frames",
              f"must be in 1..--max-frames ({self.max_frames}), got {self.min_frames}")
-        need(self.frame_size >= 0, "frame-size", f"must be >= 0, got {self.frame_size}")
+        need(0 <= self.frame_size <= 16384, "frame-size", f"must be in 0..16384, got {self.frame_size}")
         need(1 <= self.jpeg_quality <= 95, "jpeg-quality", f"must be in 1..95, got {self.jpeg_quality}")
-        need(self.frames_fps > 0, "frames-fps", f"must be > 0, got {self.frames_fps}")
-        need(self.variants >= 1, "variants", f"must be >= 1, got {self.variants}")
+        need(math.isfinite(self.frames_fps) and self.frames_fps > 0, "frames-fps",
+             f"must be > 0 (a finite number), got {self.frames_fps}")
+        need(1 <= self.variants <= MAX_VARIANTS, "variants", f"must be in 1..{MAX_VARIANTS}, got {self.variants}")

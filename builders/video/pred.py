@@ -23,6 +23,7 @@ from builders.video.frames import Video, VideoError, frame_media
 from builders.video.options import VideoOptions
 from builders.video.sources import VIDEO_EXTS
 from mmdata.errors import InputError
+from mmdata.media import inside
 from mmdata.schema import Record, RecordError, Turn
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 10.0  # seconds (MetaMorph's bounds)
@@ -64,7 +65,8 @@ def ssv2_video(options: VideoOptions, root: Path, raw: Any, label: str, ref: str
 
 def _find(root: Path, stem: str, rid: str) -> str:
     for ext in VIDEO_EXTS:
-        if (root / f"{stem}{ext}").is_file():
+        # An id holding `..` or `/abs` is refused by name.
+        if inside(root, f"{stem}{ext}", f"video {stem + ext!r}").is_file():
             return f"{stem}{ext}"
     raise VideoError(f"record {rid!r}: video not found: {root}/{stem}{{{','.join(VIDEO_EXTS)}}}")
 

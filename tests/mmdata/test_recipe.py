@@ -91,7 +91,7 @@ def test_epochs_only_needs_no_size(write) -> None:  # type: ignore[no-untyped-de
     ("../data/b", "../data/a", "sources[1].name: 'a' is already the name of sources[0]"),
     ("name: demo", "name: 5", ": name: must be a string or null, got int 5"),
     ("name: demo", "name: ' '", ": name: must be a non-empty string"),
-    ("size: 1000", "size: 1e3", ": size: must be an integer or null, got str '1e3'"),
+    ("size: 1000", "size: 1e3", ": size: must be an integer or null, got float 1000.0"),
 ])
 def test_every_error_names_its_key(write, old: str, new: str, key: str) -> None:  # type: ignore[no-untyped-def]
     assert old in GOOD

@@ -44,9 +44,9 @@ def test_grad_clip_null_means_none() -> None:
 
 
 def test_overrides_are_yaml_and_validated(tmp_path: Path) -> None:
-    # `1e-4` stays the string YAML reads; validation makes it a number because optim.lr is a float.
+    # `1e-4` is a number (YAML 1.1 alone would read a string); a quoted "1e-4" still validates as optim.lr's float.
     assert parse_overrides(["--optim.lr", "1e-4", "--train.max_steps=3", "--trainable", "[llm, projector]",
-                            "--lora", "null"]) == {"optim.lr": "1e-4", "train.max_steps": 3,
+                            "--lora", "null"]) == {"optim.lr": 1e-4, "train.max_steps": 3,
                                                     "trainable": ["llm", "projector"], "lora": None}
     r = load_recipe(RECIPES[-1], {"optim.lr": "1e-4", "output_dir": "rel"})
     assert r.optim.lr == 1e-4 and Path(r.output_dir).is_absolute()
