@@ -103,8 +103,9 @@ def test_a_really_full_disk(tmp_path: Path) -> None:
         subprocess.run(["umount", str(disk)], check=True)
 
 
-def test_disk_full_in_a_mix_is_one_line_and_the_rerun_completes(tmp_path: Path,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_disk_full_in_a_mix_is_one_line_and_the_rerun_completes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                 code: int) -> None:
     w = make_world(tmp_path / "src")
     build("cambrian", CambrianOptions(input=[w.jsonl], media_root=w.media_root), BuildSettings(out=tmp_path / "d"))
     recipe = tmp_path / "r.yaml"
@@ -112,11 +113,11 @@ def test_disk_full_in_a_mix_is_one_line_and_the_rerun_completes(tmp_path: Path,
     out = tmp_path / "mixtures" / "r"
 
     def full(*a: object, **k: object) -> None:
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        raise OSError(code, os.strerror(code))
 
     with monkeypatch.context() as m:
         m.setattr(np, "save", full)
-        with pytest.raises(StorageError, match=rf"^{out}: No space left on device; free space"):
+        with pytest.raises(StorageError, match=rf"^{out}: {os.strerror(code)}; free space"):
             mix(recipe, out)
     assert not (out / "mixture.json").exists() and not list(out.glob("*.tmp"))
     plan = mix(recipe, out)
