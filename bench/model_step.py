@@ -21,6 +21,7 @@ import torch
 import transformers
 from PIL import Image
 
+from mmdata.loader import RecordList
 from mmdata.schema import Media, Record, Turn
 from trainer import STAGES, Collator, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
 
@@ -74,7 +75,7 @@ def main() -> None:
     apply_stage(ours, STAGES["stage2"])
     ours.train()
     bare.train()
-    ds = ConversationDataset.for_model(records(), image, ours, max_length=4096)
+    ds = ConversationDataset.for_model(RecordList(records(), image), ours, max_length=4096)
     batch = Collator(ours.pad_token_id)([ds[i] for i in range(len(ds))])
     lm_inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels")}
     ours_params = [p for p in ours.parameters() if p.requires_grad]

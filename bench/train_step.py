@@ -45,7 +45,7 @@ def bare_loop(recipe, steps: int) -> list[float]:
     torch.manual_seed(recipe.train.seed)
     model = prepare_model(recipe).model
     mixture = Mixture(recipe.data.mixture)
-    data = ConversationDataset.for_model(mixture, mixture.image, model, max_length=recipe.data.max_length,
+    data = ConversationDataset.for_model(mixture, model, max_length=recipe.data.max_length,
                                          on_error="skip")
     accum = recipe.batch.resolve(1)
     loader = MixtureLoader(data, batch_size=recipe.batch.per_device, collate_fn=Collator(model.pad_token_id))

@@ -18,11 +18,13 @@ from typing import Any
 import orjson
 
 from mmdata.errors import InputError
+from mmdata.layout import ShardResult, any_done, read_done
 from mmdata.manifest import SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
 from mmdata.registry import Builder, get
+from mmdata.storage import LocalStorage
 from mmdata.storage_errors import writing
-from mmdata.writer import FORMATS, RESUME_HINT, ShardConfig, ShardResult, done_path, shard_name, write_shard
+from mmdata.writer import FORMATS, RESUME_HINT, ShardConfig, write_shard
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -79,7 +81,7 @@ def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
     if out.exists() and any(out.iterdir()):
         if marker.is_file() and orjson.loads(marker.read_bytes()) == identity:
             return  # same build: resume
-        started = (out / "dataset.json").exists() or any((out / "shards").glob("*.done.json"))
+        started = (out / "dataset.json").exists() or any_done(LocalStorage(out))
         if marker.is_file() and not started:
             overwrite = True  # an attempt that never completed a shard (e.g. a typo in --input): nothing to keep
         if not overwrite:
@@ -127,10 +129,11 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
 
     results: dict[int, ShardResult] = {}
     todo: list[int] = []
+    storage = LocalStorage(out)
     for k in range(len(units)):
-        done = done_path(out, k)
-        if done.is_file():
-            results[k] = ShardResult.from_dict(orjson.loads(done.read_bytes()))
+        done = read_done(storage, k)
+        if done is not None:
+            results[k] = done
         else:
             todo.append(k)
     with _Progress(progress, len(units), len(results)) as bar:
@@ -176,11 +179,7 @@ def _finish(out: Path, identity: dict[str, Any], cfg: ShardConfig, shards: list[
         counts=counts,
         tasks=dict(sorted(tasks.items())),
         sources=dict(sorted(sources.items())),
-        shards=[
-            {"name": shard_name(s.index), "count": s.written, "read": s.read, "rejected": s.rejected,
-             "files": s.files}
-            for s in shards
-        ],
+        shards=[s.entry() for s in shards],
     )
     manifest.save(out)
     return manifest

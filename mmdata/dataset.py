@@ -1,117 +1,81 @@
 """Read a built dataset lazily: `mmdata.open(path)` → `len`, `[i]`, iteration, `to_pandas()`, images.
 
-Opening reads the manifest and the (tiny) per-shard indexes, never the records: memory stays flat in dataset size.
-`[i]` is one seek + one read through the uint64 byte-offset index, for JSONL shards and webdataset tars alike.
+Opening reads the manifest only; the first random read loads the shards' uint64 offset indexes (8 bytes a record).
+`[i]` is one slice of a memory-mapped shard, for JSONL shards and webdataset tars alike; the shard format itself
+is `mmdata.layout`'s.
 """
 
 from __future__ import annotations
 
-import bisect
 import io
-import os
-import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 from PIL import Image
 
 from mmdata.errors import NotFound
+from mmdata.layout import Form, ShardReader, decoder
 from mmdata.manifest import Manifest
 from mmdata.media import to_rgb
 from mmdata.schema import Record
-
-_EMPTY = np.zeros(0, dtype="<u8")
+from mmdata.storage import LocalStorage
 
 
 class Dataset(Sequence[Record]):
     """A built dataset. Records come from the JSONL shards when present, else from the webdataset tars (whose
     records carry their media bytes in `Media.data`)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
-        self.form = "jsonl" if "jsonl" in self.manifest.formats else "wds"
+        self.form: Form = "jsonl" if "jsonl" in self.manifest.formats else "wds"
         self.media_root = self.manifest.resolve_media_root(self.root)
-        self._shards = [s for s in self.manifest.shards if s["count"] > 0]
-        self._starts = list(np.cumsum([0] + [s["count"] for s in self._shards]))
-        self._offsets: dict[int, np.ndarray] = {}
-        self._files: dict[int, int] = {}  # shard -> OS file descriptor, read with pread (fork-safe, no shared offset)
+        self.storage = LocalStorage(self.root)
+        self.shards = ShardReader(self.storage, self.manifest.shards, self.form)
+        self.decode = decoder(self.form)  # stored bytes -> Record
 
     # ---------------------------------------------------------------- sequence protocol
     def __len__(self) -> int:
-        return int(self._starts[-1])
+        return len(self.shards)
 
     def __getitem__(self, i: int) -> Record:  # type: ignore[override]
         if isinstance(i, slice):
             raise TypeError("slices are not supported; use itertools.islice or a list of indices")
-        n = len(self)
-        if i < 0:
-            i += n
-        if not 0 <= i < n:
-            raise IndexError(f"record index {i} out of range for a dataset of {n} records")
-        s = bisect.bisect_right(self._starts, i) - 1
-        return self._read(s, i - int(self._starts[s]))
+        return self.decode(self.raw(i))
 
     def __iter__(self) -> Iterator[Record]:
-        for s, shard in enumerate(self._shards):
-            if self.form == "jsonl":
-                with open(self.root / shard["files"]["jsonl"]["name"], "rb") as f:
-                    for line in f:
-                        yield Record.from_dict(orjson.loads(line))
-            else:
-                for j in range(shard["count"]):
-                    yield self._read(s, j)
+        for s in range(len(self.shards.names)):
+            for data in self.shards.scan(s):
+                yield self.decode(data)
 
     def raw(self, i: int) -> bytes:
         """The stored bytes of record `i` (its JSON line, or its tar members), undecoded."""
-        s = bisect.bisect_right(self._starts, i) - 1
-        fd, start, end = self._span(s, i - int(self._starts[s]))
-        return os.pread(fd, end - start, start)
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"record index {i} out of range for a dataset of {n} records")
+        return self.shards.read_one(i % n)
 
-    # ---------------------------------------------------------------- storage
-    def _index(self, s: int) -> np.ndarray:
-        if s not in self._offsets:
-            shard = self._shards[s]
-            name = shard["files"][self.form]["name"]
-            idx = self.root / (name[:-6] + ".idx" if self.form == "jsonl" else name + ".idx")
-            # Memory-mapped: only the pages of records actually touched are ever resident.
-            self._offsets[s] = np.memmap(idx, dtype="<u8", mode="r") if idx.stat().st_size else _EMPTY
-        return self._offsets[s]
+    def raw_many(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
+        """The stored bytes of records `rows` (any order, repeats allowed), in that order: one batched read."""
+        return self.shards.read_rows(rows)
 
-    def _file(self, s: int) -> int:
-        fd = self._files.get(s)
-        if fd is None:
-            if len(self._files) >= 64:  # bound open file handles on datasets with thousands of shards
-                os.close(self._files.pop(next(iter(self._files))))
-            fd = self._files[s] = os.open(self.root / self._shards[s]["files"][self.form]["name"], os.O_RDONLY)
-        return fd
+    def get(self, i: int) -> tuple[Record, Dataset]:
+        """Record `i` and the dataset it comes from (this one), like `Mixture.get`."""
+        return self[i], self
 
-    def _span(self, s: int, j: int) -> tuple[int, int, int]:
-        offsets = self._index(s)
-        end = int(offsets[j + 1]) if j + 1 < len(offsets) else self._shards[s]["files"][self.form]["bytes"]
-        return self._file(s), int(offsets[j]), end
-
-    def _read(self, s: int, j: int) -> Record:
-        fd, start, end = self._span(s, j)
-        data = os.pread(fd, end - start, start)
-        if self.form == "jsonl":
-            return Record.from_dict(orjson.loads(data))
-        return _record_from_tar(data)
+    def get_many(self, rows: Sequence[int]) -> list[tuple[Record, Dataset]]:
+        """`get` for a batch of rows, read in one batch."""
+        n = len(self)
+        if len(rows) and not -n <= min(rows) <= max(rows) < n:
+            raise IndexError(f"a row of {list(rows)!r} is out of range for a dataset of {n} records")
+        decode = self.decode
+        return [(decode(data), self) for data in self.raw_many(np.asarray(rows, dtype=np.int64) % max(n, 1))]
 
     def close(self) -> None:
-        for fd in self._files.values():
-            os.close(fd)
-        self._files.clear()
-
-    def __getstate__(self) -> dict[str, Any]:
-        # Picklable for dataloader workers: each process opens its own file handles.
-        state = self.__dict__.copy()
-        state["_files"] = {}
-        state["_offsets"] = {}  # memory maps are reopened, not copied into the pickle
-        return state
+        """Release the memory-mapped shards (they are mapped again on demand)."""
+        self.storage.close()
 
     # ---------------------------------------------------------------- media
     def media_path(self, record: Record, j: int) -> Path:
@@ -137,31 +101,3 @@ class Dataset(Sequence[Record]):
         m = self.manifest
         return f"Dataset({str(self.root)!r}, builder={m.builder!r}, records={len(self)}, form={self.form!r})"
 
-
-def _record_from_tar(data: bytes) -> Record:
-    """Parse one record's tar members (`<key>.json`, `<key>.<i>.<ext>`) into a Record with media bytes attached."""
-    record: Record | None = None
-    blobs: dict[int, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            content = tar.extractfile(member)
-            assert content is not None, member.name
-            parts = member.name.split(".")
-            if parts[-1] == "json" and len(parts) == 2:
-                record = Record.from_dict(orjson.loads(content.read()))
-            else:
-                blobs[int(parts[1])] = content.read()
-    assert record is not None, "tar sample without a .json member"
-    for i, m in enumerate(record.media):
-        m.data = blobs.get(i)
-    return record
-
-
-def open_dataset(path: str | Path) -> Any:
-    """Open a built dataset or a mixture directory (anything with `len`, `[i]`, iteration and `to_pandas()`)."""
-    root = Path(path)
-    if (root / "mixture.json").is_file():
-        from mmdata.mixture import Mixture  # type: ignore[import-not-found]
-
-        return Mixture(root)
-    return Dataset(root)

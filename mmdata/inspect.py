@@ -7,12 +7,17 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmdata.manifest import Manifest
 from mmdata.media import MediaError, check_bytes
 from mmdata.schema import Record, RecordError
+
+if TYPE_CHECKING:  # mixture.py imports this module (records_frame)
+    from mmdata.dataset import Dataset
+    from mmdata.mixture import Mixture
 
 
 def records_frame(records: Sequence[Record], limit: int | None = None, dataset: Any = None) -> Any:
@@ -149,26 +154,25 @@ class ValidationReport:
         return not self.problems and self.counts_ok
 
 
-def _media_bytes(ds: Any, record: Record, j: int) -> bytes:
+def _media_bytes(source: Any, record: Record, j: int) -> bytes:
     m = record.media[j]
     if m.data is not None:
         return m.data
     try:
-        return Path(ds.media_path(record, j)).read_bytes()
+        return Path(source.media_path(record, j)).read_bytes()
     except FileNotFoundError:
         raise MediaError(f"media[{j}] {m.path!r}: file not found") from None
 
 
-def validate(ds: Any, check_media: bool = True, progress: Iterator[int] | None = None) -> ValidationReport:
+def validate(ds: Dataset | Mixture, check_media: bool = True, progress: Iterator[int] | None = None) -> ValidationReport:
     """Re-check every record's invariants, id uniqueness, manifest counts and (optionally) decode every media."""
     report = ValidationReport()
-    manifest = getattr(ds, "manifest", None)
-    if manifest is not None and hasattr(manifest, "counts"):
-        c = manifest.counts
+    if isinstance(ds.manifest, Manifest):  # a built dataset (a mixture's counts are its sources')
+        c = ds.manifest.counts
         report.counts_ok = c["read"] == c["written"] + c["rejected"] and c["written"] == len(ds)
     ids = np.empty(len(ds), dtype=np.uint64)
     for i in progress if progress is not None else range(len(ds)):
-        r = ds[i]
+        r, source = ds.get(i)
         report.records += 1
         ids[i] = int.from_bytes(hashlib.blake2b(r.id.encode(), digest_size=8).digest(), "little")
         try:
@@ -181,7 +185,7 @@ def validate(ds: Any, check_media: bool = True, progress: Iterator[int] | None =
         for j, m in enumerate(r.media):
             report.media += 1
             try:
-                w, h, _ = check_bytes(_media_bytes(ds, r, j), f"media[{j}] {m.path!r}")
+                w, h, _ = check_bytes(_media_bytes(source, r, j), f"media[{j}] {m.path!r}")
             except MediaError as e:
                 report.problems.append(Problem(i, r.id, str(e)))
                 continue

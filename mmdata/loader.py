@@ -11,9 +11,8 @@ Nothing here imports torch at module level: `MixtureLoader` imports it when iter
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -90,45 +89,58 @@ class MixtureSampler:
             self.set_epoch(self.epoch + 1)
 
 
-class RecordDataset(Generic[T]):
-    """A map-style dataset for `torch.utils.data.DataLoader`: sample `i` of a mixture (or dataset), transformed.
+class RecordSource(Protocol):
+    """What `RecordDataset` reads: a `Mixture`, a `Dataset` or a `RecordList`."""
 
-    `transform(record, dataset)` turns a record into what the collator wants; `dataset` is the record's source
-    `Dataset`, for `dataset.image(record, j)`. Without a transform, items are Records.
+    def __len__(self) -> int: ...
+    def get(self, i: int) -> tuple[Record, Any]: ...
+    def get_many(self, positions: Sequence[int]) -> list[tuple[Record, Any]]: ...
+
+
+class RecordList:
+    """Records already in memory as a `RecordSource`; `image(record, j)` resolves their media (tests, benchmarks)."""
+
+    def __init__(self, records: Sequence[Record], image: Callable[[Record, int], Any]) -> None:
+        self.records, self._image = records, image
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, i: int) -> tuple[Record, RecordList]:
+        return self.records[i], self
+
+    def get_many(self, positions: Sequence[int]) -> list[tuple[Record, RecordList]]:
+        return [(self.records[i], self) for i in positions]
+
+    def image(self, record: Record, j: int) -> Any:
+        return self._image(record, j)
+
+
+class RecordDataset(Generic[T]):
+    """A map-style dataset for `torch.utils.data.DataLoader`: item `i` is sample `i` of a mixture (or dataset) as
+    the pair `(record, dataset)` — `dataset` being the `Dataset` the record comes from, which resolves its images
+    (`dataset.image(record, j)`) — or as `transform(record, dataset)`. Subclasses override `item`.
+
+    A DataLoader batch is one `get_many` call: one batched read per source dataset, not one read per sample.
     """
 
-    def __init__(self, source: Sequence[Record], transform: Callable[[Record, Any], T] | None = None) -> None:
+    def __init__(self, source: RecordSource, transform: Callable[[Record, Any], T] | None = None) -> None:
         self.source = source
         self.transform = transform
-        self._pid = os.getpid()
-
-    def _check_fork(self) -> None:
-        # A forked worker shares the parent's open files and so their offsets: seek + read would race.
-        if os.getpid() != self._pid:
-            self._pid = os.getpid()
-            close = getattr(self.source, "close", None)
-            if close is not None:
-                close()
 
     def __len__(self) -> int:
         return len(self.source)
 
-    def __getitem__(self, i: int) -> T | Record:
-        self._check_fork()
-        getter = getattr(self.source, "get", None)
-        record, dataset = getter(i) if getter is not None else (self.source[i], self.source)
-        return self.transform(record, dataset) if self.transform is not None else record
+    def item(self, i: int, record: Record, dataset: Any) -> Any:
+        """What position `i` yields, given its record and source dataset."""
+        return (record, dataset) if self.transform is None else self.transform(record, dataset)
 
-    def __getitems__(self, indices: list[int]) -> list[T | Record]:
-        # torch's DataLoader fetches a whole batch through this when it exists: one vectorized lookup per batch.
-        self._check_fork()
-        getter = getattr(self.source, "get_many", None)
-        if getter is None:
-            return [self[i] for i in indices]
-        pairs = getter(indices)
-        if self.transform is None:
-            return [record for record, _ in pairs]
-        return [self.transform(record, dataset) for record, dataset in pairs]
+    def __getitem__(self, i: int) -> Any:
+        return self.item(i, *self.source.get(i))
+
+    def __getitems__(self, indices: list[int]) -> list[Any]:
+        # torch's DataLoader fetches a whole batch through this when it exists.
+        return [self.item(i, record, dataset) for i, (record, dataset) in zip(indices, self.source.get_many(indices))]
 
 
 class MixtureLoader:

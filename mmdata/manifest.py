@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from mmdata.errors import InputError, NotFound
+from mmdata.layout import ShardEntry
 from mmdata.media import write_bytes
 
 SCHEMA_VERSION = 1
@@ -26,8 +27,7 @@ class Manifest:
     counts: dict[str, int]  # read, written, rejected: read == written + rejected
     tasks: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
-    # [{name, count, read, rejected, files: {jsonl|wds: {name, bytes, sha256}}}]
-    shards: list[dict[str, Any]] = field(default_factory=list)
+    shards: list[ShardEntry] = field(default_factory=list)
 
     def save(self, out: Path) -> None:
         write_bytes(orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2) + b"\n", out / MANIFEST)
@@ -46,7 +46,9 @@ class Manifest:
             raise InputError(f"{path}: schema_version {version!r} is not supported (this mmdata reads "
                              f"{SCHEMA_VERSION})")
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        manifest = cls(**{k: v for k, v in data.items() if k in known})
+        manifest.shards = [ShardEntry.from_dict(s) for s in data.get("shards", [])]
+        return manifest
 
     def resolve_media_root(self, root: Path) -> Path | None:
         if self.media_root is None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from mmdata.errors import InputError, NotFound
 from mmdata.manifest import MANIFEST, Manifest
 from mmdata.media import write_bytes
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
@@ -71,37 +72,69 @@ class MixPlan:
     out: Path | None
     warnings: list[str] = field(default_factory=list)
 
+    def manifest(self) -> MixtureManifest:
+        return MixtureManifest(
+            version=MIXTURE_VERSION, name=self.recipe.name, recipe=self.recipe.data,
+            recipe_file=str(self.recipe.file), recipe_sha256=self.recipe.sha256, seed=self.recipe.seed,
+            total=self.total, index=INDEX,
+            sources=[MixtureSource(
+                name=s.name, path=os.path.relpath(s.path, self.out) if self.out is not None else str(s.path),
+                abs_path=str(s.path), length=s.length, dataset_sha256=s.dataset_sha256, mode=s.mode,
+                requested=s.requested, max=s.cap, requested_count=s.target,
+                requested_proportion=s.target_proportion, count=s.count, proportion=s.proportion,
+                epochs=s.epochs, capped=s.capped) for s in self.sources],
+            warnings=self.warnings)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "version": MIXTURE_VERSION,
-            "name": self.recipe.name,
-            "recipe": self.recipe.data,
-            "recipe_file": str(self.recipe.file),
-            "recipe_sha256": self.recipe.sha256,
-            "seed": self.recipe.seed,
-            "total": self.total,
-            "index": INDEX,
-            "sources": [
-                {
-                    "name": s.name,
-                    "path": os.path.relpath(s.path, self.out) if self.out is not None else str(s.path),
-                    "abs_path": str(s.path),
-                    "length": s.length,
-                    "dataset_sha256": s.dataset_sha256,
-                    "mode": s.mode,
-                    "requested": s.requested,
-                    "max": s.cap,
-                    "requested_count": s.target,
-                    "requested_proportion": s.target_proportion,
-                    "count": s.count,
-                    "proportion": s.proportion,
-                    "epochs": s.epochs,
-                    "capped": s.capped,
-                }
-                for s in self.sources
-            ],
-            "warnings": self.warnings,
-        }
+        return asdict(self.manifest())
+
+
+@dataclass
+class MixtureSource:
+    """One source in `mixture.json`: where its dataset is, which build it was, and what the mixture takes."""
+
+    name: str
+    path: str  # relative to the mixture, so a folder of datasets and mixtures can move as a whole
+    abs_path: str
+    length: int
+    dataset_sha256: str  # of the source's dataset.json: a rebuilt source no longer matches the index's rows
+    mode: str
+    requested: float
+    max: int | None
+    requested_count: float
+    requested_proportion: float
+    count: int
+    proportion: float
+    epochs: float
+    capped: bool
+
+
+@dataclass
+class MixtureManifest:
+    """`mixture.json`: the recipe as resolved. Written by `write_mixture`, read by `mmdata.mixture.Mixture`."""
+
+    version: int
+    name: str
+    recipe: dict[str, Any]
+    recipe_file: str
+    recipe_sha256: str
+    seed: int
+    total: int
+    index: str
+    sources: list[MixtureSource]
+    warnings: list[str]
+
+    @classmethod
+    def load(cls, root: Path) -> MixtureManifest:
+        path = root / MIXTURE
+        if not path.is_file():
+            raise NotFound(f"{root}: not a mixture ({MIXTURE} not found); run `mmdata mix recipe.yaml "
+                                    f"--out {root}`")
+        data = orjson.loads(path.read_bytes())
+        if data.get("version") != MIXTURE_VERSION:
+            raise InputError(f"{path}: mixture version {data.get('version')!r} is not supported (this mmdata "
+                             f"reads {MIXTURE_VERSION}); re-run `mmdata mix`")
+        return cls(**{**data, "sources": [MixtureSource(**src) for src in data["sources"]]})
 
 
 def default_out(recipe: MixRecipe) -> Path:

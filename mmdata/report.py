@@ -16,6 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from mmdata.dataset import Dataset
+from mmdata.manifest import Manifest
+from mmdata.mix import MixtureManifest
+from mmdata.mixture import Mixture
 from mmdata.schema import IMAGE, Record
 
 _STYLE = """
@@ -38,13 +42,7 @@ def _thumb(image: Any, size: int = 192) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def _load(ds: Any, index: int, record: Record, j: int) -> Any:
-    if hasattr(ds, "image_at"):
-        return ds.image_at(index, j)
-    return ds.image(record, j)
-
-
-def _record_html(ds: Any, index: int, record: Record) -> str:
+def _record_html(index: int, record: Record, source: Dataset) -> str:
     roles = record.media_roles()
     counter = iter(range(len(record.media)))
     parts = [f'<div class="rec"><div class="hdr">[{index}] <b>{html.escape(record.id)}</b> · '
@@ -57,7 +55,7 @@ def _record_html(ds: Any, index: int, record: Record) -> str:
             m = record.media[j]
             when = f" t={m.t:.1f}s" if m.t is not None else ""
             try:
-                data = _thumb(_load(ds, index, record, j))
+                data = _thumb(source.image(record, j))
                 tag = (f'<img class="{roles[j]}" src="data:image/jpeg;base64,{data}" '
                        f'title="{html.escape(m.path)} {m.width}x{m.height}{when}">')
             except (OSError, ValueError) as e:
@@ -104,27 +102,27 @@ def sample_indices(ds: Any, n: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def write_report(ds: Any, out: Path, n: int = 24, seed: int = 0) -> Path:
-    root = Path(getattr(ds, "root", "."))
-    manifest = getattr(ds, "manifest", None)
-    sections = [f"<h1>{html.escape(str(root))}</h1>", f"<p>{len(ds):,} records</p>"]
-    if manifest is not None and hasattr(manifest, "counts"):
-        sections.append(_table(list(manifest.counts.items()), ("count", "value")))
-        sections.append("<h2>Per task</h2>" + _table(sorted(manifest.tasks.items(), key=lambda kv: -kv[1]),
-                                                     ("task", "records")))
-        reasons = _reject_reasons(root)
-        if reasons:
-            sections.append("<h2>Most common reject reasons</h2>" + _table(reasons, ("reason", "rejects")))
-    elif isinstance(manifest, dict) and "sources" in manifest:  # a mixture: what each dataset contributes
-        rows = [(src["name"], f"{src['count']:,} ({100 * src['proportion']:.1f} %, {src['epochs']:.2f} epochs)")
-                for src in manifest["sources"]]
-        sections.append("<h2>Sources</h2>" + _table(rows, ("dataset", "samples")))
-        for warning in manifest.get("warnings", []):
-            sections.append(f"<p class=cap>warning: {html.escape(warning)}</p>")
+def _manifest_html(root: Path, manifest: Manifest | MixtureManifest) -> list[str]:
+    if isinstance(manifest, MixtureManifest):  # what each dataset contributes
+        rows = [(src.name, f"{src.count:,} ({100 * src.proportion:.1f} %, {src.epochs:.2f} epochs)")
+                for src in manifest.sources]
+        return ["<h2>Sources</h2>" + _table(rows, ("dataset", "samples"))] + [
+            f"<p class=cap>warning: {html.escape(warning)}</p>" for warning in manifest.warnings]
+    sections = [_table(list(manifest.counts.items()), ("count", "value")),
+                "<h2>Per task</h2>" + _table(sorted(manifest.tasks.items(), key=lambda kv: -kv[1]), ("task", "records"))]
+    reasons = _reject_reasons(root)
+    if reasons:
+        sections.append("<h2>Most common reject reasons</h2>" + _table(reasons, ("reason", "rejects")))
+    return sections
+
+
+def write_report(ds: Dataset | Mixture, out: Path, n: int = 24, seed: int = 0) -> Path:
+    sections = [f"<h1>{html.escape(str(ds.root))}</h1>", f"<p>{len(ds):,} records</p>",
+                *_manifest_html(ds.root, ds.manifest)]
     picked = sample_indices(ds, n, seed) if len(ds) else []
     sections.append(f"<h2>{len(picked)} sampled records (seed {seed})</h2>"
                     "<p class=cap>blue frame: input image · orange frame: generation target</p>")
-    sections.extend(_record_html(ds, i, ds[i]) for i in picked)
+    sections.extend(_record_html(i, *ds.get(i)) for i in picked)
     page = (f"<!doctype html><html><head><meta charset=utf-8><title>mmdata report</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(sections)}</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)

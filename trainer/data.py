@@ -1,8 +1,9 @@
 """Records → training samples → batches.
 
-- `ConversationDataset` takes any `Sequence[Record]` and a `load_image(record, j) -> PIL.Image` (e.g. an opened
-  mmdata dataset's `.image`). Its `length(i)` is the exact expanded length (text + (N + 2) per image), known from
-  the text alone, before any image is loaded: truncation drops whole trailing exchanges, never part of an image.
+- `ConversationDataset` is `mmdata.loader.RecordDataset` over a mixture (or dataset, or `RecordList`): each item
+  arrives as (record, the dataset it came from), and that dataset resolves the record's images. Its `length(i)` is
+  the exact expanded length (text + (N + 2) per image), known from the text alone, before any image is loaded:
+  truncation drops whole trailing exchanges, never part of an image.
 - A sample that cannot be used (labels cannot be built, an image will not load) raises in `on_error="raise"` mode
   (tests) and becomes a `Skipped(index, id, reason)` in `on_error="skip"` mode (training): the collator passes
   skips up in `batch["skipped"]`, so the loop counts them in the main process even with dataloader workers.
@@ -21,10 +22,9 @@ import torch
 from PIL import Image
 
 from mmdata.errors import InputError
+from mmdata.loader import RecordDataset, RecordSource
 from mmdata.schema import Record
 from trainer.templates import IGNORE_INDEX, ConversationEncoder, Encoded, LabelError
-
-LoadImage = Callable[[Record, int], Image.Image]
 
 
 @dataclass
@@ -47,31 +47,31 @@ class Skipped:
     reason: str
 
 
-class ConversationDataset(torch.utils.data.Dataset):
-    def __init__(self, records: Sequence[Record], load_image: LoadImage, *, tokenizer: Any,
-                 processor: Callable[[Image.Image], torch.Tensor], template: str, num_image_tokens: int,
-                 max_length: int, on_error: Literal["raise", "skip"] = "raise") -> None:
+class ConversationDataset(RecordDataset["Sample | Skipped"]):
+    """Training samples of a mixture (or dataset): item `i` is record `i` tokenized, with the images its source
+    dataset resolves. A DataLoader batch is one batched read of the records (`RecordDataset.__getitems__`)."""
+
+    def __init__(self, source: RecordSource, *, tokenizer: Any, processor: Callable[[Image.Image], torch.Tensor],
+                 template: str, num_image_tokens: int, max_length: int,
+                 on_error: Literal["raise", "skip"] = "raise") -> None:
         if on_error not in ("raise", "skip"):
             raise InputError(f"on_error={on_error!r}; expected 'raise' or 'skip'")
-        self.records, self.load_image, self.processor = records, load_image, processor
+        super().__init__(source)
+        self.processor = processor
         self.encoder = ConversationEncoder(template, tokenizer, num_image_tokens)
         self.max_length, self.on_error = max_length, on_error
         self._lengths: dict[int, int] = {}
 
     @classmethod
-    def for_model(cls, records: Sequence[Record], load_image: LoadImage, model: Any, *, max_length: int,
+    def for_model(cls, source: RecordSource, model: Any, *, max_length: int,
                   on_error: Literal["raise", "skip"] = "raise") -> ConversationDataset:
         """Template, tokenizer, processor and N taken from a built/loaded `UnifiedModel`, so they cannot disagree."""
-        return cls(records, load_image, tokenizer=model.tokenizer, processor=model.processor,
-                   template=model.config.template, num_image_tokens=model.num_image_tokens,
-                   max_length=max_length, on_error=on_error)
+        return cls(source, tokenizer=model.tokenizer, processor=model.processor, template=model.config.template,
+                   num_image_tokens=model.num_image_tokens, max_length=max_length, on_error=on_error)
 
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def encode(self, i: int) -> Encoded:
+    def encode(self, i: int, record: Record | None = None) -> Encoded:
         """Text only (no image decoded): ids, labels, image flags, after truncation to max_length."""
-        r = self.records[i]
+        r = record if record is not None else self.source.get(i)[0]
         enc = self.encoder.encode([(t.role, t.value) for t in r.conversations], record_id=r.id,
                                   max_length=self.max_length)
         self._lengths[i] = len(enc)
@@ -92,10 +92,10 @@ class ConversationDataset(torch.utils.data.Dataset):
         """All lengths; tokenizes every record once (no image I/O), so call it once and keep the result."""
         return [self.length(i) for i in range(len(self))]
 
-    def __getitem__(self, i: int) -> Sample | Skipped:
-        r = self.records[i]
+    def item(self, i: int, record: Record, dataset: Any) -> Sample | Skipped:
+        r = record
         try:
-            enc = self.encode(i)
+            enc = self.encode(i, r)
         except LabelError as e:
             if self.on_error == "raise":
                 raise
@@ -103,7 +103,7 @@ class ConversationDataset(torch.utils.data.Dataset):
         pixels = []
         for j in range(len(enc.image_is_target)):  # kept images are a prefix of media: truncation drops the tail
             try:
-                image = self.load_image(r, j)
+                image = dataset.image(r, j)
             except (OSError, ValueError) as e:  # missing / corrupt file; programming errors still propagate
                 if self.on_error == "raise":
                     raise InputError(f"record {r.id!r}: media[{j}] ({r.media[j].path}) does not load: {e}") from e

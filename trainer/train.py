@@ -76,7 +76,7 @@ def _train(recipe: TrainRecipe) -> RunResult:
     loaded = prepare_model(recipe)
     model = loaded.model
     mixture = Mixture(recipe.data.mixture)
-    data = ConversationDataset.for_model(mixture, mixture.image, model, max_length=recipe.data.max_length,
+    data = ConversationDataset.for_model(mixture, model, max_length=recipe.data.max_length,
                                          on_error=recipe.data.on_error)
     loader = MixtureLoader(data, batch_size=recipe.batch.per_device, rank=d.rank, world_size=d.world_size,
                            seed=recipe.train.seed, shuffle=recipe.data.shuffle, drop_last=True,

@@ -142,7 +142,7 @@ def test_wds_form_and_worker_independence(tmp_path: Path) -> None:
     shard = write_parquet(tmp_path / "s.parquet", [hf_row(i) for i in range(6)], row_group_size=2)
     m1, _, _ = run(tmp_path, [shard], name="w1", format="both", shard_size=2)
     m2, _, _ = run(tmp_path, [shard], name="w2", format="both", shard_size=2, workers=2)
-    assert len(m1.shards) == 3 and [s["files"] for s in m1.shards] == [s["files"] for s in m2.shards]
+    assert len(m1.shards) == 3 and [s.files for s in m1.shards] == [s.files for s in m2.shards]
     wds = Dataset(tmp_path / "w2")
     wds.form = "wds"
     r = wds[4]

@@ -275,7 +275,7 @@ def test_wds_and_worker_count_independence(tmp_path: Path) -> None:
     src = write_json_array(tmp_path / "v.json", items)
     m1, _, _ = run(tmp_path, [src], root, name="w1", format="both", shard_size=2)
     m2, ds, _ = run(tmp_path, [src], root, name="w2", format="both", shard_size=2, workers=2)
-    assert [s["files"] for s in m1.shards] == [s["files"] for s in m2.shards]
+    assert [s.files for s in m1.shards] == [s.files for s in m2.shards]
     wds = mmdata.dataset.Dataset(tmp_path / "w2")
     wds.form = "wds"
     r = wds[3]

@@ -32,7 +32,7 @@ def test_counts_reconcile_and_every_bad_input_is_a_reasoned_reject(llava_world: 
     c = ds.manifest.counts
     assert c == {"read": c["written"] + c["rejected"], "written": llava_world.expected_written,
                  "rejected": llava_world.expected_rejected}
-    assert len(ds) == c["written"] == sum(s["count"] for s in ds.manifest.shards)
+    assert len(ds) == c["written"] == sum(s.count for s in ds.manifest.shards)
     rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
     assert len(rejects) == c["rejected"]
     reasons = "\n".join(f"{r['ref']}: {r['reason']}" for r in rejects)
@@ -144,7 +144,7 @@ def test_copy_media_stores_files_under_the_dataset(llava_world: World, tmp_path:
 def test_reader_is_lazy_and_indexable(llava_world: World, tmp_path: Path) -> None:
     _build(llava_world, tmp_path / "out", shard_size=6)
     ds = mmdata.open(tmp_path / "out")
-    assert ds._offsets == {} and ds._files == {}  # opening read no shard
+    assert ds.shards._offsets is None and ds.storage._maps == {}  # opening read no shard
     records = list(ds)
     assert [ds[i].id for i in range(len(ds))] == [r.id for r in records]
     assert ds[-1].id == records[-1].id
@@ -169,13 +169,13 @@ def test_media_root_must_exist(llava_world: World, tmp_path: Path) -> None:
 
 
 def test_temp_files_never_use_final_names(tmp_path: Path) -> None:
-    from mmdata.writer import _Hashing
+    from mmdata.storage import LocalStorage
 
-    h = _Hashing(tmp_path / "000000.jsonl")
+    h = LocalStorage(tmp_path).create("shards/000000.jsonl")
     h.write(b"x")
-    assert not (tmp_path / "000000.jsonl").exists() and h.tmp.name.endswith(f".{os.getpid()}.tmp")
+    assert not (tmp_path / "shards" / "000000.jsonl").exists() and h.tmp.name.endswith(f".{os.getpid()}.tmp")
     h.commit()
-    assert (tmp_path / "000000.jsonl").read_bytes() == b"x"
+    assert (tmp_path / "shards" / "000000.jsonl").read_bytes() == b"x"
 
 
 def test_text_fast_path_writes_exactly_what_the_object_path_writes(llava_world: World) -> None:

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from PIL import Image
 
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build import BuildSettings, DatasetWriter, build
 from mmdata.loader import MixtureLoader, MixtureSampler, RecordDataset
 from mmdata.mix import mix
 from mmdata.mixture import Mixture
+from mmdata.schema import Media, Record, Turn
 
 
 def _ids(batch: list[Any]) -> list[Any]:
@@ -115,3 +117,29 @@ def test_mixture_through_dataloader_workers(tmp_path: Path) -> None:
     resumed = MixtureLoader(data, batch_size=8, num_workers=1, collate_fn=_ids)
     resumed.load_state_dict(loader.state_dict())
     assert head + run(resumed) == expected
+
+
+def test_loader_items_carry_their_dataset_so_shared_records_find_their_own_images(tmp_path: Path) -> None:
+    # The same records (same ids, same media paths) built twice over two media roots whose pictures differ: only
+    # the dataset an item came from can tell which picture is meant.
+    colors = {"red": (200, 30, 30), "blue": (30, 30, 200)}
+    for name, color in colors.items():
+        root = tmp_path / f"media-{name}"
+        (root / "img").mkdir(parents=True)
+        for k in range(6):
+            Image.new("RGB", (8 + k, 8), color).save(root / "img" / f"{k}.png")
+        with DatasetWriter(tmp_path / name, media_root=root, shard_size=4) as w:
+            for k in range(6):
+                w.add(Record(f"same{k}", "test", "vqa", [Turn("human", "<image>\nColour?"), Turn("gpt", name)],
+                             [Media(f"img/{k}.png")]))
+    (tmp_path / "r.yaml").write_text("seed: 3\nsources:\n  - {path: red, epochs: 1}\n  - {path: blue, epochs: 1}\n")
+    mix(tmp_path / "r.yaml", tmp_path / "m")
+    mixture = Mixture(tmp_path / "m")
+    items = run(MixtureLoader(RecordDataset(mixture), batch_size=5, shuffle=True, collate_fn=_ids))
+    assert len(items) == 12 and {r.id for r, _ in items} == {f"same{k}" for k in range(6)}
+    for record, dataset in items:
+        image = dataset.image(record, 0)
+        assert image.getpixel((0, 0)) == colors[dataset.root.name] and record.conversations[1].value == \
+            dataset.root.name and image.size == (record.media[0].width, record.media[0].height)
+    assert [(r.id, d.root.name) for r, d in items] == \
+        [(r.id, d.root.name) for r, d in mixture.get_many(list(MixtureSampler(12, shuffle=True)))]

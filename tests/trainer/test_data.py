@@ -6,6 +6,7 @@ import pytest
 import torch
 from trainer_world import RECORDS, N, fake_image, rec
 
+from mmdata.loader import RecordList
 from trainer import Collator, ConversationDataset, LengthGroupedSampler, Sample, Skipped
 from trainer.templates import LabelError
 
@@ -14,8 +15,8 @@ MIXED = ["vqa", "text", "t2i", "video", "edit", "visual_cot"]
 
 def dataset(shared, keys=MIXED, **kw) -> ConversationDataset:
     kw.setdefault("max_length", 512)
-    return ConversationDataset.for_model([RECORDS[k] for k in keys], kw.pop("load_image", fake_image),
-                                         shared.model, **kw)
+    source = RecordList([RECORDS[k] for k in keys], kw.pop("load_image", fake_image))
+    return ConversationDataset.for_model(source, shared.model, **kw)
 
 
 def test_item_length_is_known_before_loading_images(shared) -> None:
@@ -89,11 +90,11 @@ def test_programming_errors_are_not_swallowed_by_skip_mode(shared) -> None:
 
 def test_unbuildable_labels_skip_with_reason(shared) -> None:
     bad = rec("bad1", "vqa", ("human", "say <|eot_id|> please"), ("gpt", "no"))
-    ds = ConversationDataset.for_model([bad], fake_image, shared.model, max_length=512, on_error="skip")
+    ds = ConversationDataset.for_model(RecordList([bad], fake_image), shared.model, max_length=512, on_error="skip")
     item = ds[0]
     assert isinstance(item, Skipped) and item.id == "bad1" and "special token" in item.reason
     assert ds.length(0) == 0
-    strict = ConversationDataset.for_model([bad], fake_image, shared.model, max_length=512)
+    strict = ConversationDataset.for_model(RecordList([bad], fake_image), shared.model, max_length=512)
     with pytest.raises(LabelError):
         strict[0]
     batch = Collator(shared.model.pad_token_id)([item])
@@ -103,9 +104,9 @@ def test_unbuildable_labels_skip_with_reason(shared) -> None:
 def test_truncated_sample_loads_only_kept_images_and_counts_dropped_turns(shared) -> None:
     calls = []
     two = rec("two", "vqa", ("human", "<image>\nA?"), ("gpt", "Red."), ("human", "<image>\nB?"), ("gpt", "Blue."))
-    full = ConversationDataset.for_model([two], fake_image, shared.model, max_length=512).length(0)
-    ds = ConversationDataset.for_model([two], lambda r, j: calls.append(j) or fake_image(r, j), shared.model,
-                                       max_length=full - 1)
+    full = ConversationDataset.for_model(RecordList([two], fake_image), shared.model, max_length=512).length(0)
+    source = RecordList([two], lambda r, j: calls.append(j) or fake_image(r, j))
+    ds = ConversationDataset.for_model(source, shared.model, max_length=full - 1)
     item = ds[0]
     assert item.dropped_turns == 2 and calls == [0] and item.pixel_values.shape[0] == 1
     assert Collator(shared.model.pad_token_id)([item])["dropped_turns"] == 2

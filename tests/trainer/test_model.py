@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from trainer_world import RECORDS, N, fake_image, model_config
 
+from mmdata.loader import RecordList
 from trainer import (
     STAGES,
     Collator,
@@ -27,7 +28,7 @@ MIXED = ["vqa", "text", "t2i", "video", "edit", "visual_cot"]
 
 
 def batch_for(model, keys=MIXED):
-    ds = ConversationDataset.for_model([RECORDS[k] for k in keys], fake_image, model, max_length=512)
+    ds = ConversationDataset.for_model(RecordList([RECORDS[k] for k in keys], fake_image), model, max_length=512)
     return Collator(model.pad_token_id)([ds[i] for i in range(len(ds))])
 
 

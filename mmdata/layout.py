@@ -1,0 +1,341 @@
+"""The on-disk shard layout of a built dataset, writer and reader side by side. No other module names a shard file.
+
+    shards/NNNNNN.jsonl      one record per line                     (form "jsonl")
+    shards/NNNNNN.idx        little-endian uint64 byte offset of each line
+    shards/NNNNNN.tar        webdataset: <key>.json + <key>.<i>.<ext> per record   (form "wds")
+    shards/NNNNNN.tar.idx    uint64 offset of each record's first tar member
+    shards/NNNNNN.done.json  the shard's `ShardResult`, written last: its existence means "this shard is complete"
+
+Every byte goes through a `Storage` (`mmdata.storage`), so a second backend changes no line here.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import io
+import re
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from mmdata.media import decode as decode_media
+from mmdata.schema import Record
+from mmdata.storage import StagedFile, Storage
+
+Form = Literal["jsonl", "wds"]
+SHARDS = "shards"
+_SUFFIX: dict[str, str] = {"jsonl": ".jsonl", "wds": ".tar"}
+_DONE = ".done.json"
+_SCAN_CHUNK = 256
+
+
+# ---------------------------------------------------------------------------------------------- names
+def shard_name(index: int) -> str:
+    return f"{index:06d}"
+
+
+def data_name(index: int, form: Form) -> str:
+    return f"{SHARDS}/{shard_name(index)}{_SUFFIX[form]}"
+
+
+def index_name(data: str) -> str:
+    """The offset index of data file `data`: `x.jsonl` → `x.idx`, `x.tar` → `x.tar.idx`."""
+    return data.removesuffix(".jsonl") + ".idx"
+
+
+def shard_pattern(index: int) -> str:
+    """Every file of shard `index` (for messages about it)."""
+    return f"{SHARDS}/{shard_name(index)}.*"
+
+
+def done_name(index: int) -> str:
+    return f"{SHARDS}/{shard_name(index)}{_DONE}"
+
+
+# ---------------------------------------------------------------------------------------------- manifest entries
+@dataclass(frozen=True)
+class ShardFile:
+    name: str  # relative to the dataset root
+    bytes: int
+    sha256: str
+
+
+@dataclass
+class ShardEntry:
+    """One shard in `dataset.json`: its counts and, per form, its data file."""
+
+    name: str
+    count: int
+    read: int
+    rejected: int
+    files: dict[str, ShardFile]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ShardEntry:
+        return cls(d["name"], d["count"], d["read"], d["rejected"],
+                   {form: ShardFile(**f) for form, f in d["files"].items()})
+
+
+@dataclass
+class ShardResult:
+    """What writing one shard produced; stored as its `.done.json` (rejects included, for `rejects.jsonl`)."""
+
+    index: int
+    read: int = 0
+    written: int = 0
+    rejected: int = 0
+    files: dict[str, ShardFile] = field(default_factory=dict)
+    tasks: dict[str, int] = field(default_factory=dict)
+    sources: dict[str, int] = field(default_factory=dict)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+
+    def entry(self) -> ShardEntry:
+        return ShardEntry(shard_name(self.index), self.written, self.read, self.rejected, self.files)
+
+
+def write_done(storage: Storage, result: ShardResult) -> None:
+    storage.write_bytes(done_name(result.index), orjson.dumps(asdict(result)))
+
+
+def read_done(storage: Storage, index: int) -> ShardResult | None:
+    """The result of shard `index` if it is complete, else None."""
+    name = done_name(index)
+    if not storage.exists(name):
+        return None
+    d = orjson.loads(storage.read_bytes(name))
+    d["files"] = {form: ShardFile(**f) for form, f in d["files"].items()}
+    return ShardResult(**d)
+
+
+def any_done(storage: Storage) -> bool:
+    return bool(storage.list(SHARDS, _DONE))
+
+
+# ---------------------------------------------------------------------------------------------- writing
+class _Hashing:
+    """A staged file that hashes what it writes and knows its size (for the manifest's checksums)."""
+
+    def __init__(self, storage: Storage, name: str) -> None:
+        self.name = name
+        self.f: StagedFile = storage.create(name)
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.f.write(data)
+        self.sha.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.size
+
+    def commit(self) -> ShardFile:
+        self.f.commit()
+        return ShardFile(self.name, self.size, self.sha.hexdigest())
+
+    def abort(self) -> None:
+        self.f.abort()
+
+
+def _write_index(storage: Storage, data: str, offsets: list[int]) -> None:
+    f = storage.create(index_name(data))
+    try:
+        f.write(np.asarray(offsets, dtype="<u8").tobytes())
+        f.commit()
+    except BaseException:
+        f.abort()
+        raise
+
+
+class JsonlSink:
+    """`NNNNNN.jsonl`, one record per line, and its `.idx`. The index is committed before the data."""
+
+    _FLUSH = 1 << 22  # buffer ~4 MiB of lines: one write and one hash update instead of thousands
+
+    def __init__(self, storage: Storage, index: int) -> None:
+        self.storage = storage
+        self.data = _Hashing(storage, data_name(index, "jsonl"))
+        self.offsets: list[int] = []
+        self.buffer: list[bytes] = []
+        self.size = 0  # bytes added so far, buffered or written
+
+    def add(self, line: bytes, record: Record, blobs: list[bytes]) -> None:
+        self.add_line(line, record.id)
+
+    def add_line(self, line: bytes, rid: str) -> None:
+        self.offsets.append(self.size)
+        self.buffer.append(line)
+        self.size += len(line) + 1
+        if self.size - self.data.size > self._FLUSH:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            self.buffer.append(b"")
+            self.data.write(b"\n".join(self.buffer))
+            self.buffer = []
+
+    def commit(self) -> ShardFile:
+        self._flush()
+        _write_index(self.storage, self.data.name, self.offsets)
+        return self.data.commit()
+
+    def abort(self) -> None:
+        self.data.abort()
+
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_EXT = re.compile(r"[a-z0-9]{1,10}")
+
+
+class TarSink:
+    """A webdataset tar: `<key>.json` + `<key>.<i>.<ext>` per record, with deterministic member metadata, and a
+    `.tar.idx` of each record's first member offset, for random access."""
+
+    def __init__(self, storage: Storage, index: int) -> None:
+        self.storage = storage
+        self.data = _Hashing(storage, data_name(index, "wds"))
+        self.tar = tarfile.open(fileobj=self.data, mode="w", format=tarfile.USTAR_FORMAT)  # type: ignore[arg-type]
+        self.offsets: list[int] = []
+
+    def add(self, line: bytes, record: Record, blobs: list[bytes]) -> None:
+        key = self.add_line(line, record.id)
+        for i, (m, blob) in enumerate(zip(record.media, blobs)):
+            ext = m.path.rsplit(".", 1)[-1].lower() if "." in m.path.rsplit("/", 1)[-1] else "img"
+            if not _EXT.fullmatch(ext):  # a tar member name holds 100 bytes: the decoded format's name instead
+                ext = decode_media(blob, m.path).ext
+            self._member(f"{key}.{i}.{ext}", blob)
+
+    def add_line(self, line: bytes, rid: str) -> str:
+        # webdataset splits the key at the first dot of the member name: the key must have none.
+        key = f"{len(self.offsets):06d}_{_KEY_UNSAFE.sub('_', rid)[:60]}"
+        self.offsets.append(self.data.tell())
+        self._member(f"{key}.json", line)
+        return key
+
+    def _member(self, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size, info.mtime, info.mode, info.uname, info.gname = len(data), 0, 0o644, "", ""
+        self.tar.addfile(info, io.BytesIO(data))
+
+    def commit(self) -> ShardFile:
+        self.tar.close()  # writes the end-of-archive blocks, leaves the file object open
+        _write_index(self.storage, self.data.name, self.offsets)
+        return self.data.commit()
+
+    def abort(self) -> None:
+        self.data.abort()
+
+
+SINKS: dict[str, type[JsonlSink] | type[TarSink]] = {"jsonl": JsonlSink, "wds": TarSink}
+
+
+# ---------------------------------------------------------------------------------------------- reading
+class ShardReader:
+    """Rows of one form of a dataset's shards as stored bytes: a JSON line, or one record's tar members.
+
+    All shards' offsets form one table (8 bytes per record, read on first use): shard s's row j starts at
+    `offsets[start_s + j + s]` and ends at the next entry, each shard's run closing with its file size.
+    """
+
+    def __init__(self, storage: Storage, shards: Sequence[ShardEntry], form: Form) -> None:
+        self.storage, self.form = storage, form
+        shards = [s for s in shards if s.count > 0]
+        self.names = [s.files[form].name for s in shards]
+        self.sizes = [s.files[form].bytes for s in shards]
+        self.counts = [s.count for s in shards]
+        self.starts = np.cumsum([0] + self.counts).astype(np.int64)
+        self._starts = self.starts.tolist()
+        self._offsets: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    @property
+    def offsets(self) -> np.ndarray:
+        if self._offsets is None:
+            parts = []
+            for name, size in zip(self.names, self.sizes):
+                parts += [np.frombuffer(self.storage.read_bytes(index_name(name)), dtype="<u8"),
+                          np.array([size], dtype="<u8")]
+            self._offsets = np.concatenate(parts).astype(np.int64) if parts else np.zeros(1, dtype=np.int64)
+        return self._offsets
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_offsets": None}  # a DataLoader worker reads the indexes itself, on first use
+
+    def read(self, shard: int, rows: Sequence[int] | np.ndarray) -> list[bytes]:
+        """Rows `rows` of shard `shard` (any order, repeats allowed), in the order asked."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.size and (rows.min() < 0 or rows.max() >= self.counts[shard]):
+            raise IndexError(f"{self.names[shard]}: a row of {rows.tolist()} is out of range for "
+                             f"{self.counts[shard]} records")
+        return self.read_rows(rows + self.starts[shard])
+
+    def read_rows(self, rows: Sequence[int] | np.ndarray) -> list[bytes]:
+        """Dataset rows `rows` (any order, any shards, repeats allowed), in the order asked. The reads are issued
+        sorted by (shard, offset): sequential for a file system, one batch of ranged reads for an object store."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if not rows.size:
+            return []
+        shard = np.searchsorted(self.starts[1:], rows, side="right")
+        pos = rows + shard
+        offsets = self.offsets
+        begin, end = offsets[pos], offsets[pos + 1]
+        order = np.argsort((shard << 40) | begin, kind="stable")  # by (shard, offset): shards stay below 1 TiB
+        names = self.names
+        data = self.storage.read_ranges([names[s] for s in shard[order].tolist()], begin[order].tolist(),
+                                        end[order].tolist())
+        out: list[bytes] = [b""] * len(data)
+        for k, blob in zip(order.tolist(), data):
+            out[k] = blob
+        return out
+
+    def read_one(self, row: int) -> bytes:
+        """Dataset row `row` alone (the scalar path of `read_rows`, without its array overhead)."""
+        s = bisect.bisect_right(self._starts, row) - 1
+        offsets = self.offsets
+        return self.storage.read_ranges([self.names[s]], [int(offsets[row + s])], [int(offsets[row + s + 1])])[0]
+
+    def scan(self, shard: int) -> Iterator[bytes]:
+        """Shard `shard` front to back (JSONL: its lines, read as a stream)."""
+        if self.form == "jsonl":
+            with self.storage.stream(self.names[shard]) as f:
+                yield from f
+        else:  # a chunk of records at a time: a tar shard's media need not fit in memory
+            for lo in range(0, self.counts[shard], _SCAN_CHUNK):
+                yield from self.read(shard, range(lo, min(lo + _SCAN_CHUNK, self.counts[shard])))
+
+
+def decoder(form: Form) -> Callable[[bytes], Record]:
+    """Stored bytes → `Record` for shards of `form` (tar records carry their media bytes in `Media.data`)."""
+    return _decode_jsonl if form == "jsonl" else _decode_tar
+
+
+def _decode_jsonl(data: bytes) -> Record:
+    return Record.from_dict(orjson.loads(data))
+
+
+def _decode_tar(data: bytes) -> Record:
+    record: Record | None = None
+    blobs: dict[int, bytes] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar:
+            content = tar.extractfile(member)
+            assert content is not None, member.name
+            parts = member.name.split(".")
+            if parts[-1] == "json" and len(parts) == 2:
+                record = Record.from_dict(orjson.loads(content.read()))
+            else:
+                blobs[int(parts[1])] = content.read()
+    assert record is not None, "tar sample without a .json member"
+    for i, m in enumerate(record.media):
+        m.data = blobs.get(i)
+    return record
+
