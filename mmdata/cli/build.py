@@ -21,7 +21,7 @@ app = typer.Typer(help="Convert a raw source into a dataset (JSONL + index and/o
 _COMMON: list[tuple[str, Any, Any]] = [
     ("out", Path, typer.Option(..., "--out", "-o", help="Output dataset directory")),
     ("format", Literal["jsonl", "wds", "both"], typer.Option("jsonl", "--format",
-                                                         help="jsonl (+ .idx), wds (webdataset tars) or both")),
+                                                         help="jsonl (+ offset index), wds (webdataset tars) or both")),
     ("workers", int, typer.Option(1, "--workers", "-w", help="Worker processes; the output does not depend on it")),
     ("copy_media", bool, typer.Option(False, "--copy-media", help="Store media under <out>/media instead of "
                                                                   "referencing them in place")),
