@@ -25,12 +25,14 @@ from mmdata.storage import LocalStorage
 
 class Dataset(Sequence[Record]):
     """A built dataset. Records come from the JSONL shards when present, else from the webdataset tars (whose
-    records carry their media bytes in `Media.data`)."""
+    records carry their media bytes in `Media.data`); `form` picks one of a `--format both` build."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, form: Form | None = None) -> None:
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
-        self.form: Form = "jsonl" if "jsonl" in self.manifest.formats else "wds"
+        if form is not None and form not in self.manifest.formats:
+            raise ValueError(f"{self.root}: form {form!r} was not built (formats: {', '.join(self.manifest.formats)})")
+        self.form: Form = form or ("jsonl" if "jsonl" in self.manifest.formats else "wds")
         self.media_root = self.manifest.resolve_media_root(self.root)
         self.storage = LocalStorage(self.root)
         self.shards = ShardReader(self.storage, self.manifest.shards, self.form)

@@ -143,8 +143,7 @@ def test_wds_form_and_worker_independence(tmp_path: Path) -> None:
     m1, _, _ = run(tmp_path, [shard], name="w1", format="both", shard_size=2)
     m2, _, _ = run(tmp_path, [shard], name="w2", format="both", shard_size=2, workers=2)
     assert len(m1.shards) == 3 and [s.files for s in m1.shards] == [s.files for s in m2.shards]
-    wds = Dataset(tmp_path / "w2")
-    wds.form = "wds"
+    wds = Dataset(tmp_path / "w2", form="wds")
     r = wds[4]
     assert r.id == "s:4" and all(m.data for m in r.media)
     assert_direction(wds, r)
