@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmdata.errors import NotFound
+from mmdata.errors import InputError, NotFound
 from mmdata.layout import Form, ShardReader, decoder
 from mmdata.manifest import Manifest
 from mmdata.media import to_rgb
@@ -31,7 +31,7 @@ class Dataset(Sequence[Record]):
         self.root = Path(root)
         self.manifest = Manifest.load(self.root)
         if form is not None and form not in self.manifest.formats:
-            raise ValueError(f"{self.root}: form {form!r} was not built (formats: {', '.join(self.manifest.formats)})")
+            raise InputError(f"{self.root}: form {form!r} was not built (formats: {', '.join(self.manifest.formats)})")
         self.form: Form = form or ("jsonl" if "jsonl" in self.manifest.formats else "wds")
         self.media_root = self.manifest.resolve_media_root(self.root)
         self.storage = LocalStorage(self.root)
