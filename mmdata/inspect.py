@@ -15,7 +15,7 @@ from mmdata.manifest import Manifest
 from mmdata.media import MediaError, check_bytes
 from mmdata.schema import Record, RecordError
 
-if TYPE_CHECKING:  # mixture.py imports this module (records_frame)
+if TYPE_CHECKING:
     from mmdata.dataset import Dataset
     from mmdata.mixture import Mixture
 

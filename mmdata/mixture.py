@@ -18,7 +18,6 @@ from PIL import Image
 
 from mmdata.dataset import Dataset
 from mmdata.errors import InputError, NotFound
-from mmdata.inspect import records_frame
 from mmdata.manifest import MANIFEST
 from mmdata.mix import INDEX_DTYPE, MIXTURE, MixtureManifest, MixtureSource
 from mmdata.schema import Record
@@ -136,6 +135,8 @@ class Mixture(Sequence[Record]):
     # ---------------------------------------------------------------- inspection
     def to_pandas(self, limit: int | None = None) -> Any:
         """One row per sample (first `limit`), with a `dataset` column naming its source dataset."""
+        from mmdata.inspect import records_frame  # inspect types its arguments as Dataset | Mixture
+
         n = len(self) if limit is None else min(limit, len(self))
         names = self.names
         datasets = self.index["dataset"][:n].tolist()
