@@ -59,6 +59,7 @@ class ExportResult:
 def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = False) -> ExportResult:
     """Write every record of the dataset or mixture at `path` that format `to` can express into `out`."""
     import mmdata
+    from mmdata.mixture import Mixture
 
     if to not in FORMATS:
         raise InputError(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
@@ -67,7 +68,7 @@ def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = Fa
         container = "a JSONL file (one record per line)" if fmt.suffix == ".jsonl" else "one JSON array"
         raise InputError(f"--out {out}: the {to} loader reads {container}; name it *{fmt.suffix}")
     ds = mmdata.open(path)
-    is_mixture = hasattr(ds, "get")
+    is_mixture = isinstance(ds, Mixture)
     if is_mixture and not absolute_paths:
         raise InputError(f"{path} is a mixture: its sources have different media roots; pass --absolute-paths")
     if not is_mixture and ds.form != "jsonl":
@@ -76,7 +77,7 @@ def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = Fa
     result = ExportResult(out, image_folder=None if (absolute_paths or is_mixture) else ds.media_root)
     rows: list[bytes] = []
     for i in range(len(ds)):
-        record, source = ds.get(i) if is_mixture else (ds[i], ds)
+        record, source = ds.get(i)  # a mixture's record comes with the dataset that resolves its media
         if record.media and (source.form != "jsonl" or source.media_root is None):
             reason: str | None = "its dataset keeps its media in webdataset tars only: no image file to point at"
         else:
