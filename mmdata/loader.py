@@ -140,7 +140,11 @@ class RecordDataset(Generic[T]):
 
     def __getitems__(self, indices: list[int]) -> list[Any]:
         # torch's DataLoader fetches a whole batch through this when it exists.
-        return [self.item(i, record, dataset) for i, (record, dataset) in zip(indices, self.source.get_many(indices))]
+        pairs = self.source.get_many(indices)
+        if type(self).item is RecordDataset.item:  # not overridden: skip a method call per item on the hot path
+            transform = self.transform
+            return pairs if transform is None else [transform(record, dataset) for record, dataset in pairs]
+        return [self.item(i, record, dataset) for i, (record, dataset) in zip(indices, pairs)]
 
 
 class MixtureLoader:
