@@ -35,16 +35,16 @@ def _shards(out: Path) -> dict[str, bytes]:
 
 def _fail_writes_of(monkeypatch: pytest.MonkeyPatch, name_part: str, code: int) -> None:
     """Every shard file write whose temp name contains `name_part` fails with `code` (ENOSPC, EROFS…)."""
-    from mmdata import writer
+    from mmdata import storage
 
-    real = writer._Hashing.write
+    real = storage._LocalStaged.write
 
-    def write(self: writer._Hashing, data: bytes) -> int:
+    def write(self: storage._LocalStaged, data: bytes) -> int:
         if name_part in self.tmp.name:
             raise OSError(code, os.strerror(code))
         return real(self, data)
 
-    monkeypatch.setattr(writer._Hashing, "write", write)
+    monkeypatch.setattr(storage._LocalStaged, "write", write)
 
 
 def test_disk_full_in_a_build_is_one_line_and_the_rerun_resumes(tmp_path: Path,
