@@ -11,5 +11,13 @@ __all__ = [
     "STAGES", "TEMPLATES", "ChatTemplate", "Collator", "ConfigError", "ConversationDataset", "ConversationEncoder",
     "LabelError", "LengthGroupedSampler", "Loaded", "MMOutput", "ModelConfig", "Sample", "Skipped",
     "StageConfig", "UnifiedModel", "add_image_tokens", "apply_stage", "apply_trainable", "build_model", "load",
-    "make_tiny", "resolve_pad_id",
+    "load_visualizer", "make_tiny", "resolve_pad_id",
 ]
+
+
+def __getattr__(name: str):
+    if name == "load_visualizer":  # lazily: diffusers is imported only by those who render pictures
+        from trainer.visualizer.export import load_visualizer
+
+        return load_visualizer
+    raise AttributeError(name)

@@ -1,6 +1,7 @@
-"""The `mmtrain` command line: `mmtrain stage1|stage2 --config RECIPE.yaml [--section.key VALUE ...]`.
+"""The `mmtrain` command line: `mmtrain stage1|stage2|visualizer --config RECIPE.yaml [--section.key VALUE ...]`,
+and `mmtrain generate`.
 
-Each command parses, loads the recipe (overrides applied before validation) and calls `trainer.train.train`.
+Each training command parses, loads the recipe (overrides applied before validation) and calls its train function.
 Under torchrun / the deepspeed launcher every rank runs the same command.
 """
 
@@ -16,7 +17,8 @@ import typer
 
 from mmdata.cli._errors import user_errors
 
-app = typer.Typer(name="mmtrain", help="Train the unified model: stage 1 (projector), then stage 2 (LLM + head).",
+app = typer.Typer(name="mmtrain", help="Train the unified model: stage 1 (projector), then stage 2 (LLM + head), "
+                  "then the visualizer (pictures from predicted image tokens); generate with the exports.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 _EPILOG = ("Any recipe key can be overridden as --section.key VALUE (YAML value, e.g. --optim.lr 1e-4 --train.max_steps "
@@ -66,6 +68,50 @@ def keys() -> None:
 
     for key, kind, text in overview(TrainRecipe):
         typer.echo(f"{key:32} {kind:36} {text}".rstrip())
+
+
+@app.command(context_settings=_EXTRA)
+@user_errors
+def visualizer(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME,
+               lr_scale_from: str | None = _SCALE) -> None:
+    """The visualizer: a diffusion UNet conditioned on stage 2's image tokens (projector + UNet train, VAE frozen)."""
+    from trainer.visualizer.config import load_visualizer_recipe, parse_overrides
+
+    overrides = parse_overrides(list(ctx.args))
+    if resume:
+        overrides["checkpoint.resume"] = True
+    if lr_scale_from is not None:
+        overrides["optim.lr_scale_from"] = lr_scale_from
+    recipe = load_visualizer_recipe(config, overrides)
+    from trainer.visualizer.train import train_visualizer
+
+    train_visualizer(recipe)
+
+
+@app.command()
+@user_errors
+def generate(
+    model: Path = typer.Option(..., "--model", help="Exported stage-2 model (RUN/export or the run directory)"),
+    prompt: str = typer.Option(..., "--prompt", help="The user turn; `<image>` marks where --image goes"),
+    visualizer: Path | None = typer.Option(None, "--visualizer", help="Exported visualizer: render images to PNG"),
+    image: Path | None = typer.Option(None, "--image", help="An input image (edit prompts)"),
+    out: Path = typer.Option(Path("out.png"), "--out", help="PNG for the first image; later ones get -1, -2, …"),
+    cfg: float = typer.Option(3.0, "--cfg", help="Classifier-free guidance scale (1 = none)"),
+    steps: int = typer.Option(25, "--steps", help="DPM-Solver++ steps"),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same pictures"),
+    max_new_tokens: int = typer.Option(64, "--max-new-tokens"),
+    start_image: bool = typer.Option(False, "--start-image", help="Begin the answer with an image"),
+) -> None:
+    """Generate with an exported model: print the text; with --visualizer, write each predicted image as a PNG."""
+    from trainer.visualizer.render import generate_pictures
+
+    r = generate_pictures(model, prompt, out=out, visualizer=visualizer, image=image, cfg=cfg, steps=steps,
+                          seed=seed, max_new_tokens=max_new_tokens, start_image=start_image)
+    print(r.text)
+    for path in r.images:
+        print(f"[mmtrain] image → {path}")
+    if r.predicted and not r.images:
+        print(f"[mmtrain] {r.predicted} image(s) predicted; pass --visualizer VIS/export to render them")
 
 
 def main() -> None:

@@ -2,7 +2,7 @@
 
 When the model emits `<image_start>`, the next N positions are image tokens: the vision head's prediction at each
 position (normalised like the training targets) is projected back in as the next input, and `<image_end>` closes
-the run. The N × vision_dim embeddings are returned; rendering pixels from them needs a diffusion decoder (not here).
+the run. The N × vision_dim embeddings are returned; `trainer.visualizer.render` turns them into pixels.
 No KV cache: this is a check that an export runs, not a serving path.
 """
 
@@ -30,8 +30,12 @@ class Generation:
 
 @torch.no_grad()
 def generate(model: UnifiedModel | str | Path, prompt: str, images: list[Image.Image] | None = None, *,
-             max_new_tokens: int = 32, system: str | None = None) -> Generation:
-    """Greedy continuation of one user turn (`<image>` placeholders in `prompt` take `images` in order)."""
+             max_new_tokens: int = 32, system: str | None = None, start_image: bool = False) -> Generation:
+    """Greedy continuation of one user turn (`<image>` placeholders in `prompt` take `images` in order).
+
+    `start_image` begins the answer with `<image_start>`: the model's first output is an image (text-to-image and
+    edit prompts), whatever a barely trained LM would have chosen.
+    """
     if not isinstance(model, UnifiedModel):
         model = load(model).model
     model.eval()
@@ -49,9 +53,14 @@ def generate(model: UnifiedModel | str | Path, prompt: str, images: list[Image.I
     lm_head = model.llm.get_output_embeddings()
     out_ids: list[int] = []
     predicted: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
-        h = model.llm.get_decoder()(inputs_embeds=emb, use_cache=False).last_hidden_state[:, -1]
-        tok = int(lm_head(h).argmax(-1))
+    if start_image and model.vision_head is None:
+        raise ValueError("start_image: this model has no vision head (a stage-1 export?); use a stage-2 export")
+    for i in range(max_new_tokens):
+        if start_image and i == 0:
+            tok = model.image_start_id
+        else:
+            h = model.llm.get_decoder()(inputs_embeds=emb, use_cache=False).last_hidden_state[:, -1]
+            tok = int(lm_head(h).argmax(-1))
         out_ids.append(tok)
         emb = torch.cat([emb, model.llm.get_input_embeddings()(torch.tensor([[tok]]))], 1)
         if tok in stop:

@@ -44,11 +44,10 @@ class MetricsLogger:
                 if isinstance(v, (int, float)) and k not in ("step", "epoch"):
                     self.tb.add_scalar(f"train/{k}", v, step)
         if self.bar is not None:
-            shown = {"loss": row["loss"], "ce": row["text_loss"], "lr": row["lr"],
-                     "samples/s": row["samples_per_s"], "tok/s": row["tokens_per_s"]}
-            if row.get("vision_cos") is not None:
-                shown["vis_cos"] = row["vision_cos"]
-            self.bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()}, refresh=False)
+            shown = {"loss": "loss", "ce": "text_loss", "lr": "lr", "samples/s": "samples_per_s",
+                     "tok/s": "tokens_per_s", "vis_cos": "vision_cos"}  # those the run logs (the visualizer: fewer)
+            self.bar.set_postfix({k: f"{row[v]:.3g}" for k, v in shown.items() if row.get(v) is not None},
+                                 refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -27,7 +26,7 @@ from trainer.losses import chunked_cross_entropy, cosine_vision_loss
 from trainer.projector import build_projector
 from trainer.templates import IGNORE_INDEX
 from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, MM_TOKENS
-from trainer.vision import REDUCTIONS, ImageProcessor, VisionTower
+from trainer.vision import REDUCTIONS, ImageProcessor, VisionTower, image_tokens
 
 MM_CONFIG = "mm_config.json"
 MM_WEIGHTS = "mm_weights.safetensors"
@@ -82,10 +81,7 @@ class UnifiedModel(nn.Module):
         train_tower = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())
         with torch.set_grad_enabled(train_tower):
             x = self.vision(pixel_values)
-        x = self._reduce(x, self.num_image_tokens)
-        if self.config.normalize_vision:
-            x = F.normalize(x.float(), dim=-1).to(x.dtype)
-        return x
+        return image_tokens(x, self.config.token_reduction, self.num_image_tokens, self.config.normalize_vision)
 
     def embed(self, input_ids: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with the projected image features written into the `<image>` slots, in order."""

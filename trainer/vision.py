@@ -120,6 +120,15 @@ REDUCTIONS: dict[str, Callable[[torch.Tensor, int], torch.Tensor]] = {
 }
 
 
+def image_tokens(features: torch.Tensor, reduction: str, n: int, normalize: bool) -> torch.Tensor:
+    """Tower patch features → the N tokens the LLM reads and stage 2 predicts (and the visualizer is conditioned
+    on): reduced, then L2-normalised per token when `normalize` (MetaMorph's `normalize_vision`)."""
+    x = REDUCTIONS[reduction](features, n)
+    if normalize:
+        x = F.normalize(x.float(), dim=-1).to(x.dtype)
+    return x
+
+
 # ---------------------------------------------------------------------------- image processor
 
 @dataclass

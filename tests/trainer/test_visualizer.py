@@ -1,0 +1,218 @@
+"""The visualizer end to end on a tiny world: overfit, condition dropout, exact resume, generate → PNG, refusals.
+
+The condition comes from a saved (untrained) unified model: the contract is its config and tower, not its
+training. One 4-step run (checkpoints at 2 and 4) is shared by the session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from trainer.config import ConfigError
+from trainer.metrics import read
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "tiny" / "visualizer.yaml"
+os.environ.setdefault("MMTRAIN_SHM_COMM", "0")
+pytest.importorskip("diffusers")
+
+
+def _pictures(root: Path, n: int) -> Path:
+    """n distinct, smooth pictures (colour ramps and a square) as a built dataset of text → image records."""
+    from builders.cambrian import CambrianOptions
+    from mmdata.build import BuildSettings, build
+
+    media = root / "media"
+    (media / "img").mkdir(parents=True)
+    y, x = np.mgrid[0:40, 0:48].astype(np.float32)
+    lines = []
+    for i in range(n):
+        rgb = np.stack([(x * (i + 1) * 5) % 256, (y * (8 - i) * 4) % 256, np.full_like(x, 30 * i)], -1)
+        rgb[8 + i:20 + i, 10:22] = 255 - 20 * i
+        Image.fromarray(rgb.astype(np.uint8)).save(media / "img" / f"{i}.png")
+        lines.append(json.dumps({"id": f"p{i}", "image": f"img/{i}.png", "conversations": [
+            {"from": "human", "value": f"Draw picture {i}."}, {"from": "gpt", "value": "<image>"}]}))
+    (root / "t2i.jsonl").write_text("\n".join(lines) + "\n")
+    build("cambrian", CambrianOptions(input=[root / "t2i.jsonl"], media_root=media), BuildSettings(out=root / "t2i"))
+    return root / "t2i"
+
+
+def _model(tiny, out: Path, **kw) -> Path:
+    from trainer_world import model_config
+
+    from trainer import build_model
+
+    torch.manual_seed(0)
+    build_model(model_config(tiny, **kw)).model.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vis_world(tiny, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from trainer.visualizer.tiny import make_tiny_diffusion
+
+    root = tmp_path_factory.mktemp("vis_world")
+    return {"root": root, "data": _pictures(root / "data", 8), "model": _model(tiny, root / "s2"),
+            "diffusion": make_tiny_diffusion(root / "diffusion")}
+
+
+def _recipe(world: dict[str, Path], out: Path, **extra: object):
+    from trainer.visualizer.config import load_visualizer_recipe
+
+    base = {"output_dir": str(out), "data.source": str(world["data"]), "data.images": "target",
+            "condition.from_model": str(world["model"]), "diffusion.pretrained": str(world["diffusion"]),
+            "logging.progress": False, "batch.per_device": 4}
+    return load_visualizer_recipe(RECIPE, base | extra)
+
+
+def _train(world: dict[str, Path], out: Path, **extra: object):
+    from trainer.visualizer.train import train_visualizer
+
+    return train_visualizer(_recipe(world, out, **extra))
+
+
+@pytest.fixture(scope="session")
+def vis_run(vis_world: dict[str, Path]) -> Path:
+    return _train(vis_world, vis_world["root"] / "runs" / "v", **{
+        "train.max_steps": 4, "checkpoint.every": 2, "diffusion.cond_dropout": 0.5,
+        "diffusion.noise_offset": 0.1}).run_dir
+
+
+def _fixed_loss(net, encoders, pixels, tower_pixels) -> float:
+    """The loss on fixed draws (noise, timesteps, no dropout): comparable before and after training."""
+    from trainer.visualizer.model import draw
+
+    gen = torch.Generator().manual_seed(123)
+    losses = []
+    with torch.no_grad():
+        lat, tok = encoders.latents(pixels, gen), encoders.tokens(tower_pixels)
+        for _ in range(8):
+            d = draw(lat, gen, num_train_timesteps=1000, cond_dropout=0.0, noise_offset=0.0)
+            losses.append(float(net(lat, tok, d.noise, d.timesteps, d.drop)))
+    return sum(losses) / len(losses)
+
+
+def test_overfits_eight_images(vis_world: dict[str, Path], tmp_path: Path) -> None:
+    from mmdata.dataset import open_dataset
+    from mmdata.loader import RecordDataset
+    from trainer.visualizer.config import resolve_condition
+    from trainer.visualizer.data import VisTransform, collate
+    from trainer.visualizer.export import build, load_visualizer
+
+    fit = {"train.max_steps": 30, "batch.per_device": 8, "diffusion.cond_dropout": 0.0,
+           "optim.schedule": "constant", "optim.lr": 2.0e-3, "checkpoint.every": 1000}
+    recipe = _recipe(vis_world, tmp_path / "fit", **fit)
+    torch.manual_seed(recipe.train.seed)  # the loop seeds the same way before building: same initial weights
+    net, encoders = build(recipe, resolve_condition(recipe.condition))
+    data = RecordDataset(open_dataset(recipe.data.source), VisTransform(encoders.processor, 16))
+    batch = collate([data[i] for i in range(8)])
+    before = _fixed_loss(net.eval(), encoders, batch["pixels"], batch["tower_pixels"])
+    _train(vis_world, tmp_path / "fit", **fit)
+    vis = load_visualizer(tmp_path / "fit")
+    after = _fixed_loss(vis.net, encoders, batch["pixels"], batch["tower_pixels"])
+    rows = read(tmp_path / "fit")
+    assert [r["samples"] for r in rows] == [8] * 30 and all(r["cond_dropped"] == 0 for r in rows)
+    assert after < 0.5 * before, (before, after)
+
+
+def test_condition_dropout_rate_and_zero_context(vis_world: dict[str, Path], vis_run: Path) -> None:
+    from trainer.visualizer.export import load_visualizer
+    from trainer.visualizer.model import draw, step_generator
+
+    lat = torch.zeros(20000, 4, 1, 1)
+    d = draw(lat, step_generator(0, 0, 0, 0), num_train_timesteps=1000, cond_dropout=0.3, noise_offset=0.0)
+    assert abs(float(d.drop.float().mean()) - 0.3) < 0.015
+    net = load_visualizer(vis_run).net
+    tokens = torch.randn(4, 4, 48)
+    ctx = net.condition(tokens, torch.tensor([True, False, True, False]))
+    assert torch.equal(ctx[0], torch.zeros_like(ctx[0])) and torch.equal(ctx[2], torch.zeros_like(ctx[2]))
+    assert torch.allclose(ctx[1], net.condition(tokens[1:2])[0])
+    rows = read(vis_run)  # 4 steps × 4 samples at rate 0.5: some dropped, not all
+    assert 0 < sum(r["cond_dropped"] for r in rows) < sum(r["samples"] for r in rows)
+
+
+def test_kill_and_resume_gives_the_uninterrupted_run(vis_world: dict[str, Path], vis_run: Path,
+                                                     tmp_path: Path) -> None:
+    run = tmp_path / "resumed"
+    shutil.copytree(vis_run, run)
+    shutil.rmtree(run / "checkpoints" / "step_00000004")
+    (run / "checkpoints" / "latest").write_text("step_00000002")
+    shutil.rmtree(run / "export")
+    _train(vis_world, run, **{"train.max_steps": 4, "checkpoint.every": 2, "diffusion.cond_dropout": 0.5,
+                              "diffusion.noise_offset": 0.1, "checkpoint.resume": True})
+    full, resumed = read(vis_run), read(run)
+    assert [r["step"] for r in resumed] == [1, 2, 3, 4]
+    for a, b in zip(full, resumed):
+        assert (a["loss"], a["cond_dropped"], a["samples"]) == (b["loss"], b["cond_dropped"], b["samples"])
+    for name in ("projector.safetensors", "unet/diffusion_pytorch_model.safetensors"):
+        wa, wb = load_file(str(vis_run / "export" / name)), load_file(str(run / "export" / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_generate_writes_pngs_of_the_configured_size(vis_world: dict[str, Path], vis_run: Path,
+                                                     tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    def run(out: Path, seed: int) -> bytes:
+        r = CliRunner().invoke(app, ["generate", "--model", str(vis_world["model"]), "--visualizer",
+                                     str(vis_run / "export"), "--prompt", "Draw a red cat.", "--start-image",
+                                     "--max-new-tokens", "6", "--steps", "3", "--seed", str(seed), "--out", str(out)])
+        assert r.exit_code == 0, r.output
+        assert f"image → {out}" in r.output
+        return out.read_bytes()
+
+    a = run(tmp_path / "a.png", 0)
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.size == (16, 16) and im.mode == "RGB"  # diffusion.resolution
+    assert run(tmp_path / "b.png", 0) == a  # seeded
+    assert run(tmp_path / "c.png", 1) != a
+
+
+def test_generate_refuses_a_model_with_other_tokens_or_tower(tiny, vis_world: dict[str, Path], vis_run: Path,
+                                                             tmp_path: Path) -> None:
+    from trainer.tiny import make_tiny
+    from trainer.visualizer.render import generate_pictures
+
+    def refused(model: Path, match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            generate_pictures(model, "Draw.", out=tmp_path / "x.png", visualizer=vis_run, start_image=True)
+        assert not (tmp_path / "x.png").exists()
+
+    refused(_model(tiny, tmp_path / "n16", n=16), r"disagree on the image tokens.*num_image_tokens: 4 vs 16")
+    clip = make_tiny(tmp_path / "clip", vision="clip")
+    refused(_model(clip, tmp_path / "m_clip"), r"tower model_type: 'siglip_vision_model' vs 'clip_vision_model'")
+    other = make_tiny(tmp_path / "seed1", seed=1)  # same architecture, other weights
+    refused(_model(other, tmp_path / "m_seed1"), r"another vision tower .* probe tokens agree at cosine")
+
+
+def test_recipe_refuses_tokens_other_than_the_models(vis_world: dict[str, Path], tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"condition.num_image_tokens is 16 but the model at .* was trained with 4"):
+        from trainer.visualizer.config import resolve_condition
+
+        resolve_condition(_recipe(vis_world, tmp_path, **{"condition.num_image_tokens": 16}).condition)
+    with pytest.raises(ConfigError, match="zero_stage 3 is not supported"):
+        _recipe(vis_world, tmp_path, **{"train.zero_stage": 3})
+    with pytest.raises(ConfigError, match="'unet_mode': unknown key"):
+        _recipe(vis_world, tmp_path, **{"diffusion.unet_mode": "train"})
+
+
+@pytest.mark.parametrize("kind", ["mlp", "xattn", "transformer"])
+def test_projectors_map_tokens_to_the_unet_context(kind: str) -> None:
+    from trainer.visualizer.projector import build_condition_projector
+
+    p = build_condition_projector(kind, 48, 32, hidden_dim=64, num_layers=2, num_heads=4, context_tokens=8)
+    out = p(torch.randn(3, 4, 48))
+    assert out.shape == (3, 8, 32)
+    if kind == "mlp":  # N tokens, then zero padding up to the context length
+        assert torch.equal(out[:, 4:], torch.zeros(3, 4, 32)) and out[:, :4].abs().sum() > 0

@@ -1,0 +1,195 @@
+"""`mmtrain visualizer`: train the condition projector (+ UNet) on images from a built dataset or mixture.
+
+    recipe → process group → condition spec (from the stage-2 export) → UNet, VAE, tower → RecordDataset +
+    MixtureLoader → AdamW + cosine/constant → deepspeed.initialize (projector + UNet only) → [resume]
+    → for each step: grad_accum micro-batches (tower tokens, VAE latents, noise → forward, backward, step)
+    → metrics → checkpoints → export/
+
+The process group, DeepSpeed config, checkpoints (exact resume: engine state, loader position, RNG), metrics and
+run directory are the stages' own (`trainer.engine`, `trainer.checkpoint`, `trainer.metrics`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import yaml
+
+from mmdata.dataset import open_dataset
+from mmdata.loader import MixtureLoader, RecordDataset
+from trainer import checkpoint
+from trainer.engine import cosine_schedule, ds_config, init_distributed
+from trainer.metrics import MetricsLogger
+from trainer.train import RunResult, _seed, _should_resume
+from trainer.visualizer.config import VisualizerRecipe, resolve_condition
+from trainer.visualizer.data import VisTransform, collate
+from trainer.visualizer.export import build, export
+from trainer.visualizer.model import FrozenEncoders, VisualizerNet, draw, step_generator
+
+log = logging.getLogger("trainer")
+
+
+def lr_factor(recipe: VisualizerRecipe, total: int):
+    o = recipe.optim
+    if o.schedule == "constant":
+        return cosine_schedule(total, o.warmup_ratio, 1.0)  # min ratio 1: warmup, then flat
+    return cosine_schedule(total, o.warmup_ratio, o.min_lr_ratio)
+
+
+def param_groups(net: VisualizerNet, weight_decay: float) -> list[dict[str, Any]]:
+    decay = [p for p in net.parameters() if p.requires_grad and p.ndim >= 2]
+    rest = [p for p in net.parameters() if p.requires_grad and p.ndim < 2]
+    return [g for g in ({"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0})
+            if g["params"]]
+
+
+def train_visualizer(recipe: VisualizerRecipe) -> RunResult:
+    """Run (or resume) a visualizer recipe; collective across all launched ranks."""
+    d = init_distributed()
+    run_dir = Path(recipe.output_dir)
+    accum = recipe.batch.resolve(d.world_size)
+    global_batch = recipe.batch.per_device * accum * d.world_size
+    lr = recipe.optim.resolve_lr(global_batch)
+    resume = _should_resume(recipe, run_dir)  # type: ignore[arg-type]  # reads only recipe.checkpoint
+    _seed(recipe.train.seed + d.rank)
+    if recipe.train.cpu_threads is not None:
+        torch.set_num_threads(recipe.train.cpu_threads)
+
+    spec = resolve_condition(recipe.condition)
+    net, encoders = build(recipe, spec)
+    source = open_dataset(recipe.data.source)
+    data = RecordDataset(source, VisTransform(encoders.processor, recipe.diffusion.resolution,
+                                              images=recipe.data.images, on_error=recipe.data.on_error))
+    loader = MixtureLoader(data, batch_size=recipe.batch.per_device, rank=d.rank, world_size=d.world_size,
+                           seed=recipe.train.seed, shuffle=recipe.data.shuffle, drop_last=True,
+                           num_workers=recipe.data.num_workers, collate_fn=collate)
+    steps_per_epoch = len(loader) // accum
+    if steps_per_epoch == 0:
+        raise ValueError(f"data.source {recipe.data.source}: {len(source)} records give no full optimizer step at "
+                         f"a global batch of {global_batch}; use more data or a smaller batch")
+    total = recipe.train.max_steps or steps_per_epoch * recipe.train.epochs
+
+    config = ds_config(recipe, accum, d.world_size)  # type: ignore[arg-type]  # batch, optim, train sections
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+        (run_dir / "ds_config.json").write_text(json.dumps(config, indent=2))
+        trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
+        print(f"[mmtrain] visualizer: {recipe.projector.type} projector, UNet {recipe.diffusion.unet} "
+              f"({trainable:,} trainable parameters); condition {spec.num_image_tokens} tokens from "
+              f"{spec.vision_tower}; global batch {global_batch} = {recipe.batch.per_device} × {accum} × "
+              f"{d.world_size}; lr {lr:.3g} {recipe.optim.schedule}; {total} steps; ZeRO-{recipe.train.zero_stage}, "
+              f"{recipe.train.precision}; run dir {run_dir}", flush=True)
+
+    import deepspeed
+
+    optimizer = torch.optim.AdamW(param_groups(net, recipe.optim.weight_decay), lr=lr,
+                                  betas=tuple(recipe.optim.betas), eps=recipe.optim.eps)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(recipe, total))
+    engine, _, _, _ = deepspeed.initialize(model=net, optimizer=optimizer, lr_scheduler=schedule, config=config)
+
+    step = 0
+    if resume:
+        client = checkpoint.load(engine, run_dir, rank=d.rank)
+        step = int(client["step"])
+        loader.load_state_dict(client["loader"])
+        if d.main:
+            print(f"[mmtrain] resumed from {run_dir / checkpoint.CHECKPOINTS / checkpoint.tag(step)} (step {step})",
+                  flush=True)
+
+    metrics = MetricsLogger(run_dir, total_steps=total, start_step=step, enabled=d.main,
+                            tensorboard=recipe.logging.tensorboard, progress=recipe.logging.progress)
+    stepper = VisStepper(engine, net, encoders, loader, recipe, accum, d.rank, d.world_size, run_dir)
+    engine.train()
+    try:
+        while step < total:
+            lr_now = schedule.get_last_lr()[0]
+            row = stepper.step(step)
+            step += 1
+            metrics.log(row | {"step": step, "epoch": loader.state_dict()["epoch"], "lr": lr_now})
+            if step % recipe.checkpoint.every == 0 or step == total:
+                checkpoint.save(engine, run_dir, step, {"step": step, "loader": loader.state_dict()},
+                                rank=d.rank, keep=recipe.checkpoint.keep)
+    finally:
+        metrics.close()
+    out = export(net, encoders, recipe, run_dir, rank=d.rank)
+    if d.main:
+        print(f"[mmtrain] done: {step} steps; exported visualizer in {out}", flush=True)
+    return RunResult(run_dir, out, step, global_batch)
+
+
+class VisStepper:
+    """One optimizer step = `accum` micro-batches; returns the step's metrics row.
+
+    A micro-batch whose records were all skipped still runs (on the last good batch, loss × 0): every rank must
+    take part in the same collectives and DeepSpeed's accumulation count must stay aligned.
+    """
+
+    def __init__(self, engine: Any, net: VisualizerNet, encoders: FrozenEncoders, loader: MixtureLoader,
+                 recipe: VisualizerRecipe, accum: int, rank: int, world_size: int, run_dir: Path) -> None:
+        self.engine, self.net, self.encoders, self.loader, self.accum = engine, net, encoders, loader, accum
+        self.rank, self.world_size, self.seed = rank, world_size, recipe.train.seed
+        self.diffusion = recipe.diffusion
+        self.timesteps = net.scheduler.config.num_train_timesteps
+        self.batches = self._micro_batches()
+        self.fallback: dict[str, Any] | None = None
+        self.skip_log = run_dir / f"skipped-rank{rank}.jsonl"
+
+    def _micro_batches(self) -> Iterator[dict[str, Any]]:
+        while True:
+            usable = len(self.loader) // self.accum * self.accum  # a partial step at an epoch's end is dropped
+            it = iter(self.loader)
+            for _ in range(usable):
+                yield next(it)
+            del it
+            self.loader.set_epoch(self.loader.state_dict()["epoch"] + 1)
+
+    def step(self, step: int) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        sums = torch.zeros(5, dtype=torch.float64)  # loss, samples, dropped conditions, skipped, used micro-batches
+        for micro in range(self.accum):
+            batch = next(self.batches)
+            self._log_skips(batch)
+            empty = batch["pixels"] is None
+            if not empty:
+                self.fallback = batch
+            elif self.fallback is None:
+                raise ValueError("the first micro-batch held no usable image; see skipped-rank*.jsonl for why")
+            use = self.fallback if empty else batch
+            gen = step_generator(self.seed, self.rank, step, micro)
+            latents = self.encoders.latents(use["pixels"], gen)
+            tokens = self.encoders.tokens(use["tower_pixels"])
+            dr = draw(latents, gen, num_train_timesteps=self.timesteps, cond_dropout=self.diffusion.cond_dropout,
+                      noise_offset=self.diffusion.noise_offset)
+            loss = self.engine(latents, tokens, dr.noise, dr.timesteps, dr.drop)
+            self.engine.backward(loss * 0.0 if empty else loss)
+            self.engine.step()
+            sums[3] += len(batch["skipped"])
+            if not empty:
+                sums[0] += loss.item()
+                sums[1] += len(batch["ids"])
+                sums[2] += int(dr.drop.sum())
+                sums[4] += 1
+        if self.world_size > 1:
+            dist.all_reduce(sums)
+        dt = time.perf_counter() - t0
+        grad_norm = self.engine.get_global_grad_norm()
+        return {"loss": float(sums[0] / sums[4]) if sums[4] else None,
+                "grad_norm": None if grad_norm is None else float(grad_norm),
+                "samples": int(sums[1]), "cond_dropped": int(sums[2]), "skipped": int(sums[3]),
+                "samples_per_s": float(sums[1]) / dt, "step_time": dt}
+
+    def _log_skips(self, batch: dict[str, Any]) -> None:
+        if batch["skipped"]:
+            with self.skip_log.open("a") as f:
+                for s in batch["skipped"]:
+                    f.write(json.dumps({"id": s.id, "reason": s.reason}) + "\n")
+            log.warning("rank %d: skipped %d record(s), e.g. %s: %s", self.rank, len(batch["skipped"]),
+                        batch["skipped"][0].id, batch["skipped"][0].reason)
