@@ -70,11 +70,11 @@ def main() -> None:
 
     say(f"done in {time.perf_counter() - start:.0f} s — where everything is")
     for name in built:
-        print(f"  dataset   {OUT / 'data' / name}")
-    print(f"  mixture   {mixture}")
-    print(f"  report    {OUT / 'report.html'}  (open in a browser: sampled records with their images)")
+        print(f"  dataset    {OUT / 'data' / name}")
+    print(f"  mixture    {mixture}")
+    print(f"  report     {OUT / 'report.html'}  (open in a browser: sampled records with their images)")
     for stage, path in runs.items():
-        print(f"  {stage:<9} {path}")
+        print(f"  {stage:<10} {path}")
     print("\nLook at any of them with `mmdata inspect PATH`, or in pandas: "
           "`import mmdata; mmdata.open(PATH).to_pandas()`.")
 

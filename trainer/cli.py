@@ -61,16 +61,17 @@ def stage2(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, l
 
 
 @app.command()
-def keys() -> None:
+def keys(visualizer: bool = typer.Option(False, "--visualizer", help="The visualizer recipe's keys instead")) -> None:
     """Every training-recipe key (`section.key`), its type and its doc: what the YAML and the overrides accept."""
     from mmdata.config import overview
     from trainer.recipe import TrainRecipe
+    from trainer.visualizer.config import VisualizerRecipe
 
-    for key, kind, text in overview(TrainRecipe):
+    for key, kind, text in overview(VisualizerRecipe if visualizer else TrainRecipe):
         typer.echo(f"{key:32} {kind:36} {text}".rstrip())
 
 
-@app.command(context_settings=_EXTRA)
+@app.command(context_settings=_EXTRA, epilog=_EPILOG.replace("mmtrain keys", "mmtrain keys --visualizer"))
 @user_errors
 def visualizer(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME,
                lr_scale_from: str | None = _SCALE) -> None:

@@ -1,4 +1,5 @@
-"""The training half of `make demo`: tiny models, `mmtrain stage1`, `mmtrain stage2`, the loss curve.
+"""The training half of `make demo`: tiny models, `mmtrain stage1`, `mmtrain stage2`, the loss curve, then
+`mmtrain visualizer` and `mmtrain generate` writing a PNG.
 
 Called by `scripts/demo.py` once the sample datasets are built and mixed. Every step is the real CLI a user types,
 with the tiny recipes (`recipes/tiny/`) and the demo's paths as overrides.
@@ -48,5 +49,33 @@ def run(root: Path, out: Path, mixture: Path, *, say: Callable[[str], None],
 
     g = generate(runs / "stage2" / "export", "Draw a red cat.", max_new_tokens=12)
     print(f"  prompt 'Draw a red cat.' → {g.text!r} ({len(g.images)} image(s) predicted)")
-    return {"models": models, "stage1": runs / "stage1", "stage2": runs / "stage2",
-            "export": runs / "stage2" / "export"}
+    found = {"models": models, "stage1": runs / "stage1", "stage2": runs / "stage2",
+             "export": runs / "stage2" / "export"}
+    return found | visualize(root, out, mixture, mmtrain, say=say, run=run)
+
+
+def visualize(root: Path, out: Path, mixture: Path, mmtrain: str, *, say: Callable[[str], None],
+              run: Callable[[list[str]], None]) -> dict[str, Path]:
+    """A tiny visualizer on stage 2's image tokens, then text → predicted tokens → PNG with the real CLI."""
+    from trainer.visualizer.tiny import make_tiny_diffusion
+
+    say("create a tiny random UNet + VAE (stands in for Stable Diffusion 1.5)")
+    diffusion = make_tiny_diffusion(out / "models" / "diffusion")
+    print(f"  unet/ vae/ scheduler/ in {diffusion}")
+    cc12m = out / "data" / "cc12m"
+    source = ["--data.source", str(cc12m)] if cc12m.is_dir() else ["--data.source", str(mixture),
+                                                                   "--data.images", "target"]
+    runs = out / "runs"
+    say("visualizer: condition projector + UNet on stage 2's image tokens (VAE and tower frozen)")
+    run([mmtrain, "visualizer", "--config", str(root / "recipes" / "tiny" / "visualizer.yaml"),
+         "--condition.from_model", str(runs / "stage2"), "--diffusion.pretrained", str(diffusion), *source,
+         "--output_dir", str(runs / "visualizer"), "--logging.progress", "false"])
+    losses = [r["loss"] for r in read(runs / "visualizer")]
+    print(f"\nvisualizer: loss {losses[0]:.3f} → {losses[-1]:.3f}   {sparkline(losses)}")
+
+    say("generate a picture: the LLM predicts image tokens, the visualizer renders them (random weights: noise)")
+    picture = out / "generated" / "red_cat.png"
+    run([mmtrain, "generate", "--model", str(runs / "stage2" / "export"), "--visualizer",
+         str(runs / "visualizer" / "export"), "--prompt", "Draw a red cat.", "--start-image",
+         "--max-new-tokens", "8", "--steps", "10", "--seed", "0", "--out", str(picture)])
+    return {"visualizer": runs / "visualizer", "picture": picture}

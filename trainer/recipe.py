@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 
@@ -25,6 +26,7 @@ from trainer.config import STAGES, ModelConfig, StageConfig
 __all__ = ["ConfigError", "TrainRecipe", "load_recipe", "parse_overrides"]
 
 StageName = Literal["stage1", "stage2"]
+T = TypeVar("T")
 
 
 @dataclass
@@ -210,21 +212,31 @@ def parse_lr_scale(spec: str) -> tuple[float, int]:
 
 def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainRecipe:
     """Read, override, resolve paths, validate. Errors start with the file and name the key."""
+    return read_recipe(path, overrides, build=recipe_from_dict, path_keys=PATH_KEYS,
+                       missing="training recipe not found; see recipes/tiny/ and recipes/metamorph/")
+
+
+def read_recipe(path: str | Path, overrides: dict[str, Any] | None, *, build: Callable[[dict[str, Any]], T],
+                path_keys: tuple[tuple[str, ...], ...], missing: str) -> T:
+    """Any recipe file (stages, visualizer): YAML, `path_keys` made absolute (relative to the file, or to the cwd
+    when given as an override), overrides applied, then `build(raw)` validates."""
     path = Path(path)
     if not path.is_file():
-        raise NotFound(f"{path}: training recipe not found; see recipes/tiny/ and recipes/metamorph/")
+        raise NotFound(f"{path}: {missing}")
     try:
         raw = safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a training recipe is a mapping of sections, got {type(raw).__name__}")
-    for keys in PATH_KEYS:
+        raise ConfigError(f"{path}: a recipe is a mapping of sections, got {type(raw).__name__}")
+    for keys in path_keys:
         _resolve_path(raw, keys, path.parent)
     try:
         for dotted, value in (overrides or {}).items():
-            _set(raw, dotted, value)
-        return recipe_from_dict(raw)
+            if tuple(dotted.split(".")) in path_keys and isinstance(value, str):
+                value = str(Path(value).expanduser().resolve())  # a path typed on the command line: cwd-relative
+            set_key(raw, dotted, value)
+        return build(raw)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
 
@@ -242,9 +254,3 @@ def _resolve_path(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> Non
     if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
         p = Path(node[keys[-1]]).expanduser()
         node[keys[-1]] = str(p if p.is_absolute() else (base / p).resolve())
-
-
-def _set(raw: dict[str, Any], dotted: str, value: Any) -> None:
-    if tuple(dotted.split(".")) in PATH_KEYS and isinstance(value, str):
-        value = str(Path(value).expanduser().resolve())  # a path typed on the command line: relative to the cwd
-    set_key(raw, dotted, value)

@@ -203,7 +203,7 @@ def test_recipe_refuses_tokens_other_than_the_models(vis_world: dict[str, Path],
         resolve_condition(_recipe(vis_world, tmp_path, **{"condition.num_image_tokens": 16}).condition)
     with pytest.raises(ConfigError, match="zero_stage 3 is not supported"):
         _recipe(vis_world, tmp_path, **{"train.zero_stage": 3})
-    with pytest.raises(ConfigError, match="'unet_mode': unknown key"):
+    with pytest.raises(ConfigError, match="diffusion.unet_mode: unknown key"):
         _recipe(vis_world, tmp_path, **{"diffusion.unet_mode": "train"})
 
 

@@ -13,18 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from trainer.config import ConfigError, ModelConfig, from_dict
-from trainer.recipe import (
-    BatchSection,
-    CheckpointSection,
-    LoggingSection,
-    OptimSection,
-    TrainSection,
-    _coerce_floats,
-    parse_overrides,
-)
+from mmdata.config import ConfigError, from_dict, parse_overrides
+from trainer.config import ModelConfig
+from trainer.recipe import BatchSection, CheckpointSection, LoggingSection, OptimSection, TrainSection, read_recipe
 
 __all__ = ["ConditionSpec", "VisualizerRecipe", "load_visualizer_recipe", "parse_overrides"]
 
@@ -36,8 +27,8 @@ class VisDataSection:
     source: str  # a built dataset or a mixture directory
     images: Literal["target", "any"] = "target"  # target: the first generation target of a record; any: its first image
     on_error: Literal["raise", "skip"] = "skip"
-    num_workers: int = 0
-    shuffle: bool = False
+    num_workers: int = 0  # dataloader worker processes (image decoding and preprocessing)
+    shuffle: bool = False  # reshuffle every epoch (seeded); a mixture is already interleaved
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -49,12 +40,12 @@ class ConditionSection:
     """Which tokens condition the UNet: stage 2's, read from its export, or named here (checked against it)."""
 
     from_model: str | None = None  # a stage-1/2 run directory or export: its tower, reduction, N and aspect mode
-    vision_tower: str | None = None
-    mm_vision_select_layer: int | None = None
-    token_reduction: str | None = None
-    num_image_tokens: int | None = None
-    normalize_vision: bool | None = None
-    image_aspect_ratio: Literal["pad", "resize"] | None = None
+    vision_tower: str | None = None  # without from_model: the tower dir; with it: must be the model's tower
+    mm_vision_select_layer: int | None = None  # unset: the model's (or the stages' default, -1)
+    token_reduction: str | None = None  # unset: the model's (or interpolation)
+    num_image_tokens: int | None = None  # unset: the model's (or 64)
+    normalize_vision: bool | None = None  # unset: the model's (or true)
+    image_aspect_ratio: Literal["pad", "resize"] | None = None  # unset: the model's (or pad)
 
     def __post_init__(self) -> None:
         if self.from_model is None and self.vision_tower is None:
@@ -67,7 +58,7 @@ class DiffusionSection:
     unet: Literal["frozen", "train", "scratch"] = "train"  # scratch: the pretrained UNet's config, random weights
     resolution: int = 512  # images are resized (shorter side) and centre-cropped to this for the VAE
     cond_dropout: float = 0.1  # probability of a zero condition per sample (classifier-free guidance)
-    noise_offset: float = 0.0
+    noise_offset: float = 0.0  # scale of a per-image, per-channel constant added to the noise
 
     def __post_init__(self) -> None:
         if not 0 <= self.cond_dropout < 1:
@@ -83,7 +74,7 @@ class ProjectorSection:
     type: Literal["mlp", "xattn", "transformer"] = "mlp"
     hidden_dim: int = 2048
     num_layers: int = 2
-    num_heads: int = 8
+    num_heads: int = 8  # attention heads (xattn, transformer)
     context_tokens: int = 77  # length of the UNet's context; mlp pads its N tokens with zeros up to it
 
     def __post_init__(self) -> None:
@@ -101,7 +92,7 @@ class VisOptimSection(OptimSection):
 
 @dataclass
 class VisualizerRecipe:
-    output_dir: str
+    output_dir: str  # run directory: recipe, metrics, checkpoints, export/
     data: VisDataSection
     condition: ConditionSection
     diffusion: DiffusionSection
@@ -125,67 +116,14 @@ class VisualizerRecipe:
         return dataclasses.asdict(self)
 
 
-SECTIONS: dict[str, type] = {"data": VisDataSection, "condition": ConditionSection, "diffusion": DiffusionSection,
-                             "projector": ProjectorSection, "batch": BatchSection, "optim": VisOptimSection,
-                             "train": TrainSection, "checkpoint": CheckpointSection, "logging": LoggingSection}
 PATH_KEYS = (("output_dir",), ("data", "source"), ("condition", "from_model"), ("condition", "vision_tower"),
              ("diffusion", "pretrained"))
 
 
 def load_visualizer_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> VisualizerRecipe:
     """Read, override, resolve paths (file paths relative to the file, flags to the cwd), validate."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: visualizer recipe not found; see recipes/tiny/visualizer.yaml")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a visualizer recipe is a mapping of sections, got {type(raw).__name__}")
-    for keys in PATH_KEYS:
-        _resolve(raw, keys, path.parent)
-    try:
-        for dotted, value in (overrides or {}).items():
-            keys = tuple(dotted.split("."))
-            _put(raw, keys, str(Path(value).expanduser().resolve()) if keys in PATH_KEYS and isinstance(value, str)
-                 else value)
-        return recipe_from_dict(raw)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
-
-
-def recipe_from_dict(raw: dict[str, Any]) -> VisualizerRecipe:
-    raw = dict(raw)
-    for name, cls in SECTIONS.items():
-        if isinstance(raw.get(name), dict):
-            raw[name] = from_dict(cls, _coerce_floats(cls, raw[name]), where=f"{name}.")
-        elif name in raw:
-            raise ConfigError(f"{name}: expected a mapping of keys, got {raw[name]!r}")
-    for name in ("data", "condition", "diffusion"):
-        if name not in raw:
-            raise ConfigError(f"{name}: required section missing")
-    return from_dict(VisualizerRecipe, raw)
-
-
-def _resolve(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> None:
-    node: Any = raw
-    for k in keys[:-1]:
-        node = node.get(k) if isinstance(node, dict) else None
-    if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
-        p = Path(node[keys[-1]]).expanduser()
-        node[keys[-1]] = str(p if p.is_absolute() else (base / p).resolve())
-
-
-def _put(raw: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
-    node = raw
-    for k in keys[:-1]:
-        if node.get(k) is None:
-            node[k] = {}
-        if not isinstance(node[k], dict):
-            raise ConfigError(f"override --{'.'.join(keys)}: {k!r} is not a section")
-        node = node[k]
-    node[keys[-1]] = value
+    return read_recipe(path, overrides, build=lambda raw: from_dict(VisualizerRecipe, raw), path_keys=PATH_KEYS,
+                       missing="visualizer recipe not found; see recipes/tiny/visualizer.yaml")
 
 
 # ---------------------------------------------------------------------------- the condition contract

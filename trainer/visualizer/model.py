@@ -90,7 +90,7 @@ class FrozenEncoders:
         tower = VisionTower.from_pretrained(spec.vision_tower, spec.mm_vision_select_layer, dtype).eval()
         processor = ImageProcessor.from_pretrained(spec.vision_tower,
                                                    pad_to_square=spec.image_aspect_ratio == "pad")
-        vae = AutoencoderKL.from_pretrained(vae_dir).to(dtype).eval()
+        vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=dtype).eval()
         for m in (tower, vae):
             m.requires_grad_(False)
         return cls(tower, processor, spec, vae)

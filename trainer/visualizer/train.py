@@ -15,6 +15,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ import yaml
 from mmdata.dataset import open_dataset
 from mmdata.loader import MixtureLoader, RecordDataset
 from trainer import checkpoint
-from trainer.engine import cosine_schedule, ds_config, init_distributed
+from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed
 from trainer.metrics import MetricsLogger
 from trainer.train import RunResult, _seed, _should_resume
 from trainer.visualizer.config import VisualizerRecipe, resolve_condition
@@ -50,8 +51,25 @@ def param_groups(net: VisualizerNet, weight_decay: float) -> list[dict[str, Any]
             if g["params"]]
 
 
-def train_visualizer(recipe: VisualizerRecipe) -> RunResult:
-    """Run (or resume) a visualizer recipe; collective across all launched ranks."""
+@dataclass
+class Session:
+    """Everything a run steps through, set up (and resumed) by `prepare`; the loop and the benchmark drive it."""
+
+    engine: Any
+    net: VisualizerNet
+    encoders: FrozenEncoders
+    loader: MixtureLoader
+    schedule: Any
+    stepper: VisStepper
+    run_dir: Path
+    dist: Dist
+    total: int
+    step: int
+    global_batch: int
+
+
+def prepare(recipe: VisualizerRecipe) -> Session:
+    """Process group, condition spec, parts, data, DeepSpeed engine; restored from the newest checkpoint if resuming."""
     d = init_distributed()
     run_dir = Path(recipe.output_dir)
     accum = recipe.batch.resolve(d.world_size)
@@ -103,26 +121,32 @@ def train_visualizer(recipe: VisualizerRecipe) -> RunResult:
         if d.main:
             print(f"[mmtrain] resumed from {run_dir / checkpoint.CHECKPOINTS / checkpoint.tag(step)} (step {step})",
                   flush=True)
-
-    metrics = MetricsLogger(run_dir, total_steps=total, start_step=step, enabled=d.main,
-                            tensorboard=recipe.logging.tensorboard, progress=recipe.logging.progress)
     stepper = VisStepper(engine, net, encoders, loader, recipe, accum, d.rank, d.world_size, run_dir)
     engine.train()
+    return Session(engine, net, encoders, loader, schedule, stepper, run_dir, d, total, step, global_batch)
+
+
+def train_visualizer(recipe: VisualizerRecipe) -> RunResult:
+    """Run (or resume) a visualizer recipe; collective across all launched ranks."""
+    s = prepare(recipe)
+    step, d = s.step, s.dist
+    metrics = MetricsLogger(s.run_dir, total_steps=s.total, start_step=step, enabled=d.main,
+                            tensorboard=recipe.logging.tensorboard, progress=recipe.logging.progress)
     try:
-        while step < total:
-            lr_now = schedule.get_last_lr()[0]
-            row = stepper.step(step)
+        while step < s.total:
+            lr_now = s.schedule.get_last_lr()[0]
+            row = s.stepper.step(step)
             step += 1
-            metrics.log(row | {"step": step, "epoch": loader.state_dict()["epoch"], "lr": lr_now})
-            if step % recipe.checkpoint.every == 0 or step == total:
-                checkpoint.save(engine, run_dir, step, {"step": step, "loader": loader.state_dict()},
+            metrics.log(row | {"step": step, "epoch": s.loader.state_dict()["epoch"], "lr": lr_now})
+            if step % recipe.checkpoint.every == 0 or step == s.total:
+                checkpoint.save(s.engine, s.run_dir, step, {"step": step, "loader": s.loader.state_dict()},
                                 rank=d.rank, keep=recipe.checkpoint.keep)
     finally:
         metrics.close()
-    out = export(net, encoders, recipe, run_dir, rank=d.rank)
+    out = export(s.net, s.encoders, recipe, s.run_dir, rank=d.rank)
     if d.main:
         print(f"[mmtrain] done: {step} steps; exported visualizer in {out}", flush=True)
-    return RunResult(run_dir, out, step, global_batch)
+    return RunResult(s.run_dir, out, step, s.global_batch)
 
 
 class VisStepper:
