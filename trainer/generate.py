@@ -54,7 +54,7 @@ def generate(model: UnifiedModel | str | Path, prompt: str, images: list[Image.I
     out_ids: list[int] = []
     predicted: list[torch.Tensor] = []
     if start_image and model.vision_head is None:
-        raise ValueError("start_image: this model has no vision head (a stage-1 export?); use a stage-2 export")
+        raise InputError("start_image: this model has no vision head (a stage-1 export?); use a stage-2 export")
     for i in range(max_new_tokens):
         if start_image and i == 0:
             tok = model.image_start_id

@@ -192,6 +192,13 @@ def test_generate_refuses_a_model_with_other_tokens_or_tower(tiny, vis_world: di
         assert not (tmp_path / "x.png").exists()
 
     refused(_model(tiny, tmp_path / "n16", n=16), r"disagree on the image tokens.*num_image_tokens: 4 vs 16")
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    r = CliRunner().invoke(app, ["generate", "--model", str(tmp_path / "n16"), "--visualizer", str(vis_run),
+                                 "--prompt", "Draw.", "--out", str(tmp_path / "x.png")])
+    assert r.exit_code == 1 and "error: the visualizer" in r.output and "Traceback" not in r.output
     clip = make_tiny(tmp_path / "clip", vision="clip")
     refused(_model(clip, tmp_path / "m_clip"), r"tower model_type: 'siglip_vision_model' vs 'clip_vision_model'")
     other = make_tiny(tmp_path / "seed1", seed=1)  # same architecture, other weights

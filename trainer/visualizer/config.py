@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmdata.config import ConfigError, from_dict, parse_overrides
+from mmdata.errors import NotFound
 from trainer.config import ModelConfig
 from trainer.recipe import BatchSection, CheckpointSection, LoggingSection, OptimSection, TrainSection, read_recipe
 
@@ -169,7 +170,7 @@ class ConditionSpec:
     def build(cls, vision_tower: str, **fields: Any) -> ConditionSpec:
         cfg_file = Path(vision_tower, "config.json")
         if not cfg_file.is_file():
-            raise FileNotFoundError(f"vision tower: no config.json in {vision_tower}; pass a local SigLIP/CLIP dir")
+            raise NotFound(f"vision tower: no config.json in {vision_tower}; pass a local SigLIP/CLIP dir")
         cfg = json.loads(cfg_file.read_text())
         cfg = cfg.get("vision_config", cfg) if cfg.get("model_type") in ("siglip", "clip") else cfg
         return cls(vision_tower=str(vision_tower), tower={k: cfg.get(k) for k in TOWER_KEYS}, **fields)

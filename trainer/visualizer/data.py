@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmdata.errors import InputError
 from mmdata.schema import Record
 from trainer.vision import ImageProcessor
 
@@ -72,7 +73,7 @@ class VisTransform:
 
     def _fail(self, record: Record, reason: str) -> Skip:
         if self.on_error == "raise":
-            raise ValueError(f"record {record.id!r}: {reason}")
+            raise InputError(f"record {record.id!r}: {reason}")
         return Skip(record.id, reason)
 
 

@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
+from mmdata.errors import InputError, NotFound
 from trainer.visualizer.config import ConditionSpec, VisualizerRecipe
 from trainer.visualizer.model import (
     MIN_PROBE_COS,
@@ -58,7 +59,7 @@ def _diffusion_dirs(root: Path) -> dict[str, Path]:
     dirs = {k: root / k for k in ("unet", "vae", "scheduler")}
     missing = [k for k, p in dirs.items() if not p.is_dir()]
     if missing:
-        raise FileNotFoundError(f"diffusion.pretrained {root}: no {', '.join(missing)}/ subfolder; point it at a "
+        raise NotFound(f"diffusion.pretrained {root}: no {', '.join(missing)}/ subfolder; point it at a "
                                 "local diffusers directory in the Stable Diffusion layout (unet/, vae/, scheduler/)")
     return dirs
 
@@ -128,11 +129,11 @@ def load_visualizer(path: str | Path) -> Visualizer:
         path = path / EXPORT
     meta_file = path / VIS_CONFIG
     if not meta_file.is_file():
-        raise FileNotFoundError(f"{meta_file} not found: {path} is not an exported visualizer; train one with "
+        raise NotFound(f"{meta_file} not found: {path} is not an exported visualizer; train one with "
                                 "`mmtrain visualizer --config recipes/tiny/visualizer.yaml` and pass RUN/export")
     meta = json.loads(meta_file.read_text())
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{meta_file}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
+        raise InputError(f"{meta_file}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}")
     p = dict(meta["projector"])
     projector = build_condition_projector(p.pop("kind"), p.pop("vision_dim"), p.pop("context_dim"), **p)
     projector.load_state_dict({k: v.float() for k, v in load_file(str(path / "projector.safetensors")).items()})
@@ -151,12 +152,12 @@ def check_compatible(vis: Visualizer, model: Any, model_dir: str | Path) -> None
     fix = (f"train a visualizer for this model (`condition.from_model: {model_dir}` in the visualizer recipe) or "
            "pass the model it was trained for")
     if diff:
-        raise ValueError(f"the visualizer {vis.path} and the model {model_dir} disagree on the image tokens "
+        raise InputError(f"the visualizer {vis.path} and the model {model_dir} disagree on the image tokens "
                          f"(visualizer vs model): {'; '.join(diff)}; {fix}")
     with torch.no_grad():
         tokens = model.encode_images(model.processor(probe_image())[None].to(model.vision.model.dtype))[0]
     cos = token_cosine(vis.probe, tokens)
     if cos < MIN_PROBE_COS:
-        raise ValueError(f"the visualizer {vis.path} was trained on another vision tower than the model "
+        raise InputError(f"the visualizer {vis.path} was trained on another vision tower than the model "
                          f"{model_dir} uses (same architecture, different weights: probe tokens agree at cosine "
                          f"{cos:.3f} < {MIN_PROBE_COS}); {fix}")

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from mmdata.errors import InputError, NotFound
+from mmdata.schema import IMAGE
 from trainer.visualizer.export import Visualizer, check_compatible, load_visualizer
 
 
@@ -25,7 +27,7 @@ def render(vis: Visualizer, tokens: torch.Tensor, *, cfg: float = 3.0, steps: in
     from diffusers import DPMSolverMultistepScheduler
 
     if steps < 1:
-        raise ValueError(f"steps must be >= 1, got {steps}")
+        raise InputError(f"steps must be >= 1, got {steps}")
     net, vae = vis.net, vis.vae
     tokens = tokens[None] if tokens.dim() == 2 else tokens
     sched = DPMSolverMultistepScheduler.from_config(net.scheduler.config)
@@ -77,10 +79,12 @@ def generate_pictures(model_dir: str | Path, prompt: str, *, out: str | Path | N
         check_compatible(vis, model, model_dir)  # before the LLM spends time generating
     images = []
     if image is not None:
+        if not Path(image).is_file():
+            raise NotFound(f"--image {image}: no such file")
         with Image.open(image) as im:
             images.append(im.convert("RGB"))
-        if "<image>" not in prompt:
-            prompt = "<image>\n" + prompt
+        if IMAGE not in prompt:
+            prompt = f"{IMAGE}\n{prompt}"
     torch.manual_seed(seed)
     g = generate(model, prompt, images, max_new_tokens=max_new_tokens, start_image=start_image)
     result = Pictures(g.text, predicted=len(g.images))

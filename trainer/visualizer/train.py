@@ -24,6 +24,7 @@ import torch.distributed as dist
 import yaml
 
 from mmdata.dataset import open_dataset
+from mmdata.errors import InputError
 from mmdata.loader import MixtureLoader, RecordDataset
 from trainer import checkpoint
 from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed
@@ -90,7 +91,7 @@ def prepare(recipe: VisualizerRecipe) -> Session:
                            num_workers=recipe.data.num_workers, collate_fn=collate)
     steps_per_epoch = len(loader) // accum
     if steps_per_epoch == 0:
-        raise ValueError(f"data.source {recipe.data.source}: {len(source)} records give no full optimizer step at "
+        raise InputError(f"data.source {recipe.data.source}: {len(source)} records give no full optimizer step at "
                          f"a global batch of {global_batch}; use more data or a smaller batch")
     total = recipe.train.max_steps or steps_per_epoch * recipe.train.epochs
 
@@ -189,7 +190,7 @@ class VisStepper:
             if not empty:
                 self.fallback = batch
             elif self.fallback is None:
-                raise ValueError("the first micro-batch held no usable image; see skipped-rank*.jsonl for why")
+                raise InputError("the first micro-batch held no usable image; see skipped-rank*.jsonl for why")
             use = self.fallback if empty else batch
             gen = step_generator(self.seed, self.rank, step, micro)
             latents = self.encoders.latents(use["pixels"], gen)
