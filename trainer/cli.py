@@ -29,15 +29,21 @@ _SCALE = typer.Option(None, "--lr-scale-from", metavar="BASE_LR@BASE_BATCH",
                       help="lr = BASE_LR × √(global batch / BASE_BATCH), e.g. 3.74e-5@448")
 
 
-def _run(stage: str, ctx: typer.Context, config: Path, resume: bool, lr_scale_from: str | None) -> None:
-    from trainer.recipe import ConfigError, load_recipe, parse_overrides
+def _overrides(ctx: typer.Context, resume: bool, lr_scale_from: str | None) -> dict[str, object]:
+    from mmdata.config import parse_overrides
 
     overrides = parse_overrides(list(ctx.args))
     if resume:
         overrides["checkpoint.resume"] = True
     if lr_scale_from is not None:
         overrides["optim.lr_scale_from"] = lr_scale_from
-    recipe = load_recipe(config, overrides)
+    return overrides
+
+
+def _run(stage: str, ctx: typer.Context, config: Path, resume: bool, lr_scale_from: str | None) -> None:
+    from trainer.recipe import ConfigError, load_recipe
+
+    recipe = load_recipe(config, _overrides(ctx, resume, lr_scale_from))
     if recipe.stage != stage:
         raise ConfigError(f"{config}: stage is {recipe.stage!r} but you ran `mmtrain {stage}`; run "
                           f"`mmtrain {recipe.stage}` or fix `stage:` in the recipe")
@@ -76,14 +82,9 @@ def keys(visualizer: bool = typer.Option(False, "--visualizer", help="The visual
 def visualizer(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME,
                lr_scale_from: str | None = _SCALE) -> None:
     """The visualizer: a diffusion UNet conditioned on stage 2's image tokens (projector + UNet train, VAE frozen)."""
-    from trainer.visualizer.config import load_visualizer_recipe, parse_overrides
+    from trainer.visualizer.config import load_visualizer_recipe
 
-    overrides = parse_overrides(list(ctx.args))
-    if resume:
-        overrides["checkpoint.resume"] = True
-    if lr_scale_from is not None:
-        overrides["optim.lr_scale_from"] = lr_scale_from
-    recipe = load_visualizer_recipe(config, overrides)
+    recipe = load_visualizer_recipe(config, _overrides(ctx, resume, lr_scale_from))
     from trainer.visualizer.train import train_visualizer
 
     train_visualizer(recipe)

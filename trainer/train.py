@@ -11,6 +11,7 @@ checkpoints/, export/.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -62,16 +63,41 @@ def train(recipe: TrainRecipe) -> RunResult:
         return _train(recipe)
 
 
-def _train(recipe: TrainRecipe) -> RunResult:
+@dataclass(frozen=True)
+class Start:
+    dist: Dist
+    run_dir: Path
+    accum: int
+    global_batch: int
+    lr: float
+    resume: bool
+
+
+def start(recipe: Any) -> Start:
+    """What every run does first (a stage or the visualizer: any recipe with output_dir, batch, optim, train and
+    checkpoint sections): process group, batch split, lr, the resume decision, seeds, threads."""
     d = init_distributed()
     run_dir = Path(recipe.output_dir)
     accum = recipe.batch.resolve(d.world_size)
     global_batch = recipe.batch.per_device * accum * d.world_size
     lr = recipe.optim.resolve_lr(global_batch)
-    resume = _should_resume(recipe, run_dir)
-    _seed(recipe.train.seed + d.rank)
+    resume = should_resume(recipe, run_dir)
+    seed_all(recipe.train.seed + d.rank)
     if recipe.train.cpu_threads is not None:
         torch.set_num_threads(recipe.train.cpu_threads)
+    return Start(d, run_dir, accum, global_batch, lr, resume)
+
+
+def write_run_files(run_dir: Path, recipe: Any, config: dict[str, Any]) -> None:
+    """recipe.yaml (the validated recipe, overrides applied) and ds_config.json; rank 0 only."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
+    (run_dir / "ds_config.json").write_text(json.dumps(config, indent=2))
+
+
+def _train(recipe: TrainRecipe) -> RunResult:
+    st = start(recipe)
+    d, run_dir, accum, global_batch, lr, resume = st.dist, st.run_dir, st.accum, st.global_batch, st.lr, st.resume
 
     loaded = prepare_model(recipe)
     model = loaded.model
@@ -89,9 +115,7 @@ def _train(recipe: TrainRecipe) -> RunResult:
 
     config = ds_config(recipe, accum, d.world_size)
     if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        (run_dir / "ds_config.json").write_text(json.dumps(config, indent=2))
+        write_run_files(run_dir, recipe, config)
         print(f"[mmtrain] {recipe.stage}: global batch {global_batch} = {recipe.batch.per_device} per device × "
               f"{accum} accumulation × {d.world_size} ranks; lr {lr:.3g}; {steps_per_epoch} steps/epoch, "
               f"{total} steps; ZeRO-{recipe.train.zero_stage}, {recipe.train.precision}; run dir {run_dir}",
@@ -124,7 +148,7 @@ def _train(recipe: TrainRecipe) -> RunResult:
             lr_now = schedule.get_last_lr()[0]  # the lr this step uses; the engine advances the schedule
             row = stepper.step()
             step += 1
-            _check_finite(row, step, run_dir)
+            check_finite(row, step, run_dir)
             row |= {"step": step, "epoch": loader.state_dict()["epoch"], "lr": lr_now}
             metrics.log(row)
             if step % recipe.checkpoint.every == 0 or step == total:
@@ -149,18 +173,9 @@ class _Stepper:
     def __init__(self, engine: Any, model: UnifiedModel, data: ConversationDataset, loader: MixtureLoader,
                  accum: int, d: Dist, run_dir: Path) -> None:
         self.engine, self.model, self.data, self.loader, self.accum, self.d = engine, model, data, loader, accum, d
-        self.batches = self._micro_batches()
+        self.batches = micro_batches(loader, accum)
         self.fallback: dict[str, Any] | None = None
         self.skip_log = run_dir / f"skipped-rank{d.rank}.jsonl"
-
-    def _micro_batches(self) -> Iterator[dict[str, Any]]:
-        while True:
-            usable = len(self.loader) // self.accum * self.accum  # a partial step at an epoch's end is dropped
-            it = iter(self.loader)
-            for _ in range(usable):
-                yield next(it)
-            del it
-            self.loader.set_epoch(self.loader.state_dict()["epoch"] + 1)
 
     def step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
@@ -168,7 +183,7 @@ class _Stepper:
         n_vision = 0
         for _ in range(self.accum):
             batch = next(self.batches)
-            self._log_skips(batch)
+            log_skips(self.skip_log, self.d.rank, batch["skipped"])
             empty = batch["input_ids"].shape[0] == 0
             if not empty:
                 self.fallback = batch
@@ -212,16 +227,29 @@ class _Stepper:
             self.fallback = Collator(self.model.pad_token_id)([good])
         return self.fallback
 
-    def _log_skips(self, batch: dict[str, Any]) -> None:
-        if batch["skipped"]:
-            with self.skip_log.open("a") as f:
-                for s in batch["skipped"]:
-                    f.write(json.dumps({"index": s.index, "id": s.id, "reason": s.reason}) + "\n")
-            log.warning("rank %d: skipped %d sample(s), e.g. %s: %s", self.d.rank, len(batch["skipped"]),
-                        batch["skipped"][0].id, batch["skipped"][0].reason)
+
+def micro_batches(loader: MixtureLoader, accum: int) -> Iterator[Any]:
+    """The loader's batches across epochs, whole optimizer steps only: a partial step at an epoch's end is dropped."""
+    while True:
+        usable = len(loader) // accum * accum
+        it = iter(loader)
+        for _ in range(usable):
+            yield next(it)
+        del it
+        loader.set_epoch(loader.state_dict()["epoch"] + 1)
 
 
-def _check_finite(row: dict[str, Any], step: int, run_dir: Path) -> None:
+def log_skips(path: Path, rank: int, skipped: list[Any]) -> None:
+    """Append a batch's skipped samples (dataclasses: index/id, reason) to `path` and warn once for the batch."""
+    if skipped:
+        with path.open("a") as f:
+            for s in skipped:
+                f.write(json.dumps(dataclasses.asdict(s)) + "\n")
+        log.warning("rank %d: skipped %d sample(s), e.g. %s: %s", rank, len(skipped), skipped[0].id,
+                    skipped[0].reason)
+
+
+def check_finite(row: dict[str, Any], step: int, run_dir: Path) -> None:
     """NaN/inf weights must never reach a checkpoint or the export. Every rank sees the same all-reduced loss."""
     bad = {k: row[k] for k in ("loss", "grad_norm") if row[k] is not None and not math.isfinite(row[k])}
     if bad:
@@ -232,7 +260,7 @@ def _check_finite(row: dict[str, Any], step: int, run_dir: Path) -> None:
             "the data; then rerun (it resumes from the last checkpoint)")
 
 
-def _should_resume(recipe: TrainRecipe, run_dir: Path) -> bool:
+def should_resume(recipe: TrainRecipe, run_dir: Path) -> bool:
     has = checkpoint.latest_tag(run_dir) is not None
     if recipe.checkpoint.resume is True and not has:
         raise NotFound(f"--resume: {run_dir / checkpoint.CHECKPOINTS} holds no checkpoint; run without "
@@ -243,7 +271,7 @@ def _should_resume(recipe: TrainRecipe, run_dir: Path) -> bool:
     return has
 
 
-def _seed(seed: int) -> None:
+def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -203,10 +203,9 @@ def test_two_process_torchrun(train_world: TrainWorld, tmp_path: Path) -> None:
             "-m", "trainer.cli", "stage1", "--config", str(TINY / "stage1.yaml")]
     for k, v in train_world.overrides("stage1", out, **{"train.max_steps": 2}).items():
         args += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
-    env = os.environ | {"OMP_NUM_THREADS": "1", "MMTRAIN_SHM_COMM": "0"}
-    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    p = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    from trainer_world import launcher_env
+
+    p = subprocess.run(args, cwd=ROOT, env=launcher_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     rows = read(out)
     assert [r["step"] for r in rows] == [1, 2] and rows[0]["samples"] == 16  # 4 per device × 2 accum × 2 ranks

@@ -225,3 +225,23 @@ def test_projectors_map_tokens_to_the_unet_context(kind: str) -> None:
     assert out.shape == (3, 8, 32)
     if kind == "mlp":  # N tokens, then zero padding up to the context length
         assert torch.equal(out[:, 4:], torch.zeros(3, 4, 32)) and out[:, :4].abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_two_process_torchrun(vis_world: dict[str, Path], tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m",
+            "trainer.cli", "visualizer", "--config", str(RECIPE), "--output_dir", str(out), "--data.source",
+            str(vis_world["data"]), "--data.images", "target", "--condition.from_model", str(vis_world["model"]),
+            "--diffusion.pretrained", str(vis_world["diffusion"]), "--train.max_steps", "2",
+            "--train.zero_stage", "2", "--logging.progress", "false"]
+    from trainer_world import launcher_env
+
+    p = subprocess.run(args, cwd=ROOT, env=launcher_env(), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = read(out)
+    assert [(r["step"], r["samples"]) for r in rows] == [(1, 8), (2, 8)]  # 4 per device × 2 ranks
+    assert (out / "export" / "visualizer.json").is_file()

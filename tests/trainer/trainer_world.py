@@ -55,3 +55,13 @@ def make_plain_tokenizer():
     fast.add_tokens(["<|begin_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
                     special_tokens=True)
     return fast
+
+
+def launcher_env() -> dict[str, str]:
+    """The environment for a `torchrun` child: one thread per rank, no JIT-compiled comm op, no inherited rank."""
+    import os
+
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MMTRAIN_SHM_COMM": "0"}
+    for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env

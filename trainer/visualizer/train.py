@@ -11,25 +11,22 @@ run directory are the stages' own (`trainer.engine`, `trainer.checkpoint`, `trai
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-import yaml
 
 from mmdata.dataset import open_dataset
 from mmdata.errors import InputError
 from mmdata.loader import MixtureLoader, RecordDataset
 from trainer import checkpoint
-from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed
+from trainer.engine import Dist, cosine_schedule, ds_config
 from trainer.metrics import MetricsLogger
-from trainer.train import RunResult, _seed, _should_resume
+from trainer.train import RunResult, log_skips, micro_batches, start, write_run_files
 from trainer.visualizer.config import VisualizerRecipe, resolve_condition
 from trainer.visualizer.data import VisTransform, collate
 from trainer.visualizer.export import build, export
@@ -71,15 +68,8 @@ class Session:
 
 def prepare(recipe: VisualizerRecipe) -> Session:
     """Process group, condition spec, parts, data, DeepSpeed engine; restored from the newest checkpoint if resuming."""
-    d = init_distributed()
-    run_dir = Path(recipe.output_dir)
-    accum = recipe.batch.resolve(d.world_size)
-    global_batch = recipe.batch.per_device * accum * d.world_size
-    lr = recipe.optim.resolve_lr(global_batch)
-    resume = _should_resume(recipe, run_dir)  # type: ignore[arg-type]  # reads only recipe.checkpoint
-    _seed(recipe.train.seed + d.rank)
-    if recipe.train.cpu_threads is not None:
-        torch.set_num_threads(recipe.train.cpu_threads)
+    st = start(recipe)
+    d, run_dir, accum, global_batch, lr = st.dist, st.run_dir, st.accum, st.global_batch, st.lr
 
     spec = resolve_condition(recipe.condition)
     net, encoders = build(recipe, spec)
@@ -97,9 +87,7 @@ def prepare(recipe: VisualizerRecipe) -> Session:
 
     config = ds_config(recipe, accum, d.world_size)  # type: ignore[arg-type]  # batch, optim, train sections
     if d.main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "recipe.yaml").write_text(yaml.safe_dump(recipe.to_dict(), sort_keys=False))
-        (run_dir / "ds_config.json").write_text(json.dumps(config, indent=2))
+        write_run_files(run_dir, recipe, config)
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         print(f"[mmtrain] visualizer: {recipe.projector.type} projector, UNet {recipe.diffusion.unet} "
               f"({trainable:,} trainable parameters); condition {spec.num_image_tokens} tokens from "
@@ -119,7 +107,7 @@ def prepare(recipe: VisualizerRecipe) -> Session:
         engine.enable_backward_allreduce = False
 
     step = 0
-    if resume:
+    if st.resume:
         client = checkpoint.load(engine, run_dir, rank=d.rank)
         step = int(client["step"])
         loader.load_state_dict(client["loader"])
@@ -167,25 +155,16 @@ class VisStepper:
         self.rank, self.world_size, self.seed = rank, world_size, recipe.train.seed
         self.diffusion = recipe.diffusion
         self.timesteps = net.scheduler.config.num_train_timesteps
-        self.batches = self._micro_batches()
+        self.batches = micro_batches(loader, accum)
         self.fallback: dict[str, Any] | None = None
         self.skip_log = run_dir / f"skipped-rank{rank}.jsonl"
-
-    def _micro_batches(self) -> Iterator[dict[str, Any]]:
-        while True:
-            usable = len(self.loader) // self.accum * self.accum  # a partial step at an epoch's end is dropped
-            it = iter(self.loader)
-            for _ in range(usable):
-                yield next(it)
-            del it
-            self.loader.set_epoch(self.loader.state_dict()["epoch"] + 1)
 
     def step(self, step: int) -> dict[str, Any]:
         t0 = time.perf_counter()
         sums = torch.zeros(5, dtype=torch.float64)  # loss, samples, dropped conditions, skipped, used micro-batches
         for micro in range(self.accum):
             batch = next(self.batches)
-            self._log_skips(batch)
+            log_skips(self.skip_log, self.rank, batch["skipped"])
             empty = batch["pixels"] is None
             if not empty:
                 self.fallback = batch
@@ -214,11 +193,3 @@ class VisStepper:
                 "grad_norm": None if grad_norm is None else float(grad_norm),
                 "samples": int(sums[1]), "cond_dropped": int(sums[2]), "skipped": int(sums[3]),
                 "samples_per_s": float(sums[1]) / dt, "step_time": dt}
-
-    def _log_skips(self, batch: dict[str, Any]) -> None:
-        if batch["skipped"]:
-            with self.skip_log.open("a") as f:
-                for s in batch["skipped"]:
-                    f.write(json.dumps({"id": s.id, "reason": s.reason}) + "\n")
-            log.warning("rank %d: skipped %d record(s), e.g. %s: %s", self.rank, len(batch["skipped"]),
-                        batch["skipped"][0].id, batch["skipped"][0].reason)
