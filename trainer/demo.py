@@ -51,24 +51,23 @@ def run(root: Path, out: Path, mixture: Path, *, say: Callable[[str], None],
     print(f"  prompt 'Draw a red cat.' → {g.text!r} ({len(g.images)} image(s) predicted)")
     found = {"models": models, "stage1": runs / "stage1", "stage2": runs / "stage2",
              "export": runs / "stage2" / "export"}
-    return found | visualize(root, out, mixture, mmtrain, say=say, run=run)
+    return found | visualize(root, out, mmtrain, say=say, run=run)
 
 
-def visualize(root: Path, out: Path, mixture: Path, mmtrain: str, *, say: Callable[[str], None],
+def visualize(root: Path, out: Path, mmtrain: str, *, say: Callable[[str], None],
               run: Callable[[list[str]], None]) -> dict[str, Path]:
-    """A tiny visualizer on stage 2's image tokens, then text → predicted tokens → PNG with the real CLI."""
+    """A tiny visualizer on stage 2's image tokens (the CC12M sample's images), then text → predicted tokens → PNG,
+    with the real CLI."""
     from trainer.visualizer.tiny import make_tiny_diffusion
 
     say("create a tiny random UNet + VAE (stands in for Stable Diffusion 1.5)")
     diffusion = make_tiny_diffusion(out / "models" / "diffusion")
     print(f"  unet/ vae/ scheduler/ in {diffusion}")
-    cc12m = out / "data" / "cc12m"
-    source = ["--data.source", str(cc12m)] if cc12m.is_dir() else ["--data.source", str(mixture),
-                                                                   "--data.images", "target"]
     runs = out / "runs"
     say("visualizer: condition projector + UNet on stage 2's image tokens (VAE and tower frozen)")
     run([mmtrain, "visualizer", "--config", str(root / "recipes" / "tiny" / "visualizer.yaml"),
-         "--condition.from_model", str(runs / "stage2"), "--diffusion.pretrained", str(diffusion), *source,
+         "--condition.from_model", str(runs / "stage2"), "--diffusion.pretrained", str(diffusion),
+         "--data.source", str(out / "data" / "cc12m"),
          "--output_dir", str(runs / "visualizer"), "--logging.progress", "false"])
     losses = [r["loss"] for r in read(runs / "visualizer")]
     print(f"\nvisualizer: loss {losses[0]:.3f} → {losses[-1]:.3f}   {sparkline(losses)}")

@@ -216,6 +216,19 @@ def test_recipe_refuses_tokens_other_than_the_models(vis_world: dict[str, Path],
         _recipe(vis_world, tmp_path, **{"diffusion.unet_mode": "train"})
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*/visualizer.yaml")), ids=lambda p: p.parent.name)
+def test_shipped_recipes_validate(path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+    from trainer.visualizer.config import load_visualizer_recipe
+
+    r = load_visualizer_recipe(path)
+    assert r.diffusion.pretrained and r.condition.from_model and r.train.zero_stage in (0, 2)
+    keys = CliRunner().invoke(app, ["keys", "--visualizer"]).output
+    assert "condition.from_model" in keys and "diffusion.cond_dropout" in keys
+
+
 @pytest.mark.parametrize("kind", ["mlp", "xattn", "transformer"])
 def test_projectors_map_tokens_to_the_unet_context(kind: str) -> None:
     from trainer.visualizer.projector import build_condition_projector
