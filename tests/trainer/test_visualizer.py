@@ -258,3 +258,42 @@ def test_two_process_torchrun(vis_world: dict[str, Path], tmp_path: Path) -> Non
     rows = read(out)
     assert [(r["step"], r["samples"]) for r in rows] == [(1, 8), (2, 8)]  # 4 per device × 2 ranks
     assert (out / "export" / "visualizer.json").is_file()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(vis_world: dict[str, Path],
+                                                                   tmp_path: Path) -> None:
+    """A real kill (SIGKILL, whatever the process was doing), then `--resume`: the same losses as a run never killed."""
+    import subprocess
+    import sys
+    import time
+
+    from trainer_world import launcher_env
+
+    def args(out: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "trainer.cli", "visualizer", "--config", str(RECIPE), "--output_dir", str(out),
+                "--data.source", str(vis_world["data"]), "--data.images", "target", "--condition.from_model",
+                str(vis_world["model"]), "--diffusion.pretrained", str(vis_world["diffusion"]),
+                "--train.max_steps", "24", "--checkpoint.every", "3", "--diffusion.cond_dropout", "0.5",
+                "--logging.progress", "false", *extra]
+
+    env = launcher_env()
+    full = subprocess.run(args(tmp_path / "full"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+    killed = tmp_path / "killed"
+    p = subprocess.Popen(args(killed), cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (killed / "checkpoints" / "latest").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        p.kill()
+        p.wait()
+    assert p.returncode == -9, "the run ended before it could be killed"
+    assert len(read(killed)) < 24
+    again = subprocess.run(args(killed, "--resume"), cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resumed from" in again.stdout
+    a, b = read(tmp_path / "full"), read(killed)
+    assert [r["step"] for r in b] == list(range(1, 25))
+    assert [(r["loss"], r["cond_dropped"]) for r in a] == [(r["loss"], r["cond_dropped"]) for r in b]
