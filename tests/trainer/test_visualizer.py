@@ -216,6 +216,23 @@ def test_recipe_refuses_tokens_other_than_the_models(vis_world: dict[str, Path],
         _recipe(vis_world, tmp_path, **{"diffusion.unet_mode": "train"})
 
 
+def test_non_finite_loss_stops_before_saving(vis_world: dict[str, Path], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from trainer.train import NonFiniteLoss
+    from trainer.visualizer.model import VisualizerNet
+
+    real, calls = VisualizerNet.forward, {"n": 0}
+
+    def poisoned(self, *args, **kwargs):  # from step 3 on (one micro-batch a step)
+        calls["n"] += 1
+        return real(self, *args, **kwargs) * (float("nan") if calls["n"] > 2 else 1.0)
+
+    monkeypatch.setattr(VisualizerNet, "forward", poisoned)
+    with pytest.raises(NonFiniteLoss, match=r"^step 3: loss is nan.*last checkpoint: step_00000002"):
+        _train(vis_world, tmp_path / "nan", **{"train.max_steps": 4, "checkpoint.every": 2})
+    assert not (tmp_path / "nan" / "export").exists()
+
+
 @pytest.mark.parametrize("path", sorted((ROOT / "recipes").glob("*/visualizer.yaml")), ids=lambda p: p.parent.name)
 def test_shipped_recipes_validate(path: Path) -> None:
     from typer.testing import CliRunner

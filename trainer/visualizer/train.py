@@ -23,10 +23,11 @@ import torch.distributed as dist
 from mmdata.dataset import open_dataset
 from mmdata.errors import InputError
 from mmdata.loader import MixtureLoader, RecordDataset
+from mmdata.storage_errors import writing
 from trainer import checkpoint
 from trainer.engine import Dist, cosine_schedule, ds_config
 from trainer.metrics import MetricsLogger
-from trainer.train import RunResult, log_skips, micro_batches, start, write_run_files
+from trainer.train import RESUME_HINT, RunResult, check_finite, log_skips, micro_batches, start, write_run_files
 from trainer.visualizer.config import VisualizerRecipe, resolve_condition
 from trainer.visualizer.data import VisTransform, collate
 from trainer.visualizer.export import build, export
@@ -120,7 +121,13 @@ def prepare(recipe: VisualizerRecipe) -> Session:
 
 
 def train_visualizer(recipe: VisualizerRecipe) -> RunResult:
-    """Run (or resume) a visualizer recipe; collective across all launched ranks."""
+    """Run (or resume) a visualizer recipe; collective across all launched ranks. A full or read-only disk is one
+    `StorageError` naming the path; a NaN/inf loss stops the run before anything of that step is saved."""
+    with writing(recipe.output_dir, RESUME_HINT):
+        return _train(recipe)
+
+
+def _train(recipe: VisualizerRecipe) -> RunResult:
     s = prepare(recipe)
     step, d = s.step, s.dist
     metrics = MetricsLogger(s.run_dir, total_steps=s.total, start_step=step, enabled=d.main,
@@ -130,6 +137,7 @@ def train_visualizer(recipe: VisualizerRecipe) -> RunResult:
             lr_now = s.schedule.get_last_lr()[0]
             row = s.stepper.step(step)
             step += 1
+            check_finite(row, step, s.run_dir)
             metrics.log(row | {"step": step, "epoch": s.loader.state_dict()["epoch"], "lr": lr_now})
             if step % recipe.checkpoint.every == 0 or step == s.total:
                 checkpoint.save(s.engine, s.run_dir, step, {"step": step, "loader": s.loader.state_dict()},
