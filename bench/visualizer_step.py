@@ -117,7 +117,7 @@ class Bare:
 
 
 def measure(world: dict[str, str], out: Path, pairs: int, zero: int) -> dict[str, float]:
-    from mmdata.dataset import open_dataset
+    from mmdata import open as open_dataset
     from trainer.visualizer.config import load_visualizer_recipe
     from trainer.visualizer.train import prepare
 

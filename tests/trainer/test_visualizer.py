@@ -105,7 +105,7 @@ def _fixed_loss(net, encoders, pixels, tower_pixels) -> float:
 
 
 def test_overfits_eight_images(vis_world: dict[str, Path], tmp_path: Path) -> None:
-    from mmdata.dataset import open_dataset
+    from mmdata import open as open_dataset
     from mmdata.loader import RecordDataset
     from trainer.visualizer.config import resolve_condition
     from trainer.visualizer.data import VisTransform, collate

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from mmdata.dataset import open_dataset
+from mmdata import open as open_dataset
 from mmdata.errors import InputError
 from mmdata.loader import MixtureLoader, RecordDataset
 from mmdata.storage_errors import writing
