@@ -12,9 +12,10 @@ written, splits the TSV, then starts img2dataset's Python API in a child process
 never re-import the caller's script, its SIGINT handler stays out of ours) writing `<download-dir>/shards/`:
 webdataset `NNNNN.tar` with the successes, `NNNNN.parquet` with every row's `status` and `error_message`,
 `NNNNN_stats.json` (kept there). Incremental mode: finished shards are never fetched again. img2dataset shard k
-(`--shard-size` rows) becomes output shard k; `records` waits for that shard's `_stats.json`, so conversion
-overlaps the download. Every TSV row becomes one record or one reject with img2dataset's own error message, so
-`read == written + rejected == TSV lines`.
+(`--shard-size` rows) becomes output shard k, converted once that shard's `_stats.json` exists (`ready`), so
+conversion overlaps the download. With `--engine ray` img2dataset downloads with its own Ray distributor on the
+build's cluster, and each conversion is a Ray task. Every TSV row becomes one record or one reject with
+img2dataset's own error message, so `read == written + rejected == TSV lines`.
 
 `--from-img2dataset DIR` converts an existing img2dataset webdataset folder instead of downloading. A download made
 with img2dataset's default `resize_mode=border` (white letterbox squares) is refused unless `--allow-letterbox`:
@@ -39,7 +40,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +52,7 @@ from PIL import Image
 
 from builders._common import Draws
 from mmdata.errors import InputError, NotFound
+from mmdata.executors import ray_address
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, Reject, Turn
@@ -287,7 +288,7 @@ def parse_line(raw: bytes, columns: str, first: bool = False) -> tuple[str, str,
 # so a rerun never races a stray download.
 _CHILD = """
 import json, os, signal, sys, threading, time
-kwargs, exit_dir, parent = json.loads(sys.argv[1]), sys.argv[2], os.getppid()
+kwargs, exit_dir, ray_address, parent = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3], os.getppid()
 def orphaned():
     while os.getppid() == parent:
         time.sleep(0.5)
@@ -296,6 +297,9 @@ threading.Thread(target=orphaned, daemon=True).start()
 status = "failed"
 try:
     from img2dataset import download
+    if ray_address:
+        import ray
+        ray.init(address=ray_address)
     download(**kwargs)
     status = "ok"
 finally:
@@ -319,6 +323,9 @@ def _start_download(options: CC12MOptions, dl: Path, shard_size: int) -> int:
         "number_sample_per_shard": shard_size, "oom_shard_count": 5, "timeout": options.timeout,
         "extract_exif": False, "incremental_mode": "incremental", "enable_wandb": False,
     }
+    cluster = ray_address()
+    if cluster is not None:  # a `--engine ray` build: img2dataset's own Ray distributor, on the same cluster
+        kwargs["distributor"] = "ray"
     n_shards = -(-pq.read_metadata(dl / "rows.parquet").num_rows // shard_size)
     previous = _RUNNING.get(dl.resolve())
     if previous is not None:
@@ -329,7 +336,7 @@ def _start_download(options: CC12MOptions, dl: Path, shard_size: int) -> int:
         old.unlink()
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     with open(dl / "img2dataset.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(kwargs), str(dl)],
+        proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(kwargs), str(dl), cluster or ""],
                                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
                                 # Its own process group, so it and its pool can be stopped as one.
                                 start_new_session=True)
@@ -352,16 +359,20 @@ def _stop(proc: subprocess.Popen[bytes], shards: Path, n_shards: int) -> None:
         proc.wait()
 
 
-def _wait_for_shard(unit: Unit) -> None:
+def ready(options: CC12MOptions, unit: Unit) -> bool:
+    """Whether img2dataset has finished the unit's shard (its `_stats.json`): the build converts a shard only
+    then, so conversion overlaps the download without a worker waiting. Runs in the build's driver, where the
+    download process lives."""
     stats = Path(unit.shard + "_stats.json")
+    if not unit.pid or stats.is_file():
+        return True
     dl = Path(unit.shard).parent.parent
-    while not stats.is_file():
-        ended = (dl / f"img2dataset.{unit.pid}.exit").is_file() or not _alive(unit.pid)
-        if ended and not stats.is_file():
-            raise DownloadError(f"{dl / 'shards'}: img2dataset stopped before finishing shard "
-                                f"{Path(unit.shard).name} (see {dl / 'img2dataset.log'}); rerun the same "
-                                "command to retry the unfinished shards only")
-        time.sleep(0.2)
+    ended = (dl / f"img2dataset.{unit.pid}.exit").is_file() or not _alive(unit.pid)
+    if ended and not stats.is_file():
+        raise DownloadError(f"{dl / 'shards'}: img2dataset stopped before finishing shard "
+                            f"{Path(unit.shard).name} (see {dl / 'img2dataset.log'}); rerun the same "
+                            "command to retry the unfinished shards only")
+    return False
 
 
 def _alive(pid: int) -> bool:
@@ -409,8 +420,6 @@ def _existing_units(folder: Path, limit: int | None, allow_letterbox: bool = Fal
 
 # ------------------------------------------------------------ records: img2dataset shard k → output shard k
 def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
-    if unit.pid:
-        _wait_for_shard(unit)
     table = pq.read_table(unit.shard + ".parquet")
     rows = table.to_pylist()
     shard = Path(unit.shard).name
@@ -605,6 +614,7 @@ register(Builder(
     units=units,
     records=records,
     start=start,
+    ready=ready,
     generates_media=True,
     finish=keep_stats,
 ))

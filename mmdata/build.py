@@ -7,24 +7,24 @@ leaves complete shards (with their `.done.json`) and no manifest; rerunning the 
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import os
 from collections import Counter
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from mmdata.errors import InputError
+from mmdata.executors import ENGINES, Job, make_executor, shared_paths, clear_running
 from mmdata.layout import ShardResult, any_done, read_done
 from mmdata.manifest import SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
 from mmdata.registry import Builder, get
 from mmdata.storage import LocalStorage
 from mmdata.storage_errors import writing
-from mmdata.writer import FORMATS, RESUME_HINT, ShardConfig, write_shard
+from mmdata.writer import FORMATS, RESUME_HINT, ShardConfig
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -42,8 +42,12 @@ class BuildSettings:
     shard_size: int = DEFAULT_SHARD_SIZE
     limit: int | None = None
     overwrite: bool = False
+    engine: str = "local"  # where units run (mmdata.executors); never changes what the build writes
+    ray_address: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise BuildError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.format not in FORMATS:
             raise BuildError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
         if self.workers < 1:
@@ -99,12 +103,6 @@ def _clear(out: Path) -> None:
         shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
 
 
-def _run_unit(name: str, options: Any, cfg: ShardConfig, index: int, unit: Any) -> ShardResult:
-    # Module-level so worker processes can unpickle it; the registry is rebuilt by import in each worker.
-    builder = get(name)
-    return write_shard(cfg, index, builder.records(options, unit))
-
-
 def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
     """Build (or resume) a dataset and return its manifest."""
     with writing(settings.out, RESUME_HINT):
@@ -122,33 +120,29 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
     out = settings.out
     # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
     _prepare_out(out, identity, settings.overwrite)
-    units = list(builder.units(options, settings.shard_size, settings.limit))
-    if builder.start is not None:
-        units = builder.start(options, settings.shard_size, settings.limit, units)
-    cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
+    with make_executor(settings.engine, settings.workers, settings.ray_address) as executor:
+        # Before planning too: a worker that cannot see an input or --out fails the build before any work.
+        executor.check_paths(shared_paths(options, out))
+        units = list(builder.units(options, settings.shard_size, settings.limit))
+        if builder.start is not None:
+            units = builder.start(options, settings.shard_size, settings.limit, units)
+        cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
 
-    results: dict[int, ShardResult] = {}
-    todo: list[int] = []
-    storage = LocalStorage(out)
-    for k in range(len(units)):
-        done = read_done(storage, k)
-        if done is not None:
-            results[k] = done
-        else:
-            todo.append(k)
-    with _Progress(progress, len(units), len(results)) as bar:
-        if settings.workers == 1 or len(todo) <= 1:
-            for k in todo:
-                results[k] = write_shard(cfg, k, builder.records(options, units[k]))
-                bar.advance(results[k])
-        else:
-            ctx = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(settings.workers, mp_context=ctx) as pool:
-                futures = [pool.submit(_run_unit, builder.name, options, cfg, k, units[k]) for k in todo]
-                for fut in as_completed(futures):
-                    r = fut.result()
-                    results[r.index] = r
-                    bar.advance(r)
+        results: dict[int, ShardResult] = {}
+        todo: list[tuple[int, Any]] = []
+        storage = LocalStorage(out)
+        for k, unit in enumerate(units):
+            done = read_done(storage, k)
+            if done is not None:
+                results[k] = done
+            else:
+                todo.append((k, unit))
+        ready = partial(builder.ready, options) if builder.ready is not None else None
+        with _Progress(progress, len(units), len(results)) as bar:
+            for r in executor.run(Job(builder.name, options, cfg), todo, ready):
+                results[r.index] = r
+                bar.advance(r)
+    clear_running(out)
     if builder.finish is not None:
         builder.finish(options, out)
     return _finish(out, identity, cfg, [results[k] for k in range(len(units))])

@@ -93,6 +93,8 @@ class ShardResult:
     tasks: dict[str, int] = field(default_factory=dict)
     sources: dict[str, int] = field(default_factory=dict)
     rejects: list[dict[str, str]] = field(default_factory=list)
+    # Where the shard was written (host, pid; on Ray also node ip and id): in `.done.json` only, never the manifest.
+    node: dict[str, Any] = field(default_factory=dict)
 
     def entry(self) -> ShardEntry:
         return ShardEntry(shard_name(self.index), self.written, self.read, self.rejected, self.files)

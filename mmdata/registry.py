@@ -33,6 +33,9 @@ class Builder:
     # start(options, shard_size, limit, units) -> units: in the build's main process after planning, before any shard
     # is written: background work the shards wait for (cc12m's download). Planning itself has no side effects.
     start: Callable[[Any, int, int | None, list[Any]], list[Any]] | None = None
+    # ready(options, unit) -> whether the unit's input is complete (cc12m: its download shard); the build starts
+    # a unit only once it is, so workers never wait. Raises when it never will be (the download died).
+    ready: Callable[[Any, Any], bool] | None = None
     # finish(options, out): after every shard is written, before the manifest; e.g. to keep a tool's own reports.
     finish: Callable[[Any, Path], None] | None = None
 

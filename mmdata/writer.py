@@ -39,9 +39,9 @@ class ShardWriter:
     """Writes one shard from a stream of `Record | Reject`. Use as a context manager; nothing is visible under the
     final names unless the block completes."""
 
-    def __init__(self, cfg: ShardConfig, index: int) -> None:
+    def __init__(self, cfg: ShardConfig, index: int, node: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
-        self.result = ShardResult(index)
+        self.result = ShardResult(index, node=node or {})
         self.storage = LocalStorage(cfg.out)
         self.sinks = {fmt: SINKS[fmt](self.storage, index) for fmt in cfg.formats}
         self._tasks: Counter[str] = Counter()
@@ -169,8 +169,9 @@ def _unstorable(e: Exception) -> str:
            "lone surrogate in a string"
 
 
-def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject]) -> ShardResult:
-    with writing(cfg.out / shard_pattern(index), RESUME_HINT), ShardWriter(cfg, index) as w:
+def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject],
+                node: dict[str, Any] | None = None) -> ShardResult:
+    with writing(cfg.out / shard_pattern(index), RESUME_HINT), ShardWriter(cfg, index, node) as w:
         for item in items:
             w.add(item)
     return w.result

@@ -22,7 +22,12 @@ _COMMON: list[tuple[str, Any, Any]] = [
     ("out", Path, typer.Option(..., "--out", "-o", help="Output dataset directory")),
     ("format", Literal["jsonl", "wds", "both"], typer.Option("jsonl", "--format",
                                                          help="jsonl (+ offset index), wds (webdataset tars) or both")),
-    ("workers", int, typer.Option(1, "--workers", "-w", help="Worker processes; the output does not depend on it")),
+    ("workers", int, typer.Option(1, "--workers", "-w", help="Worker processes (--engine local); the output does "
+                                                             "not depend on it")),
+    ("engine", Literal["local", "ray"], typer.Option("local", "--engine", help="local: this machine's processes; "
+                                                     "ray: one Ray task per shard on a cluster (same output)")),
+    ("ray_address", str, typer.Option("auto", "--ray-address", help="--engine ray: the cluster, auto (the one "
+                                                                     "`ray start` runs here) or HOST:PORT")),
     ("copy_media", bool, typer.Option(False, "--copy-media", help="Store media under <out>/media instead of "
                                                                   "referencing them in place")),
     ("shard_size", int, typer.Option(DEFAULT_SHARD_SIZE, "--shard-size", help="Input items per shard")),
@@ -62,7 +67,8 @@ def _command(builder: Builder) -> Any:
         options = from_dict(builder.options, given, where=f"{builder.name}.")
         settings = BuildSettings(out=kwargs["out"], format=kwargs["format"], workers=kwargs["workers"],
                                  copy_media=kwargs["copy_media"], shard_size=kwargs["shard_size"],
-                                 limit=kwargs["limit"], overwrite=kwargs["overwrite"])
+                                 limit=kwargs["limit"], overwrite=kwargs["overwrite"], engine=kwargs["engine"],
+                                 ray_address=kwargs["ray_address"])
         manifest = build(builder.name, options, settings, progress=not kwargs["quiet"])
         c = manifest.counts
         typer.echo(f"{settings.out}: {c['written']:,} written, {c['rejected']:,} rejected of {c['read']:,} read"

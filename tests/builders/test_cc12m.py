@@ -215,14 +215,16 @@ def test_resume_downloads_only_unfinished_shards(built: Built) -> None:
 
 
 def test_a_download_that_died_stops_the_shard_with_the_fix(tmp_path: Path) -> None:
-    from builders.cc12m import Unit, records
+    from builders.cc12m import Unit, ready
 
     (tmp_path / "shards").mkdir()
+    unit = Unit(str(tmp_path / "shards" / "00000"), "cc12m", 1, 10, pid=os.getpid())
+    options = CC12MOptions(input=tmp_path / "cc12m.tsv")
+    assert not ready(options, unit)  # still downloading
     # img2dataset ended without writing shard 00000
     (tmp_path / f"img2dataset.{os.getpid()}.exit").write_text("failed")
-    unit = Unit(str(tmp_path / "shards" / "00000"), "cc12m", 1, 10, pid=os.getpid())
     with pytest.raises(DownloadError, match="rerun the same command"):
-        next(records(CC12MOptions(input=tmp_path / "cc12m.tsv"), unit))
+        ready(options, unit)
 
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])

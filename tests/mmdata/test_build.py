@@ -11,7 +11,7 @@ import webdataset as wds
 from PIL import Image
 
 import mmdata
-import mmdata.build as build_mod
+import mmdata.executors as executors
 from builders.cambrian import CambrianOptions
 from mmdata.build import BuildError, BuildSettings, build
 from mmdata.testing.llava import World
@@ -97,17 +97,17 @@ def test_killed_build_resumes_without_loss_or_duplication(llava_world: World, tm
     reference = tmp_path / "ref"
     _build(llava_world, reference, shard_size=4)
     out = tmp_path / "out"
-    real = build_mod.write_shard
+    real = executors.write_shard
     calls = {"n": 0}
 
-    def dies_on_third_shard(cfg, index, items):  # type: ignore[no-untyped-def]
+    def dies_on_third_shard(cfg, index, items, node=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 3:
             next(iter(items))
             raise KeyboardInterrupt  # as if the process were killed mid-shard
-        return real(cfg, index, items)
+        return real(cfg, index, items, node)
 
-    monkeypatch.setattr(build_mod, "write_shard", dies_on_third_shard)
+    monkeypatch.setattr(executors, "write_shard", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):
         _build(llava_world, out, shard_size=4)
     assert not (out / "dataset.json").exists()
@@ -115,7 +115,7 @@ def test_killed_build_resumes_without_loss_or_duplication(llava_world: World, tm
         mmdata.open(out)
     done_before = {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.done.json")}
     assert len(done_before) == 2
-    monkeypatch.setattr(build_mod, "write_shard", real)
+    monkeypatch.setattr(executors, "write_shard", real)
     ds = _build(llava_world, out, shard_size=4)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "shards").glob("*.done.json")
             if p.name in done_before} == done_before  # complete shards were skipped, not rewritten

@@ -1,0 +1,272 @@
+"""Executors: who runs a build's units (one unit → one shard). The driver (`mmdata.build`) plans the units, skips
+the finished shards and hands the rest to an executor, which yields each `ShardResult` as it completes.
+
+- `LocalExecutor`: this machine, in-line or a spawn process pool of `--workers` processes (today's default).
+- `RayExecutor`: one Ray task per unit on a Ray cluster (`--engine ray --ray-address auto|HOST:PORT`). Every node
+  reaches the inputs and `--out` at the same path (a shared filesystem); this is checked before any work starts.
+
+Both run the same `run_unit`, so what a shard holds never depends on the executor, the node or the worker count;
+only its `.done.json` says where it was written (`node`). While a unit runs, `<out>/.running/NNNNNN.json` names the
+node and process writing it (`ls <out>/.running` shows a cluster's stragglers); the driver removes the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+
+from mmdata.layout import ShardResult, shard_name
+from mmdata.media import write_bytes
+from mmdata.registry import get
+from mmdata.writer import ShardConfig, write_shard
+
+ENGINES = ("local", "ray")
+RUNNING = ".running"
+_POLL = 0.2  # seconds between checks of units that are not ready yet (cc12m: download shards still arriving)
+Ready = Callable[[Any], bool]
+
+
+class ExecutorError(ValueError):
+    """The executor cannot run the build (no cluster, a node that cannot see a path); the message says the fix."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every unit of one build shares; plain data so it crosses process and machine boundaries."""
+
+    builder: str
+    options: Any
+    cfg: ShardConfig
+
+
+def run_unit(job: Job, index: int, unit: Any, node: dict[str, Any]) -> ShardResult:
+    """Write shard `index` from `unit`, wherever this runs (`node` says where, for `.done.json`)."""
+    marker = job.cfg.out / RUNNING / f"{shard_name(index)}.json"
+    write_bytes(orjson.dumps({**node, "started": time.time()}), marker)
+    try:
+        return write_shard(job.cfg, index, get(job.builder).records(job.options, unit), node=node)
+    finally:
+        marker.unlink(missing_ok=True)
+
+
+def clear_running(out: Path) -> None:
+    shutil.rmtree(out / RUNNING, ignore_errors=True)
+
+
+def local_node() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+class Executor(Protocol):
+    def __enter__(self) -> Executor: ...
+
+    def __exit__(self, *exc: Any) -> None: ...
+
+    def check_paths(self, paths: list[tuple[str, Path]]) -> None:
+        """Fail before any work if a worker cannot see one of `paths` ((flag, path) pairs)."""
+
+    def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
+        """Run each (index, unit) once it is `ready`; yield the results as they complete, in any order."""
+
+
+def make_executor(engine: str, workers: int = 1, ray_address: str = "auto") -> Executor:
+    if engine == "local":
+        return LocalExecutor(workers)
+    if engine == "ray":
+        return RayExecutor(ray_address)
+    raise ExecutorError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+
+
+class _Pending:
+    """The units not submitted yet, handed out as they become ready, in plan order among the ready ones."""
+
+    def __init__(self, todo: list[tuple[int, Any]], ready: Ready | None) -> None:
+        self.todo, self.ready = list(todo), ready
+
+    def __bool__(self) -> bool:
+        return bool(self.todo)
+
+    def take(self, n: int) -> list[tuple[int, Any]]:
+        if self.ready is None:
+            out, self.todo = self.todo[:n], self.todo[n:]
+            return out
+        out, keep = [], []
+        for item in self.todo:
+            (out if len(out) < n and self.ready(item[1]) else keep).append(item)
+        self.todo = keep
+        return out
+
+
+class LocalExecutor:
+    """This machine: in the driver itself for one worker (or one unit), else a spawn pool of `workers` processes."""
+
+    def __init__(self, workers: int = 1) -> None:
+        self.workers = workers
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        pass
+
+    def check_paths(self, paths: list[tuple[str, Path]]) -> None:
+        pass  # the driver is the only machine; the builders report a missing path themselves
+
+    def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
+        pending = _Pending(todo, ready)
+        if self.workers == 1 or len(todo) <= 1:
+            while pending:
+                batch = pending.take(1)
+                if not batch:
+                    time.sleep(_POLL)
+                for k, unit in batch:
+                    yield run_unit(job, k, unit, local_node())
+            return
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+            running: set[Future[ShardResult]] = set()
+            while pending or running:
+                for k, unit in pending.take(2 * self.workers - len(running)):
+                    running.add(pool.submit(_run_local, job, k, unit))
+                if not running:
+                    time.sleep(_POLL)
+                    continue
+                done, running = wait(running, timeout=_POLL if pending else None, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+
+
+def _run_local(job: Job, index: int, unit: Any) -> ShardResult:
+    # Module-level so the pool's processes can unpickle it; they find the builder by name (registry import).
+    return run_unit(job, index, unit, local_node())
+
+
+# --------------------------------------------------------------------------------------------------------- Ray
+_ACTIVE_RAY: list[str] = []  # the cluster address of the Ray build running in this process, if any
+
+
+def ray_address() -> str | None:
+    """The address of the Ray cluster the current build runs on (None for a local build): a builder that starts
+    distributed work of its own (cc12m's img2dataset) runs it on the same cluster."""
+    return _ACTIVE_RAY[-1] if _ACTIVE_RAY else None
+
+
+class RayExecutor:
+    """One Ray task per unit. Tasks whose worker process or node dies are retried (`max_retries`); a unit that
+    raises fails the build with the builder's own error. At most `2 × cluster CPUs` tasks are in flight, so the
+    driver holds results and object refs for a bounded number of units."""
+
+    def __init__(self, address: str = "auto", max_retries: int = 3) -> None:
+        self.address, self.max_retries = address, max_retries
+        self._owned = False
+
+    def __enter__(self) -> RayExecutor:
+        try:
+            import ray
+        except ImportError:
+            raise ExecutorError("--engine ray needs Ray: pip install 'mmdata[ray]'") from None
+        if not ray.is_initialized():
+            import logging
+
+            try:
+                # Workers' output would tear through the progress bar; a failing unit's error comes back raised.
+                ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
+            except ConnectionError as e:
+                raise ExecutorError(f"--ray-address {self.address}: no Ray cluster there ({e}); start one with "
+                                    "`ray start --head` (see DATA.md) or pass its HOST:PORT") from None
+            self._owned = True
+        _ACTIVE_RAY.append(ray.get_runtime_context().gcs_address)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import ray
+
+        _ACTIVE_RAY.pop()
+        if self._owned:
+            ray.shutdown()
+
+    def check_paths(self, paths: list[tuple[str, Path]]) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0]
+        probe = ray.remote(num_cpus=0, max_retries=self.max_retries)(_probe)
+        wanted = [(flag, str(p)) for flag, p in paths]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(wanted) for n in nodes]
+        missing = [(where, i) for where, indexes in ray.get(refs) for i in indexes]
+        if missing:
+            where, i = missing[0]
+            more = f" ({len(missing) - 1} more missing path(s) on this or other nodes)" if len(missing) > 1 else ""
+            raise ExecutorError(f"Ray node {where} cannot see {paths[i][0]} {paths[i][1]}: every node must reach the "
+                                "inputs and --out at the same path (a shared filesystem); mount it there, or run "
+                                f"with --engine local{more}")
+
+    def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
+        import ray
+
+        task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_run_ray)
+        job_ref = ray.put(job)  # options and config go to the object store once, not once per task
+        limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+        pending = _Pending(todo, ready)
+        running: list[Any] = []
+        while pending or running:
+            running += [task.remote(job_ref, k, unit) for k, unit in pending.take(limit - len(running))]
+            if not running:
+                time.sleep(_POLL)
+                continue
+            done, running = ray.wait(running, num_returns=1, timeout=_POLL if pending else None)
+            for ref in done:
+                try:
+                    yield ray.get(ref)
+                except ray.exceptions.RayTaskError as e:
+                    # The builder's own exception (ValueError, FileNotFoundError, ...) with its message.
+                    raise (e.cause if isinstance(e.cause, Exception) else e) from None
+
+
+def _ray_node() -> dict[str, Any]:
+    import ray
+
+    return {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
+            "ray_node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+
+def _run_ray(job: Job, index: int, unit: Any) -> ShardResult:
+    return run_unit(job, index, unit, _ray_node())
+
+
+def _probe(paths: list[tuple[str, str]]) -> tuple[str, list[int]]:
+    """On one node: which of `paths` it cannot see (their positions). `--out` must hold the driver's
+    `.build.json`, so a same-named local folder on the node does not pass for the shared one."""
+    node = _ray_node()
+    where = f"{node['ip']} ({node['host']}, node id {node['ray_node_id'][:12]})"
+    missing = []
+    for i, (flag, p) in enumerate(paths):
+        seen = (Path(p) / ".build.json").is_file() if flag == "--out" else os.path.exists(p)
+        if not seen:
+            missing.append(i)
+    return where, missing
+
+
+def shared_paths(options: Any, out: Path) -> list[tuple[str, Path]]:
+    """The paths every worker must see, as (flag, path): each path-valued builder option that exists on the
+    driver, and --out."""
+    paths: list[tuple[str, Path]] = []
+    for f in dataclasses.fields(options):
+        value = getattr(options, f.name)
+        flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, Path) and v.exists():
+                paths.append((flag, v.resolve()))
+    return [*paths, ("--out", out.resolve())]
