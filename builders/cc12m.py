@@ -300,6 +300,7 @@ try:
     if ray_address:
         import ray
         ray.init(address=ray_address)
+    print("img2dataset distributor:", kwargs.get("distributor", "multiprocessing"), flush=True)
     download(**kwargs)
     status = "ok"
 finally:

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from mmdata.errors import InputError
-from mmdata.executors import ENGINES, Job, make_executor, shared_paths, clear_running
+from mmdata.executors import ENGINES, Job, make_executor, shared_paths, tidy
 from mmdata.layout import ShardResult, any_done, read_done
 from mmdata.manifest import SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
@@ -142,7 +142,7 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
             for r in executor.run(Job(builder.name, options, cfg), todo, ready):
                 results[r.index] = r
                 bar.advance(r)
-    clear_running(out)
+    tidy(out)
     if builder.finish is not None:
         builder.finish(options, out)
     return _finish(out, identity, cfg, [results[k] for k in range(len(units))])

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from mmdata.layout import ShardResult, shard_name
+from mmdata.layout import SHARDS, ShardResult, shard_name
 from mmdata.media import write_bytes
 from mmdata.registry import get
 from mmdata.writer import ShardConfig, write_shard
@@ -60,8 +60,12 @@ def run_unit(job: Job, index: int, unit: Any, node: dict[str, Any]) -> ShardResu
         marker.unlink(missing_ok=True)
 
 
-def clear_running(out: Path) -> None:
+def tidy(out: Path) -> None:
+    """After every unit is done: drop the running markers and the temporary files of processes killed mid-shard
+    (their retries wrote the shard under its final name)."""
     shutil.rmtree(out / RUNNING, ignore_errors=True)
+    for tmp in (out / SHARDS).glob("*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def local_node() -> dict[str, Any]:
@@ -216,7 +220,9 @@ class RayExecutor:
     def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
         import ray
 
-        task = ray.remote(num_cpus=1, max_retries=self.max_retries)(_run_ray)
+        # SPREAD: units read and write a shared filesystem, so no node is closer to a unit's data than another,
+        # and short units (a cc12m shard as its download lands) would otherwise all go to the driver's node.
+        task = ray.remote(num_cpus=1, max_retries=self.max_retries, scheduling_strategy="SPREAD")(_run_ray)
         job_ref = ray.put(job)  # options and config go to the object store once, not once per task
         limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         pending = _Pending(todo, ready)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -16,6 +17,9 @@ from mmdata.errors import InputError
 # Decompression bombs are an input error, not a crash: Pillow raises DecompressionBombError above 2x this.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
 
+# Pillow names the stream by its repr ("<_io.BytesIO object at 0x7f...>"): an address would make rejects.jsonl
+# differ from run to run.
+_STREAM_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>")
 _EXT_BY_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 # Samples wider than 8 bits (16-bit PNG/TIFF greyscale, 32-bit int, float): `convert("RGB")` clips them to white.
 DEEP_MODES = frozenset(("I;16", "I;16B", "I;16L", "I;16N", "I", "F"))
@@ -36,7 +40,8 @@ def decode_image(data: bytes, what: str) -> Image.Image:
         im.load()  # verify() only checks headers; a truncated JPEG fails only on a full decode
         return im
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise MediaError(f"{what}: does not decode as an image ({type(e).__name__}: {e})") from None
+        reason = _STREAM_REPR.sub("<data>", str(e))
+        raise MediaError(f"{what}: does not decode as an image ({type(e).__name__}: {reason})") from None
 
 
 @dataclass(frozen=True)
