@@ -18,6 +18,7 @@ import os
 import shutil
 import socket
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
@@ -96,16 +97,16 @@ class _Pending:
     """The units not submitted yet, handed out as they become ready, in plan order among the ready ones."""
 
     def __init__(self, todo: list[tuple[int, Any]], ready: Ready | None) -> None:
-        self.todo, self.ready = list(todo), ready
+        self.todo, self.ready = deque(todo), ready
 
     def __bool__(self) -> bool:
         return bool(self.todo)
 
     def take(self, n: int) -> list[tuple[int, Any]]:
-        if self.ready is None:
-            out, self.todo = self.todo[:n], self.todo[n:]
-            return out
-        out, keep = [], []
+        if self.ready is None:  # popleft: a build of 100k per-video units must not copy its list per task
+            return [self.todo.popleft() for _ in range(min(n, len(self.todo)))]
+        out: list[tuple[int, Any]] = []
+        keep: deque[tuple[int, Any]] = deque()
         for item in self.todo:
             (out if len(out) < n and self.ready(item[1]) else keep).append(item)
         self.todo = keep
