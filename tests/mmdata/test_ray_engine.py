@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from mmdata.cli import app
 from mmdata.executors import ExecutorError, RayExecutor
+from mmdata.registry import discover
 from mmdata.testing.images import jpeg_bytes, random_image
 from mmdata.testing.instructpix2pix import write_aurora
 
@@ -62,7 +63,8 @@ def _done(out: Path) -> dict[str, dict[str, Any]]:
 
 
 def _build(name: str, args: list[str], out: Path, *extra: str) -> None:
-    result = runner.invoke(app, ["build", name, *args, "--out", str(out), "--format", "both", "-q", *extra])
+    result = runner.invoke(app, ["build", name.replace("_", "-"), *args, "--out", str(out), "--format", "both", "-q",
+                                 *extra])
     assert result.exit_code == 0, result.output
 
 
@@ -83,13 +85,18 @@ def _source(module: str, **kwargs: Any) -> Any:
 # (builder, world, --shard-size): small shards, so every world has units for both nodes.
 WORLDS = {
     "cambrian": ("cambrian", _source("mmdata.testing.llava"), 6),
-    "visual_cot": ("visual-cot", _source("mmdata.testing.visual_cot"), 2),
+    "visual_cot": ("visual_cot", _source("mmdata.testing.visual_cot"), 2),
+    "vstar": ("vstar", _source("mmdata.testing.vstar"), 2),
     "instructpix2pix": ("instructpix2pix", _source("mmdata.testing.instructpix2pix"), 1),
     "aurora": ("aurora", _aurora, 2),
     "video_qa": ("video", _source("mmdata.testing.video", task="video_qa"), 1),
     "frame_pred": ("video", _source("mmdata.testing.video", task="frame_pred"), 1),
     "cc12m": ("cc12m", _source("mmdata.testing.cc12m"), 10),
 }
+
+
+def test_every_registered_builder_has_a_world_here() -> None:
+    assert {name for name, _, _ in WORLDS.values()} == set(discover())
 
 
 @pytest.mark.parametrize("world", list(WORLDS))
