@@ -5,7 +5,8 @@
 (b) Build wall time and the driver's peak RSS at 10k, 100k and 1M text records and 1k and 10k image records, both
     engines, each build a fresh `mmdata build` process: the per-record time and the marginal slope between sizes
     should stay level (linear time) and the RSS flat (planning holds spans, never records).
-Usage: python bench/scale.py [--workers 2] [--pairs 5] [--text 10000,100000,1000000] [--images 1000,10000]
+Usage: python bench/scale.py [--workers 2] [--pairs 5] [--pair-text 400000] [--pair-images 8000]
+                             [--text 10000,100000,1000000] [--images 1000,10000]
 """
 
 from __future__ import annotations
@@ -123,7 +124,7 @@ def main() -> None:
         print(f"  {'world':<22}{'engine':<8}{'wall s':>8}{'us/record':>11}{'marginal us/rec':>17}{'driver MB':>11}")
         for kind, sizes, shard in (("text", a.text, 10_000), ("image", a.images, 500)):
             prev: dict[str, tuple[int, float]] = {}
-            for n in [int(s) for s in sizes.split(",")]:
+            for n in [int(s) for s in sizes.split(",") if s]:  # --text "" skips the text sizes
                 root = tmp / f"{kind}_{n}"
                 args = make_text_world(root, n) if kind == "text" else make_image_world(root, n)
                 for name, engine in (("local", local), ("ray", on_ray)):
