@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from mmdata.errors import InputError
 from mmdata.layout import SHARDS, ShardResult, shard_name
 from mmdata.media import write_bytes
 from mmdata.registry import get
@@ -38,7 +39,7 @@ _POLL = 0.2  # seconds between checks of units that are not ready yet (cc12m: do
 Ready = Callable[[Any], bool]
 
 
-class ExecutorError(ValueError):
+class ExecutorError(InputError):
     """The executor cannot run the build (no cluster, a node that cannot see a path); the message says the fix."""
 
 
