@@ -96,7 +96,8 @@ WORLDS = {
 
 
 def test_every_registered_builder_has_a_world_here() -> None:
-    assert {name for name, _, _ in WORLDS.values()} == set(discover())
+    shipped = {name for name, b in discover().items() if b.records.__module__.startswith("builders.")}
+    assert {name for name, _, _ in WORLDS.values()} == shipped
 
 
 @pytest.mark.parametrize("world", list(WORLDS))
@@ -125,7 +126,11 @@ def test_every_builder_gives_the_same_bytes_on_ray(cluster: Cluster, tmp_path: P
     assert [k for k in local if on_ray[k] != local[k]] == []
     nodes = [d["node"] for d in _done(tmp_path / "ray").values()]
     assert len(nodes) >= 2
-    assert {n["ray_node_id"] for n in nodes} == _node_ids(cluster)  # both nodes wrote shards
+    used = {n["ray_node_id"] for n in nodes}
+    if name == "cc12m":  # its shards arrive one by one as downloads finish; one node may convert them all
+        assert used <= _node_ids(cluster)
+    else:
+        assert used == _node_ids(cluster)  # both nodes wrote shards
     assert not (tmp_path / "ray" / ".running").exists()
     if name == "cc12m":
         assert "img2dataset distributor: ray" in (tmp_path / "dl_ray" / "img2dataset.log").read_text()
