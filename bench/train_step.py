@@ -1,16 +1,24 @@
-"""Step time of `mmtrain stage2` (DeepSpeed engine) beside a bare PyTorch loop on the same model and batches.
+"""The loop's step under DeepSpeed (ZeRO-2, ZeRO-3) beside a bare PyTorch loop, tiny and ~100 M-parameter LLMs.
 
-Both on the tiny recipe (`recipes/tiny/stage2.yaml`), in one process, one after the other: the loop's
-`metrics.jsonl` step times (data loading included, warm-up steps dropped) against plain AdamW on the same
-micro-batches, pre-collated (so the bare loop is the lower bound: no data loading at all). Run for the recipe's
-ZeRO-3 and for ZeRO-2. Target: ≤ 1.1× the bare loop. Writes bench_out/train_step.json.
+For each size and ZeRO stage, in one process: the training loop's own step (`trainer.train._Stepper.step`: data
+loading and collation, engine forward / backward / step, metrics reduction) on an engine set up exactly as
+`mmtrain` sets it up, and a bare loop (same model and parts, plain AdamW, no DeepSpeed) on the same micro-batches
+pre-collated (so the bare loop is the lower bound: no data loading at all). The two alternate step by step
+(interleaved pairs, the same batch in both), after warm-up; printed: median step times and the ratio's median and
+[min, max] over the pairs. Stage-2 parts (LLM + projector + vision head, vision loss on), fp32, one rank, CPU.
 
-    .venv/bin/python bench/train_step.py [--steps 30]
+Sizes: `tiny` is the test model (2 layers, width 64); `100m` is a Llama of 12 layers, width 768, MLP 3072
+(~115 M parameters) with the tiny tower, on packed rows of 1,024 tokens. Targets at 100 M: ZeRO-2 ≤ 1.1×, ZeRO-3
+≤ 1.3× the bare loop.
+Writes bench_out/train_step.json.
+
+    .venv/bin/python bench/train_step.py [--steps 8] [--sizes tiny,100m]
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -23,85 +31,128 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
-WARMUP = 3
+WARMUP = 2
+SIZES = {
+    "tiny": ({}, {"batch.per_device": 4, "batch.grad_accum": 2, "train.cpu_threads": 1}),
+    # Packed rows of 1,024 tokens: a realistic amount of work per step, the same in every pair.
+    "100m": ({"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+              "num_key_value_heads": 12}, {"batch.per_device": 1, "batch.grad_accum": 1, "train.cpu_threads": 2,
+                                           "data.packing": True, "data.max_length": 1024}),
+}
 
 
-def make_world(root: Path) -> tuple[Path, Path]:
+def make_world(root: Path, llm_shape: dict) -> tuple[Path, Path]:
     from mmdata.testing.train import make_train_world
+    from trainer.tiny import make_tiny
 
-    return make_train_world(root, size=800)
+    models, mixture = make_train_world(root, size=400)
+    if llm_shape:
+        make_tiny(models, llm_shape=llm_shape)  # same tokenizer and tower, a bigger LM in place of the tiny one
+    return models, mixture
 
 
-def bare_loop(recipe, steps: int) -> list[float]:
-    """Same model (loaded the same way), same micro-batches, plain AdamW: what the engine must not slow down much."""
+def setup(recipe, d):
+    """The recipe's model (stage parts applied), dataset, loader and collator, built as `mmtrain` builds them."""
     import torch
 
-    from mmdata.loader import MixtureLoader
     from mmdata.mixture import Mixture
-    from trainer.data import Collator, ConversationDataset
-    from trainer.engine import param_groups, prepare_model
-    from trainer.train import TENSOR_KEYS
+    from trainer.data import ConversationDataset
+    from trainer.engine import prepare_model
+    from trainer.train import make_loader
 
     torch.manual_seed(recipe.train.seed)
     model = prepare_model(recipe).model
     mixture = Mixture(recipe.data.mixture)
     data = ConversationDataset.for_model(mixture, model, max_length=recipe.data.max_length,
                                          on_error="skip")
+    return model, data, *make_loader(recipe, data, model.pad_token_id, d)
+
+
+def loop_stepper(recipe, steps: int):
+    """The loop's own `_Stepper` over an engine initialised as `mmtrain` does (no checkpoints, no export)."""
+    import deepspeed
+    import torch
+
+    from trainer.engine import cosine_schedule, ds_config, init_distributed, param_groups
+    from trainer.train import _Stepper
+
+    d = init_distributed()
+    torch.set_num_threads(recipe.train.cpu_threads or torch.get_num_threads())
     accum = recipe.batch.resolve(1)
-    loader = MixtureLoader(data, batch_size=recipe.batch.per_device, collate_fn=Collator(model.pad_token_id))
-    batches = [b for _, b in zip(range(steps * accum), loader)]
+    model, data, loader, collate, _ = setup(recipe, d)
     opt = torch.optim.AdamW(param_groups(model, 0.0), lr=recipe.optim.lr)
-    model.train()
-    times = []
-    for s in range(steps):
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(steps, 0.0, 0.0))
+    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
+                                      config=ds_config(recipe, accum, 1))
+    engine.train()
+    Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
+    return _Stepper(engine, data, loader, collate, accum, d, Path(recipe.output_dir)), d
+
+
+def interleaved(recipe, steps: int) -> dict:
+    """Loop step vs bare step, alternating on the same micro-batches; step times and their ratio per pair."""
+    import torch
+
+    from trainer.engine import param_groups
+    from trainer.train import model_inputs
+
+    stepper, d = loop_stepper(recipe, steps)
+    accum = stepper.accum
+    bare, _, bare_loader, _, _ = setup(recipe, d)
+    batches = [b for _, b in zip(range(steps * accum), bare_loader)]
+    bare_opt = torch.optim.AdamW(param_groups(bare, 0.0), lr=recipe.optim.lr)
+    bare.train()
+
+    def bare_step(s: int) -> float:
         t0 = time.perf_counter()
         for b in batches[s * accum:(s + 1) * accum]:
-            out = model(**{k: b[k] for k in TENSOR_KEYS})
-            (out.loss / accum).backward()
+            (bare(**model_inputs(b)).loss / accum).backward()
         if recipe.optim.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], recipe.optim.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t0)
-    return times[WARMUP:]
+            torch.nn.utils.clip_grad_norm_([p for p in bare.parameters() if p.requires_grad], recipe.optim.grad_clip)
+        bare_opt.step()
+        bare_opt.zero_grad(set_to_none=True)
+        return time.perf_counter() - t0
+
+    pairs = []
+    for s in range(steps):
+        row = stepper.step()
+        pairs.append((row["step_time"], bare_step(s), row["tokens"]))
+    pairs = pairs[WARMUP:]
+    ratios = [e / b for e, b, _ in pairs]
+    out = {"engine_step_s": statistics.median(e for e, _, _ in pairs),
+           "bare_step_s": statistics.median(b for _, b, _ in pairs),
+           "ratio": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+           "tokens_per_step": statistics.median(t for _, _, t in pairs), "pairs": len(pairs),
+           "params": sum(p.numel() for p in bare.parameters())}
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--steps", type=int, default=8, help="pairs per case, the first 2 are warm-up")
+    ap.add_argument("--sizes", default="tiny,100m")
     args = ap.parse_args()
-    import torch
-
-    from trainer.metrics import read
     from trainer.recipe import load_recipe
-    from trainer.train import train
 
-    torch.set_num_threads(1)
+    results = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        models, mixture = make_world(t)
-        tiny = ROOT / "recipes" / "tiny"
-        quiet = {"logging.progress": False, "logging.tensorboard": False, "data.mixture": str(mixture)}
-        train(load_recipe(tiny / "stage1.yaml", quiet | {
-            "model.llm": str(models / "lm"), "model.vision_tower": str(models / "vision"),
-            "output_dir": str(t / "s1"), "train.max_steps": 2}))
-        results = {}
-        for zero in (3, 2):
-            recipe = load_recipe(tiny / "stage2.yaml", quiet | {
-                "init_from": str(t / "s1"), "output_dir": str(t / f"s2z{zero}"), "train.max_steps": args.steps,
-                "train.zero_stage": zero, "checkpoint.every": 10**6})
-            train(recipe)
-            rows = read(t / f"s2z{zero}")[WARMUP:]
-            engine = statistics.median(r["step_time"] for r in rows)
-            bare = statistics.median(bare_loop(recipe, args.steps))
-            samples = recipe.batch.per_device * recipe.batch.resolve(1)
-            results[f"zero{zero}"] = {"engine_step_s": engine, "bare_step_s": bare, "ratio": engine / bare,
-                                      "engine_samples_per_s": samples / engine, "bare_samples_per_s": samples / bare}
-    print(f"{'':>6} {'mmtrain step':>13} {'bare step':>10} {'ratio':>6} {'mmtrain samples/s':>18} "
-          f"{'bare samples/s':>15}")
-    for k, r in results.items():
-        print(f"{k:>6} {r['engine_step_s'] * 1e3:>11.1f}ms {r['bare_step_s'] * 1e3:>8.1f}ms {r['ratio']:>6.2f} "
-              f"{r['engine_samples_per_s']:>18.1f} {r['bare_samples_per_s']:>15.1f}")
+        for size in args.sizes.split(","):
+            shape, batch = SIZES[size]
+            models, mixture = make_world(t / size, shape)
+            for zero in (2, 3):
+                recipe = load_recipe(ROOT / "recipes" / "tiny" / "stage1.yaml", batch | {
+                    "model.llm": str(models / "lm"), "model.vision_tower": str(models / "vision"),
+                    "data.mixture": str(mixture), "output_dir": str(t / f"{size}-z{zero}"),
+                    "trainable": ["llm", "projector", "vision_head"], "vision_loss": True,
+                    "train.zero_stage": zero, "train.gradient_checkpointing": True,
+                    "logging.progress": False, "logging.tensorboard": False})
+                results[f"{size}/zero{zero}"] = r = interleaved(recipe, args.steps)
+                gc.collect()  # the engine and both models go before the next case builds its own
+                print(f"{size:>5} ZeRO-{zero}: mmtrain {r['engine_step_s'] * 1e3:8.0f} ms  bare "
+                      f"{r['bare_step_s'] * 1e3:8.0f} ms  ratio {r['ratio']:.2f} [{r['ratio_min']:.2f}, "
+                      f"{r['ratio_max']:.2f}]  ({r['params'] / 1e6:.0f} M params, {r['tokens_per_step']:.0f} "
+                      f"tokens/step, {r['pairs']} pairs)", flush=True)
     out = ROOT / "bench_out"
     out.mkdir(exist_ok=True)
     (out / "train_step.json").write_text(json.dumps(results, indent=2))

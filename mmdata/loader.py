@@ -28,10 +28,13 @@ class MixtureSampler:
     `start` is the global position (samples consumed by all ranks together) in epoch `epoch`. With
     `drop_last=False` the union over ranks is exactly the epoch and the last ranks may get one sample fewer; a
     DDP trainer that needs equal step counts passes `drop_last=True` (at most world_size - 1 samples are left out).
+    `order(epoch)`, when given, is the epoch's permutation instead of `shuffle`'s (e.g. length grouping); it must be
+    a pure function of the epoch, so that a saved position means the same samples after a restart.
     """
 
     def __init__(self, length: int, *, rank: int = 0, world_size: int = 1, seed: int = 0, start: int = 0,
-                 epoch: int = 0, shuffle: bool = False, drop_last: bool = False) -> None:
+                 epoch: int = 0, shuffle: bool = False, drop_last: bool = False,
+                 order: Callable[[int], Sequence[int]] | None = None) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise InputError(f"rank {rank} / world_size {world_size}: need world_size >= 1 and 0 <= rank < "
                              "world_size")
@@ -41,6 +44,7 @@ class MixtureSampler:
         self.length, self.rank, self.world_size = length, rank, world_size
         self.seed, self.shuffle, self.drop_last = seed, shuffle, drop_last
         self.start, self.epoch = start, epoch
+        self.order_fn = order
 
     def _end(self) -> int:
         if self.drop_last:
@@ -53,6 +57,11 @@ class MixtureSampler:
 
     def order(self) -> np.ndarray | None:
         """The epoch's permutation of the samples, or None for the mixture's own order."""
+        if self.order_fn is not None:
+            order = np.asarray(self.order_fn(self.epoch), dtype=np.int64)
+            if len(order) != self.length:
+                raise ValueError(f"order({self.epoch}) gave {len(order)} indices for {self.length} samples")
+            return order
         if not self.shuffle:
             return None
         return np.random.Generator(np.random.PCG64([self.seed, self.epoch])).permutation(self.length)
@@ -157,14 +166,15 @@ class MixtureLoader:
 
     def __init__(self, data: Sequence[Any], *, batch_size: int, rank: int = 0, world_size: int = 1, seed: int = 0,
                  shuffle: bool = False, drop_last: bool = False, num_workers: int = 0,
-                 collate_fn: Callable[[list[Any]], Any] | None = None, **dataloader_kwargs: Any) -> None:
+                 collate_fn: Callable[[list[Any]], Any] | None = None,
+                 order: Callable[[int], Sequence[int]] | None = None, **dataloader_kwargs: Any) -> None:
         if batch_size < 1:
             raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.data = data
         self.batch_size, self.num_workers, self.collate_fn = batch_size, num_workers, collate_fn
         self.kwargs = dataloader_kwargs
         self.sampler = MixtureSampler(len(data), rank=rank, world_size=world_size, seed=seed, shuffle=shuffle,
-                                      drop_last=drop_last)
+                                      drop_last=drop_last, order=order)
 
     def __len__(self) -> int:
         """Batches left in the current epoch on this rank."""

@@ -116,6 +116,23 @@ def generate(
         print(f"[mmtrain] {r.predicted} image(s) predicted; pass --visualizer VIS/export to render them")
 
 
+@app.command("cache-features", context_settings=_EXTRA)
+@user_errors
+def cache_features(ctx: typer.Context, config: Path = _CONFIG,
+                   out: Path = typer.Option(..., "--out", "-o", help="Cache directory (resumed if it exists)"),
+                   dtype: str | None = typer.Option(None, "--dtype", help="float32 | bfloat16 | float16 (default: "
+                                                    "the model's dtype)"),
+                   batch_size: int = typer.Option(16, "--batch-size", help="Images per tower forward")) -> None:
+    """Encode every image of the recipe's mixture once with its frozen tower; train with --data.vision_features."""
+    from trainer.features import cache_features as build
+    from trainer.recipe import load_recipe
+
+    s = build(load_recipe(config, _overrides(ctx, False, None)), out, dtype=dtype, batch_size=batch_size)
+    c = s["counts"]
+    print(f"[mmtrain] cache-features: {c['images']} images of {c['records']} records in {len(s['shards'])} shards "
+          f"({s['dtype']}) in {out}; {c['failed_records']} records failed (listed in the shard files)")
+
+
 def main() -> None:
     # The deepspeed launcher puts --local_rank=N before the subcommand; the rank is in the environment anyway.
     for arg in [a for a in sys.argv[1:] if a.startswith(("--local_rank=", "--local-rank="))]:

@@ -28,6 +28,7 @@ class ModelConfig:
     image_aspect_ratio: Literal["pad", "resize"] = "pad"
     ce_chunk_size: int = 1024
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    attn_implementation: str | None = None  # the LM's attention, e.g. flash_attention_2 on GPU; null: transformers' default
 
     def __post_init__(self) -> None:
         # Registries are imported here, not at module top, so config stays importable without torch.

@@ -129,11 +129,7 @@ def prepare_model(recipe: TrainRecipe) -> Loaded:
     Loading happens before `deepspeed.initialize`, on every rank, from an ordinary directory: under ZeRO-3 the
     weights (projector, new token rows, LLM) are therefore complete when DeepSpeed partitions them.
     """
-    if recipe.init_from is not None:
-        loaded = load(resolve_init_from(recipe.init_from))
-    else:
-        assert recipe.model is not None
-        loaded = build_model(recipe.model)
+    loaded = base_model(recipe)
     model = loaded.model
     if recipe.vision_coef is not None:
         model.config.vision_coef = recipe.vision_coef
@@ -146,6 +142,14 @@ def prepare_model(recipe: TrainRecipe) -> Loaded:
         # Non-reentrant: correct when the LM's inputs need no grad (frozen embeddings) and under ZeRO-3.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return loaded
+
+
+def base_model(recipe: TrainRecipe) -> Loaded:
+    """The recipe's model as built (`model`) or loaded (`init_from`), before any stage, LoRA or checkpointing."""
+    if recipe.init_from is not None:
+        return load(resolve_init_from(recipe.init_from))
+    assert recipe.model is not None
+    return build_model(recipe.model)
 
 
 def resolve_init_from(path: str) -> str:

@@ -23,6 +23,7 @@ from mmdata.errors import InputError, NotFound
 from trainer.config import ModelConfig
 from trainer.heads import build_head
 from trainer.losses import chunked_cross_entropy, cosine_vision_loss
+from trainer.packing import block_causal_mask
 from trainer.projector import build_projector
 from trainer.templates import IGNORE_INDEX
 from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN, MM_TOKENS
@@ -105,12 +106,20 @@ class UnifiedModel(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, pixel_values: torch.Tensor | None = None,
                 image_is_target: torch.Tensor | None = None, vision_loss: bool | None = None,
+                position_ids: torch.Tensor | None = None, image_features: torch.Tensor | None = None,
                 **_: Any) -> MMOutput:
-        """Text CE (+ vision_coef × cosine vision loss when on). Extra batch keys (e.g. `skipped`) are ignored."""
+        """Text CE (+ vision_coef × cosine vision loss when on). Extra batch keys (e.g. `skipped`) are ignored.
+
+        `image_features` (cached, already reduced and normalised) replace `pixel_values`: the tower does not run.
+        `position_ids` mark a packed batch (see `hidden_states`).
+        """
         if labels is None:
             raise ValueError("forward needs labels; for inference call model.hidden_states(...)")
-        features = self.encode_images(pixel_values) if pixel_values is not None else None
-        hidden = self.hidden_states(input_ids, attention_mask, features)
+        if image_features is not None and pixel_values is not None:
+            raise ValueError("pass pixel_values or cached image_features, not both")
+        features = image_features if image_features is not None else (
+            self.encode_images(pixel_values) if pixel_values is not None else None)
+        hidden = self.hidden_states(input_ids, attention_mask, features, position_ids=position_ids)
 
         y = labels[:, 1:]
         sel = y != IGNORE_INDEX
@@ -124,10 +133,20 @@ class UnifiedModel(nn.Module):
                         n_targets)
 
     def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                      features: torch.Tensor | None = None) -> torch.Tensor:
-        """Final (normed) LM hidden states, (B, L, llm_dim)."""
+                      features: torch.Tensor | None = None, *,
+                      position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Final (normed) LM hidden states, (B, L, llm_dim).
+
+        With `position_ids` (a packed batch: they restart at 0 for every sample) attention stays inside samples:
+        flash-attention reads the sample boundaries from the position ids themselves (its varlen path); any other
+        attention gets an explicit block-diagonal causal mask.
+        """
         emb = self.embed(input_ids, features)
-        out = self.llm.get_decoder()(inputs_embeds=emb, attention_mask=attention_mask, use_cache=False)
+        if position_ids is not None:
+            flash = "flash" in str(getattr(self.llm.config, "_attn_implementation", ""))
+            attention_mask = None if flash else block_causal_mask(position_ids, emb.dtype)
+        out = self.llm.get_decoder()(inputs_embeds=emb, attention_mask=attention_mask, position_ids=position_ids,
+                                     use_cache=False)
         return out.last_hidden_state
 
     def _vision_loss(self, input_ids: torch.Tensor, hidden: torch.Tensor, features: torch.Tensor | None,
@@ -225,7 +244,8 @@ def _assemble(config: ModelConfig, *, fresh: bool, weights: Path | None) -> Load
             raise NotFound(f"{key}: no config.json in {getattr(config, key)}; pass a local model directory")
     dtype = _DTYPES[config.dtype]
     tokenizer = AutoTokenizer.from_pretrained(config.llm)
-    llm = AutoModelForCausalLM.from_pretrained(config.llm, dtype=dtype)
+    attn = {} if config.attn_implementation is None else {"attn_implementation": config.attn_implementation}
+    llm = AutoModelForCausalLM.from_pretrained(config.llm, dtype=dtype, **attn)
     if fresh:
         add_image_tokens(tokenizer, llm)
     elif len(tokenizer) > llm.get_input_embeddings().num_embeddings:

@@ -36,12 +36,18 @@ class DataSection:
     on_error: Literal["raise", "skip"] = "skip"
     num_workers: int = 0
     shuffle: bool = False  # the mixture is already interleaved; True reshuffles every epoch (seeded)
+    packing: bool = False  # whole samples packed into rows of max_length; batch.per_device then counts rows
+    group_by_length: bool = False  # LLaVA's mega-batch length grouping (seeded, reshuffled each epoch)
+    vision_features: str | None = None  # a directory written by `mmtrain cache-features`: no tower at train time
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
             raise ConfigError(f"data.max_length must be >= 8, got {self.max_length}")
         if self.num_workers < 0:
             raise ConfigError(f"data.num_workers must be >= 0, got {self.num_workers}")
+        if self.packing and self.group_by_length:
+            raise ConfigError("data.packing and data.group_by_length are both true; packing already groups by "
+                              "length (best-fit decreasing), so set one of them")
 
 
 @dataclass
@@ -182,6 +188,9 @@ class TrainRecipe:
                               "(continue from a stage-1 run or exported model)")
         if self.lora is not None and "llm" not in self.stage_config.trainable:
             raise ConfigError("lora is set but 'llm' is not among the trainable parts; LoRA adapts the LLM")
+        if self.data.vision_features is not None and "vision" in self.stage_config.trainable:
+            raise ConfigError("data.vision_features is set but 'vision' is trainable: cached features come from a "
+                              "frozen tower; drop 'vision' from trainable or data.vision_features")
         if self.lora is not None and self.train.zero_stage == 3:
             raise ConfigError("lora with train.zero_stage 3 is not supported (adapters are merged for export from "
                               "unpartitioned weights); use zero_stage 2")
@@ -196,7 +205,8 @@ class TrainRecipe:
         return dataclasses.asdict(self)
 
 
-PATH_KEYS = (("model", "llm"), ("model", "vision_tower"), ("data", "mixture"), ("init_from",), ("output_dir",))
+PATH_KEYS = (("model", "llm"), ("model", "vision_tower"), ("data", "mixture"), ("data", "vision_features"),
+             ("init_from",), ("output_dir",))
 
 
 def parse_lr_scale(spec: str) -> tuple[float, int]:

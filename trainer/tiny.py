@@ -74,8 +74,15 @@ def make_tiny(
     llm: Literal["llama", "qwen2"] = "llama",
     vision: Literal["siglip", "clip"] = "siglip",
     seed: int = 0,
+    llm_shape: dict[str, int] | None = None,
+    vision_shape: dict[str, int] | None = None,
 ) -> TinyPaths:
-    """Build and save a tiny random LM (+ tokenizer) and vision tower under `out_dir`; return their directories."""
+    """Build and save a tiny random LM (+ tokenizer) and vision tower under `out_dir`; return their directories.
+
+    `llm_shape` / `vision_shape` override the config sizes (e.g. `{"hidden_size": 768, "num_hidden_layers": 12}`,
+    or SigLIP-so400m's `{"hidden_size": 1152, "image_size": 384, "patch_size": 14, ...}`) for benchmarks at
+    realistic sizes with random weights; the tokenizer stays the tiny one.
+    """
     from transformers import (
         AutoModelForCausalLM,
         CLIPVisionConfig,
@@ -91,7 +98,7 @@ def make_tiny(
     torch.manual_seed(seed)
     tokenizer, base_vocab = make_tokenizer(lm_dir, llm=llm)
     common = {"hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2, "num_attention_heads": 4,
-              "num_key_value_heads": 2, "vocab_size": base_vocab, "max_position_embeddings": 2048}
+              "num_key_value_heads": 2, "vocab_size": base_vocab, "max_position_embeddings": 2048} | (llm_shape or {})
     if llm == "llama":
         cfg = LlamaConfig(**common, tie_word_embeddings=False,
                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
@@ -103,10 +110,12 @@ def make_tiny(
     AutoModelForCausalLM.from_config(cfg).save_pretrained(lm_dir)
 
     vcommon = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
-               "image_size": 64, "patch_size": 16}
+               "image_size": 64, "patch_size": 16} | (vision_shape or {})
     if vision == "siglip":
         SiglipVisionModel(SiglipVisionConfig(**vcommon)).save_pretrained(vision_dir)
-        proc = {"image_processor_type": "SiglipImageProcessor", "do_resize": True, "size": {"height": 64, "width": 64},
+        side = vcommon["image_size"]
+        proc = {"image_processor_type": "SiglipImageProcessor", "do_resize": True,
+                "size": {"height": side, "width": side},
                 "resample": 3, "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
                 "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
     elif vision == "clip":

@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,15 +33,16 @@ from mmdata.loader import MixtureLoader
 from mmdata.mixture import Mixture
 from mmdata.storage_errors import writing
 from trainer import checkpoint
-from trainer.data import Collator, ConversationDataset
+from trainer.data import Collator, ConversationDataset, LengthGroupedSampler
 from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed, param_groups, prepare_model
 from trainer.export import export
 from trainer.metrics import MetricsLogger
-from trainer.model import UnifiedModel
+from trainer.packing import PackedDataset, fingerprint, plan_packs
 from trainer.recipe import TrainRecipe
 
 log = logging.getLogger("trainer")
-TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "image_is_target")
+TENSOR_KEYS = ("input_ids", "attention_mask", "labels", "pixel_values", "image_is_target", "image_features",
+               "position_ids")
 RESUME_HINT = "free space (or make it writable) and rerun the same command: it resumes from the last checkpoint"
 
 
@@ -54,6 +56,7 @@ class RunResult:
     export_dir: Path | None
     steps: int
     global_batch: int
+    summary: dict[str, Any] | None = None  # this invocation's throughput, padding and skips (see `summarize`)
 
 
 def train(recipe: TrainRecipe) -> RunResult:
@@ -102,16 +105,21 @@ def _train(recipe: TrainRecipe) -> RunResult:
     loaded = prepare_model(recipe)
     model = loaded.model
     mixture = Mixture(recipe.data.mixture)
+    features = None
+    if recipe.data.vision_features is not None:
+        from trainer.features import FeatureStore
+
+        features = FeatureStore.open(recipe.data.vision_features, model)  # before ZeRO-3 partitions the tower
     data = ConversationDataset.for_model(mixture, model, max_length=recipe.data.max_length,
-                                         on_error=recipe.data.on_error)
-    loader = MixtureLoader(data, batch_size=recipe.batch.per_device, rank=d.rank, world_size=d.world_size,
-                           seed=recipe.train.seed, shuffle=recipe.data.shuffle, drop_last=True,
-                           num_workers=recipe.data.num_workers, collate_fn=Collator(model.pad_token_id))
+                                         on_error=recipe.data.on_error, features=features)
+    loader, collate, data_order = make_loader(recipe, data, model.pad_token_id, d)
     steps_per_epoch = len(loader) // accum
     total = recipe.train.max_steps or steps_per_epoch * recipe.train.epochs
     if steps_per_epoch == 0:
-        raise InputError(f"data.mixture {recipe.data.mixture}: {len(mixture)} samples give no full optimizer step "
-                         f"at a global batch of {global_batch}; use a bigger mixture or a smaller batch")
+        unit = "packs of data.max_length" if recipe.data.packing else "samples"
+        raise InputError(f"data.mixture {recipe.data.mixture}: {loader.sampler.length} {unit} give no full "
+                         f"optimizer step at a global batch of {global_batch}; use a bigger mixture or a smaller "
+                         "batch")
 
     config = ds_config(recipe, accum, d.world_size)
     if d.main:
@@ -133,6 +141,10 @@ def _train(recipe: TrainRecipe) -> RunResult:
     if resume:
         client = checkpoint.load(engine, run_dir, rank=d.rank)
         step = int(client["step"])
+        if client.get("data_order", data_order) != data_order:
+            raise InputError(f"{run_dir}: the checkpoint's batches were ordered as {client['data_order']!r}, this "
+                             f"recipe orders them as {data_order!r}; resume with the same data.packing, "
+                             "data.group_by_length, data.max_length and mixture, or start a new output_dir")
         loader.load_state_dict(client["loader"])
         if d.main:
             print(f"[mmtrain] resumed from {run_dir / checkpoint.CHECKPOINTS / checkpoint.tag(step)} "
@@ -141,8 +153,9 @@ def _train(recipe: TrainRecipe) -> RunResult:
 
     metrics = MetricsLogger(run_dir, total_steps=total, start_step=step, enabled=d.main,
                             tensorboard=recipe.logging.tensorboard, progress=recipe.logging.progress)
-    stepper = _Stepper(engine, model, data, loader, accum, d, run_dir)
+    stepper = _Stepper(engine, data, loader, collate, accum, d, run_dir)
     engine.train()
+    start_step, t_start = step, time.perf_counter()
     try:
         while step < total:
             lr_now = schedule.get_last_lr()[0]  # the lr this step uses; the engine advances the schedule
@@ -152,15 +165,42 @@ def _train(recipe: TrainRecipe) -> RunResult:
             row |= {"step": step, "epoch": loader.state_dict()["epoch"], "lr": lr_now}
             metrics.log(row)
             if step % recipe.checkpoint.every == 0 or step == total:
-                checkpoint.save(engine, run_dir, step, {"step": step, "loader": loader.state_dict()},
+                checkpoint.save(engine, run_dir, step, {"step": step, "loader": loader.state_dict(),
+                                                        "data_order": data_order},
                                 rank=d.rank, keep=recipe.checkpoint.keep)
     finally:
         metrics.close()
+    summary = summarize(run_dir, start_step, time.perf_counter() - t_start, stepper.skip_kinds(), d)
     out = export(engine, model, run_dir, rank=d.rank, zero_stage=recipe.train.zero_stage)
     if d.main:
+        print(format_summary(summary), flush=True)
         print(f"[mmtrain] done: {step} steps; checkpoints in {run_dir / checkpoint.CHECKPOINTS}; exported model "
               f"in {out}", flush=True)
-    return RunResult(run_dir, out, step, global_batch)
+    return RunResult(run_dir, out, step, global_batch, summary)
+
+
+def make_loader(recipe: TrainRecipe, data: ConversationDataset, pad_token_id: int,
+                d: Dist) -> tuple[MixtureLoader, Collator, str]:
+    """The rank's loader, its collator, and a name for the batch order (saved with checkpoints, checked on resume).
+
+    Packing and length grouping both need every sample's exact length: the dataset tokenizes each record once
+    (no image is read) on every rank, which is the start-up cost of either option.
+    """
+    cfg = recipe.data
+    source: Any = data
+    order, data_order = None, "shuffled" if cfg.shuffle else "mixture"
+    if cfg.packing:
+        packs = plan_packs(data.lengths(), cfg.max_length)
+        source, data_order = PackedDataset(data, packs), f"packed:{fingerprint(packs)}"
+    elif cfg.group_by_length:
+        sampler = LengthGroupedSampler(data.lengths(), recipe.batch.per_device, world_size=d.world_size,
+                                       seed=recipe.train.seed)
+        order, data_order = sampler.order, "group_by_length"
+    collate = Collator(pad_token_id, packed=cfg.packing)
+    loader = MixtureLoader(source, batch_size=recipe.batch.per_device, rank=d.rank, world_size=d.world_size,
+                           seed=recipe.train.seed, shuffle=cfg.shuffle, drop_last=True, order=order,
+                           num_workers=cfg.num_workers, collate_fn=collate)
+    return loader, collate, data_order
 
 
 class _Stepper:
@@ -170,24 +210,28 @@ class _Stepper:
     part in the same collectives, and gradient accumulation must stay aligned with DeepSpeed's micro-step count.
     """
 
-    def __init__(self, engine: Any, model: UnifiedModel, data: ConversationDataset, loader: MixtureLoader,
+    def __init__(self, engine: Any, data: ConversationDataset, loader: MixtureLoader, collate: Collator,
                  accum: int, d: Dist, run_dir: Path) -> None:
-        self.engine, self.model, self.data, self.loader, self.accum, self.d = engine, model, data, loader, accum, d
+        self.engine, self.data, self.loader, self.collate, self.accum, self.d = engine, data, loader, collate, accum, d
         self.batches = micro_batches(loader, accum)
         self.fallback: dict[str, Any] | None = None
         self.skip_log = run_dir / f"skipped-rank{d.rank}.jsonl"
+        self.skips: Counter[str] = Counter()  # why samples were skipped, by kind, on this rank
 
     def step(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        sums = torch.zeros(6, dtype=torch.float64)  # loss, text, vision, samples, tokens, skipped
+        sums = torch.zeros(8, dtype=torch.float64)  # loss, text, vision, samples, tokens, skipped, padded, images
         n_vision = 0
         for _ in range(self.accum):
             batch = next(self.batches)
             log_skips(self.skip_log, self.d.rank, batch["skipped"])
+            self.skips.update(skip_kind(s.reason) for s in batch["skipped"])
             empty = batch["input_ids"].shape[0] == 0
             if not empty:
                 self.fallback = batch
-            out = self.engine(**self._tensors(batch if not empty else self._fallback()))
+            inputs = model_inputs(batch if not empty else self._fallback())
+            out = self.engine(**{k: v.to(self.engine.device) if isinstance(v, torch.Tensor) else v
+                                 for k, v in inputs.items()})
             self.engine.backward(out.loss * 0.0 if empty else out.loss)
             self.engine.step()
             sums[5] += len(batch["skipped"])
@@ -198,13 +242,16 @@ class _Stepper:
             if out.vision_loss is not None and out.n_vision_targets:
                 sums[2] += out.vision_loss.item()
                 n_vision += 1
-            sums[3] += batch["input_ids"].shape[0]
-            sums[4] += int(batch["attention_mask"].sum())
+            sums[3] += len(batch["ids"])
+            real = int(batch["attention_mask"].sum())
+            sums[4] += real
+            sums[6] += batch["input_ids"].numel() - real
+            sums[7] += batch["image_is_target"].numel()
         counts = torch.tensor([self.accum, n_vision], dtype=torch.float64)
         if self.d.world_size > 1:
             both = torch.cat([sums, counts])
             dist.all_reduce(both)
-            sums, counts = both[:6], both[6:]
+            sums, counts = both[:8], both[8:]
         dt = time.perf_counter() - t0
         grad_norm = self.engine.get_global_grad_norm()
         return {
@@ -212,20 +259,26 @@ class _Stepper:
             "vision_loss": float(sums[2] / counts[1]) if counts[1] else None,
             "vision_cos": float(-sums[2] / counts[1]) if counts[1] else None,
             "grad_norm": None if grad_norm is None else float(grad_norm),
-            "samples": int(sums[3]), "tokens": int(sums[4]), "skipped": int(sums[5]),
+            "samples": int(sums[3]), "tokens": int(sums[4]), "padded_tokens": int(sums[6]),
+            "padding": float(sums[6] / max(sums[4] + sums[6], 1)), "images": int(sums[7]), "skipped": int(sums[5]),
             "samples_per_s": float(sums[3]) / dt, "tokens_per_s": float(sums[4]) / dt, "step_time": dt,
         }
-
-    def _tensors(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: batch[k] for k in TENSOR_KEYS}
 
     def _fallback(self) -> dict[str, Any]:
         if self.fallback is None:  # no good batch seen yet on this rank: the first usable sample of the data
             good = next((s for s in (self.data[i] for i in range(len(self.data))) if not hasattr(s, "reason")), None)
             if good is None:
                 raise InputError("every sample of the mixture was skipped; see skipped-rank*.jsonl for why")
-            self.fallback = Collator(self.model.pad_token_id)([good])
+            self.fallback = self.collate([[good]] if self.collate.packed else [good])
         return self.fallback
+
+    def skip_kinds(self) -> Counter[str]:
+        """Skip counts by kind, summed over ranks (collective)."""
+        if self.d.world_size == 1:
+            return self.skips
+        parts: list[Any] = [None] * self.d.world_size
+        dist.all_gather_object(parts, self.skips)
+        return sum(parts, Counter())
 
 
 def micro_batches(loader: MixtureLoader, accum: int) -> Iterator[Any]:
@@ -258,6 +311,41 @@ def check_finite(row: dict[str, Any], step: int, run_dir: Path) -> None:
             f"step {step}: {', '.join(f'{k} is {v}' for k, v in bad.items())}; training stopped, nothing of this "
             f"step was saved (last checkpoint: {last or 'none'}). Lower optim.lr, set optim.grad_clip, or check "
             "the data; then rerun (it resumes from the last checkpoint)")
+
+
+def model_inputs(batch: dict[str, Any]) -> dict[str, Any]:
+    """The batch keys the model takes (the rest, e.g. `ids` and `skipped`, are for the loop)."""
+    return {k: batch[k] for k in TENSOR_KEYS if k in batch}
+
+
+def skip_kind(reason: str) -> str:
+    """'labels: …' → 'labels'; 'image 0 (a.jpg): OSError: …' → 'image: OSError'; 'features: KeyError: …' alike."""
+    head, _, rest = reason.partition(": ")
+    if head.startswith("image"):
+        return f"image: {rest.split(':', 1)[0]}"
+    if head == "features":
+        return f"features: {rest.split(':', 1)[0]}"
+    return head
+
+
+def summarize(run_dir: Path, start_step: int, wall: float, skips: Counter[str], d: Dist) -> dict[str, Any]:
+    """Throughput, padding and skips of the steps this invocation ran (rank 0's metrics.jsonl holds them)."""
+    from trainer.metrics import METRICS, read
+
+    rows = [r for r in read(run_dir / METRICS) if r["step"] > start_step] if d.main else []
+    tokens, padded = sum(r["tokens"] for r in rows), sum(r.get("padded_tokens", 0) for r in rows)
+    step_time = sum(r["step_time"] for r in rows)
+    return {"steps": len(rows), "samples": sum(r["samples"] for r in rows), "tokens": tokens,
+            "padded_tokens": padded, "padding": padded / max(tokens + padded, 1),
+            "tokens_per_s": tokens / step_time if step_time else 0.0, "wall_s": wall,
+            "skipped": sum(skips.values()), "skipped_by_kind": dict(skips.most_common())}
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    why = ", ".join(f"{n} {k}" for k, n in s["skipped_by_kind"].items()) or "none"
+    return (f"[mmtrain] summary: {s['steps']} steps, {s['samples']} samples, {s['tokens']:,} real tokens at "
+            f"{s['tokens_per_s']:,.0f} tokens/s; padding {100 * s['padding']:.1f}% ({s['padded_tokens']:,} pad "
+            f"tokens); skipped {s['skipped']} ({why}); {s['wall_s']:.1f}s")
 
 
 def should_resume(recipe: TrainRecipe, run_dir: Path) -> bool:

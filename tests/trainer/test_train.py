@@ -11,14 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import TrainWorld
 from safetensors.torch import load_file
 
-from mmdata.testing.train import make_train_world
 from trainer import load
 from trainer.metrics import read
 from trainer.recipe import load_recipe
@@ -26,28 +25,6 @@ from trainer.recipe import load_recipe
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "recipes" / "tiny"
 os.environ.setdefault("MMTRAIN_SHM_COMM", "0")  # no JIT-compiled comm op in tests, also for torchrun children
-
-
-@dataclass
-class TrainWorld:
-    root: Path
-    models: Path
-    mixture: Path
-
-    def overrides(self, stage: str, out: Path, **extra: object) -> dict[str, object]:
-        base: dict[str, object] = {"data.mixture": str(self.mixture), "output_dir": str(out),
-                                   "logging.progress": False, "logging.tensorboard": False,
-                                   "train.max_steps": 4, "checkpoint.every": 2, "checkpoint.keep": 2}
-        if stage == "stage1":
-            base |= {"model.llm": str(self.models / "lm"), "model.vision_tower": str(self.models / "vision")}
-        return base | extra
-
-
-@pytest.fixture(scope="session")
-def train_world(tmp_path_factory: pytest.TempPathFactory) -> TrainWorld:
-    root = tmp_path_factory.mktemp("train_world")
-    models, mixture = make_train_world(root, size=48)
-    return TrainWorld(root, models, mixture)
 
 
 def _train(stage: str, world: TrainWorld, out: Path, **extra: object):
@@ -145,21 +122,46 @@ def test_export_loads_and_generates(stage2_run: Path) -> None:
 def test_kill_and_resume_gives_the_uninterrupted_run(train_world: TrainWorld, stage1_run: Path,
                                                      tmp_path: Path) -> None:
     """stage1_run did 4 steps with checkpoints at 2 and 4; resuming a copy from step 2 must redo 3-4 exactly."""
-    run = tmp_path / "resumed"
-    shutil.copytree(stage1_run, run)
+    _resume_from_step_2(train_world, stage1_run, tmp_path / "resumed")
+
+
+def _resume_from_step_2(world: TrainWorld, full_run: Path, run: Path, **extra: object) -> list[dict]:
+    shutil.copytree(full_run, run)
     ckpt = run / "checkpoints"
     shutil.rmtree(ckpt / "step_00000004")
     (ckpt / "latest").write_text("step_00000002")
     shutil.rmtree(run / "export")
-    _train("stage1", train_world, run, **{"checkpoint.resume": True})
-    full, resumed = read(stage1_run), read(run)
+    _train("stage1", world, run, **{"checkpoint.resume": True}, **extra)
+    full, resumed = read(full_run), read(run)
     assert [r["step"] for r in resumed] == [1, 2, 3, 4]
     for a, b in zip(full[2:], resumed[2:]):
         assert a["samples"] == b["samples"] and a["tokens"] == b["tokens"]  # the same samples
         assert a["loss"] == pytest.approx(b["loss"], rel=1e-6, abs=1e-7)
-    wa, wb = _weights(stage1_run / "export"), _weights(run / "export")
+    wa, wb = _weights(full_run / "export"), _weights(run / "export")
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], rtol=1e-6, atol=1e-7, msg=k)
+    return full
+
+
+PACKED = {"data.packing": True, "data.max_length": 128, "batch.per_device": 1}  # 48 samples → 2 rows per step
+
+
+@pytest.mark.parametrize("mode", ["data.packing", "data.group_by_length"])
+def test_packed_and_length_grouped_runs_resume_exactly(train_world: TrainWorld, stage1_run: Path, tmp_path: Path,
+                                                       mode: str) -> None:
+    extra = PACKED if mode == "data.packing" else {mode: True}
+    full = _train("stage1", train_world, tmp_path / "full", **extra)
+    rows = _resume_from_step_2(train_world, full.run_dir, tmp_path / "resumed", **extra)
+    assert full.summary["steps"] == 4 and full.summary["tokens"] == sum(r["tokens"] for r in rows)
+    if mode == "data.packing":  # 2 rows of 128 tokens per step hold several samples, with little padding
+        assert all(r["samples"] > 2 for r in rows) and full.summary["padding"] < 0.10
+    else:  # sorted by length within mega-batches: less padding than the mixture's own order
+        plain = read(stage1_run)
+        assert full.summary["padding"] < sum(r["padded_tokens"] for r in plain) / sum(
+            r["tokens"] + r["padded_tokens"] for r in plain)
+    with pytest.raises(ValueError, match="batches were ordered as"):
+        _train("stage1", train_world, full.run_dir, **{"checkpoint.resume": True, "train.max_steps": 5,
+                                                       "batch.per_device": 1})
 
 
 def test_resume_refuses_a_fresh_start_over_checkpoints(train_world: TrainWorld, stage1_run: Path) -> None:
@@ -222,3 +224,25 @@ def test_metrics_helpers(tmp_path: Path) -> None:
     assert [r["step"] for r in read(tmp_path)] == [1, 2]
     assert sparkline([3.0, 2.0, 1.0]) == "█▅▁" and len(sparkline(list(map(float, range(500))), width=40)) == 40
     assert loss_table(read(tmp_path)).splitlines()[-1].split()[:2] == ["2", "3.0000"]
+
+
+def test_cached_vision_features_train_both_stages_like_the_live_tower(train_world: TrainWorld, stage1_run: Path,
+                                                                      stage2_run: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trainer.cli import app
+
+    cache = tmp_path / "features"
+    args = ["cache-features", "--config", str(TINY / "stage1.yaml"), "--out", str(cache)]
+    for k, v in train_world.overrides("stage1", tmp_path / "unused").items():
+        args += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0 and "0 records failed" in r.output, r.output
+    for stage, live, extra in (("stage1", stage1_run, {}), ("stage2", stage2_run, {"init_from": str(stage1_run)})):
+        res = _train(stage, train_world, tmp_path / stage, **extra,
+                     **{"data.vision_features": str(cache), "train.max_steps": 2})
+        for a, b in zip(read(live)[:2], read(res.run_dir)):
+            assert a["samples"] == b["samples"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+            v = b["vision_loss"]
+            assert a["vision_loss"] == (None if v is None else pytest.approx(v, rel=1e-5))
+        assert (stage == "stage2") == any(r["vision_loss"] is not None for r in read(res.run_dir))
