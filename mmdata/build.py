@@ -18,9 +18,11 @@ import orjson
 
 from mmdata.errors import InputError
 from mmdata.executors import ENGINES, Job, make_executor, shared_paths, tidy
-from mmdata.layout import ShardResult, any_done, read_done
-from mmdata.manifest import SCHEMA_VERSION, Manifest
+from mmdata.freshness import Provenance, jsonable
+from mmdata.layout import ShardResult, any_done, remove_shards_from
+from mmdata.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
+from mmdata.outdir import clear_temp_files, locked, recover, staging, swap_in
 from mmdata.registry import Builder, get
 from mmdata.storage import LocalStorage
 from mmdata.storage_errors import writing
@@ -58,21 +60,11 @@ class BuildSettings:
             raise BuildError(f"--limit must be >= 0, got {self.limit}")
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    return value
-
-
 def _identity(builder: Builder, options: Any, settings: BuildSettings) -> dict[str, Any]:
     """What determines the shards' content: a rerun must match it to resume."""
     return {
         "builder": builder.name,
-        "args": _jsonable(dataclasses.asdict(options)),
+        "args": jsonable(dataclasses.asdict(options)),
         "format": settings.format,
         "copy_media": settings.copy_media or builder.generates_media,
         "shard_size": settings.shard_size,
@@ -80,20 +72,26 @@ def _identity(builder: Builder, options: Any, settings: BuildSettings) -> dict[s
     }
 
 
-def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
+def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> Path:
+    """The directory to build into: `out` itself (new, or resumed), or a staging sibling that replaces `out` once
+    complete (`--overwrite` of a build with shards: a kill then loses neither the old dataset nor the new)."""
     marker = out / ".build.json"
+    target = out
     if out.exists() and any(out.iterdir()):
-        if marker.is_file() and orjson.loads(marker.read_bytes()) == identity:
-            return  # same build: resume
-        started = (out / "dataset.json").exists() or any_done(LocalStorage(out))
-        if marker.is_file() and not started:
-            overwrite = True  # an attempt that never completed a shard (e.g. a typo in --input): nothing to keep
-        if not overwrite:
-            what = "a different build" if marker.is_file() else "files that are not an mmdata build"
-            raise BuildError(f"{out}: output directory holds {what}; choose another --out or pass --overwrite")
-        _clear(out)
-    out.mkdir(parents=True, exist_ok=True)
-    write_bytes(orjson.dumps(identity, option=orjson.OPT_INDENT_2), marker)
+        same = marker.is_file() and orjson.loads(marker.read_bytes()) == identity
+        started = (out / MANIFEST).exists() or any_done(LocalStorage(out))
+        if same and not overwrite:
+            return out  # same build: resume
+        if not marker.is_file() or started:
+            if not overwrite:
+                what = "a different build" if marker.is_file() else "files that are not an mmdata build"
+                raise BuildError(f"{out}: output directory holds {what}; choose another --out or pass --overwrite")
+            target = staging(out)
+        else:  # an attempt that never completed a shard (e.g. a typo in --input): nothing to keep
+            _clear(out)
+    target.mkdir(parents=True, exist_ok=True)
+    write_bytes(orjson.dumps(identity, option=orjson.OPT_INDENT_2), target / ".build.json")
+    return target
 
 
 def _clear(out: Path) -> None:
@@ -105,7 +103,8 @@ def _clear(out: Path) -> None:
 
 def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
     """Build (or resume) a dataset and return its manifest."""
-    with writing(settings.out, RESUME_HINT):
+    with writing(settings.out, RESUME_HINT), locked(settings.out, "mmdata build"):
+        recover(settings.out, MANIFEST)
         return _build(builder_name, options, settings, progress)
 
 
@@ -117,35 +116,44 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
         media_root = Path(media_root).resolve()
         if not media_root.is_dir():
             raise BuildError(f"--media-root {media_root}: directory not found")
-    out = settings.out
     # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
-    _prepare_out(out, identity, settings.overwrite)
+    out = _prepare_out(settings.out, identity, settings.overwrite)
+    clear_temp_files(out)
     with make_executor(settings.engine, settings.workers, settings.ray_address) as executor:
         # Before planning too: a worker that cannot see an input or --out fails the build before any work.
         executor.check_paths(shared_paths(options, out))
         units = list(builder.units(options, settings.shard_size, settings.limit))
+        storage = LocalStorage(out)
+        provenance = Provenance(options, units, storage, str(settings.out))
         if builder.start is not None:
             units = builder.start(options, settings.shard_size, settings.limit, units)
         cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
 
         results: dict[int, ShardResult] = {}
         todo: list[tuple[int, Any]] = []
-        storage = LocalStorage(out)
         for k, unit in enumerate(units):
-            done = read_done(storage, k)
+            done = provenance.reusable(k)
             if done is not None:
                 results[k] = done
             else:
                 todo.append((k, unit))
+        storage.close()
+        if todo:
+            # The dataset changes: until its new manifest is written, it is not complete.
+            (out / MANIFEST).unlink(missing_ok=True)
+        remove_shards_from(storage, len(units))  # a shorter input leaves fewer shards
         ready = partial(builder.ready, options) if builder.ready is not None else None
         with _Progress(progress, len(units), len(results)) as bar:
             for r in executor.run(Job(builder.name, options, cfg), todo, ready):
-                results[r.index] = r
+                results[r.index] = provenance.record(r)
                 bar.advance(r)
     tidy(out)
     if builder.finish is not None:
         builder.finish(options, out)
-    return _finish(out, identity, cfg, [results[k] for k in range(len(units))])
+    manifest = _finish(out, identity, cfg, [results[k] for k in range(len(units))])
+    if out != settings.out:
+        swap_in(out, settings.out)
+    return manifest
 
 
 def _finish(out: Path, identity: dict[str, Any], cfg: ShardConfig, shards: list[ShardResult]) -> Manifest:

@@ -8,6 +8,7 @@ is `mmdata.layout`'s.
 from __future__ import annotations
 
 import io
+import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmdata.errors import InputError, NotFound
+from mmdata.errors import DamagedData, InputError, NotFound
 from mmdata.layout import Form, ShardReader, decoder
 from mmdata.manifest import Manifest
 from mmdata.media import to_rgb
 from mmdata.schema import Record
 from mmdata.storage import LocalStorage
+
+# What damaged stored bytes raise while decoding (bad JSON or tar, a record that no longer validates).
+DAMAGE = (ValueError, KeyError, TypeError, AssertionError, IndexError, EOFError, tarfile.TarError)
 
 
 class Dataset(Sequence[Record]):
@@ -45,12 +49,20 @@ class Dataset(Sequence[Record]):
     def __getitem__(self, i: int) -> Record:  # type: ignore[override]
         if isinstance(i, slice):
             raise TypeError("slices are not supported; use itertools.islice or a list of indices")
-        return self.decode(self.raw(i))
+        data = self.raw(i)
+        try:
+            return self.decode(data)
+        except DAMAGE as e:
+            raise self.damaged(i % len(self), e) from None
 
     def __iter__(self) -> Iterator[Record]:
         for s in range(len(self.shards.names)):
-            for data in self.shards.scan(s):
-                yield self.decode(data)
+            for j, data in enumerate(self.shards.scan(s)):
+                try:
+                    record = self.decode(data)
+                except DAMAGE as e:
+                    raise self.damaged(int(self.shards.starts[s]) + j, e) from None
+                yield record
 
     def raw(self, i: int) -> bytes:
         """The stored bytes of record `i` (its JSON line, or its tar members), undecoded."""
@@ -73,7 +85,20 @@ class Dataset(Sequence[Record]):
         if len(rows) and not -n <= min(rows) <= max(rows) < n:
             raise IndexError(f"a row of {list(rows)!r} is out of range for a dataset of {n} records")
         decode = self.decode
-        return [(decode(data), self) for data in self.raw_many(np.asarray(rows, dtype=np.int64) % max(n, 1))]
+        rows = np.asarray(rows, dtype=np.int64) % max(n, 1)
+        try:
+            return [(decode(data), self) for data in self.raw_many(rows)]
+        except DAMAGE:  # find which one, for the message
+            for i in rows.tolist():
+                self[i]
+            raise
+
+    def damaged(self, i: int, e: Exception) -> DamagedData:
+        """Record `i` cannot be read back because of `e`: which file and record, and what to do."""
+        s = int(np.searchsorted(self.shards.starts, i, side="right")) - 1
+        return DamagedData(f"{self.root / self.shards.names[s]}: record {i - int(self.shards.starts[s])} (dataset "
+                           f"row {i}) cannot be read ({type(e).__name__}: {e}); the dataset is damaged: `mmdata "
+                           f"validate {self.root}` lists every problem, and a rebuild repairs it")
 
     def close(self) -> None:
         """Release the memory-mapped shards (they are mapped again on demand)."""

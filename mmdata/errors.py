@@ -17,3 +17,7 @@ class InputError(UserError, ValueError):
 
 class NotFound(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (a FileNotFoundError too)."""
+
+
+class DamagedData(UserError):
+    """Stored bytes of a built dataset cannot be read back (a truncated, edited or swapped file)."""

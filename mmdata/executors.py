@@ -30,6 +30,7 @@ import orjson
 from mmdata.errors import InputError
 from mmdata.layout import SHARDS, ShardResult, shard_name
 from mmdata.media import write_bytes
+from mmdata.orphans import exit_with_parent
 from mmdata.registry import get
 from mmdata.writer import ShardConfig, write_shard
 
@@ -140,7 +141,9 @@ class LocalExecutor:
                     yield run_unit(job, k, unit, local_node())
             return
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(self.workers, mp_context=ctx) as pool:
+        # exit_with_parent: a `kill -9` of the build must not leave its workers running on.
+        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             running: set[Future[ShardResult]] = set()
             while pending or running:
                 for k, unit in pending.take(2 * self.workers - len(running)):

@@ -11,6 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmdata.errors import DamagedData
+from mmdata.integrity import check_shard
+from mmdata.layout import index_name
 from mmdata.manifest import Manifest
 from mmdata.media import MediaError, check_bytes
 from mmdata.schema import Record, RecordError
@@ -165,14 +168,24 @@ def _media_bytes(source: Any, record: Record, j: int) -> bytes:
 
 
 def validate(ds: Dataset | Mixture, check_media: bool = True, progress: Iterator[int] | None = None) -> ValidationReport:
-    """Re-check every record's invariants, id uniqueness, manifest counts and (optionally) decode every media."""
+    """Check a dataset (or a mixture's datasets) end to end: every shard's size and sha256 against the manifest,
+    index ↔ data consistency and counts, then every record's invariants, id uniqueness and (optionally) media.
+    Damage is a problem naming the file and record, never an exception."""
     report = ValidationReport()
-    if isinstance(ds.manifest, Manifest):  # a built dataset (a mixture's counts are its sources')
-        c = ds.manifest.counts
-        report.counts_ok = c["read"] == c["written"] + c["rejected"] and c["written"] == len(ds)
+    readable = True
+    for d in [ds] if isinstance(ds.manifest, Manifest) else getattr(ds, "datasets", []):
+        readable = _check_files(d, report) and readable
+    if not readable:
+        report.problems.append(Problem(-1, "", "records were not read: an index does not match its shard (see "
+                                               "above); rebuild the dataset"))
+        return report
     ids = np.empty(len(ds), dtype=np.uint64)
     for i in progress if progress is not None else range(len(ds)):
-        r, source = ds.get(i)
+        try:
+            r, source = ds.get(i)
+        except DamagedData as e:
+            report.problems.append(Problem(i, "", str(e)))
+            continue
         report.records += 1
         ids[i] = int.from_bytes(hashlib.blake2b(r.id.encode(), digest_size=8).digest(), "little")
         try:
@@ -197,3 +210,22 @@ def validate(ds: Dataset | Mixture, check_media: bool = True, progress: Iterator
     if len(dup):
         report.problems.append(Problem(-1, "", f"{len(dup)} duplicate record id(s)"))
     return report
+
+
+def _check_files(ds: Dataset, report: ValidationReport) -> bool:
+    """Shard files and counts of one built dataset, into `report`; False when its records cannot be read safely
+    (an index of the wrong length shifts every row after it)."""
+    m = ds.manifest
+    c = m.counts
+    in_shards = sum(s.count for s in m.shards)
+    if not (c["read"] == c["written"] + c["rejected"] and c["written"] == in_shards and
+            all(s.read == s.count + s.rejected for s in m.shards)):
+        report.counts_ok = False
+    for s in m.shards:
+        for problem in check_shard(ds.storage, {f: s.files[f] for f in m.formats if f in s.files}, s.count):
+            report.problems.append(Problem(-1, "", f"{ds.root}/{problem}"))
+    reader = ds.shards
+    try:
+        return all(len(ds.storage.read_bytes(index_name(name))) == 8 * n for name, n in zip(reader.names, reader.counts))
+    except OSError:
+        return False

@@ -95,6 +95,9 @@ class ShardResult:
     rejects: list[dict[str, str]] = field(default_factory=list)
     # Where the shard was written (host, pid; on Ray also node ip and id): in `.done.json` only, never the manifest.
     node: dict[str, Any] = field(default_factory=dict)
+    # What the shard was made from: {"unit": digest, "files": {path: fingerprint}} (`mmdata.freshness`); a rerun
+    # rebuilds the shard when it differs.
+    inputs: dict[str, Any] = field(default_factory=dict)
 
     def entry(self) -> ShardEntry:
         return ShardEntry(shard_name(self.index), self.written, self.read, self.rejected, self.files)
@@ -116,6 +119,14 @@ def read_done(storage: Storage, index: int) -> ShardResult | None:
 
 def any_done(storage: Storage) -> bool:
     return bool(storage.list(SHARDS, _DONE))
+
+
+def remove_shards_from(storage: Storage, first: int) -> None:
+    """Delete every file of the shards numbered `first` and above (a rebuild from a shorter input has fewer)."""
+    for name in storage.list(SHARDS, ""):
+        number = name.removeprefix(f"{SHARDS}/").split(".", 1)[0]
+        if number.isdigit() and int(number) >= first:
+            storage.remove(name)
 
 
 # ---------------------------------------------------------------------------------------------- writing

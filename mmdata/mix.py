@@ -29,6 +29,7 @@ import orjson
 from mmdata.errors import InputError, NotFound
 from mmdata.manifest import MANIFEST, Manifest
 from mmdata.media import write_bytes
+from mmdata.outdir import locked, recover, staging, swap_in
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
 from mmdata.storage_errors import writing
 
@@ -254,25 +255,29 @@ def build_index(plan: MixPlan) -> np.ndarray:
 
 
 def write_mixture(plan: MixPlan, index: np.ndarray, out: Path) -> None:
-    """Write the index, then the manifest: `mixture.json` exists only for a complete mixture."""
+    """Write the index, then the manifest (`mixture.json` exists only for a complete mixture). A mixture already
+    at `out` is replaced only once the new one is complete (built beside it, then swapped in): a killed or
+    disk-full re-mix leaves the previous mixture readable, and the same command then starts again."""
     out = Path(out)
-    # A mix that failed midway (disk full) leaves only its own files: the same command picks them up.
     foreign = out.exists() and any(p.name not in (INDEX, MIXTURE) and not p.name.endswith(".tmp")
                                    for p in out.iterdir())
     if foreign and not (out / MIXTURE).is_file():
         raise RecipeError(f"{out}: output directory holds files that are not a mixture; choose another --out")
-    with writing(out, "free space (or make it writable) and rerun the same command"):
-        out.mkdir(parents=True, exist_ok=True)
+    with writing(out, "free space (or make it writable) and rerun the same command"), locked(out, "mmdata mix"):
+        recover(out, MIXTURE)
+        target = staging(out) if out.exists() else out
+        target.mkdir(parents=True)
         plan.out = out.resolve()
-        (out / MIXTURE).unlink(missing_ok=True)
-        tmp = out / f"{INDEX}.{os.getpid()}.tmp"
+        tmp = target / f"{INDEX}.{os.getpid()}.tmp"
         try:
             with open(tmp, "wb") as f:
                 np.save(f, index, allow_pickle=False)
-            os.replace(tmp, out / INDEX)
+            os.replace(tmp, target / INDEX)
         finally:
             tmp.unlink(missing_ok=True)
-        write_bytes(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n", out / MIXTURE)
+        write_bytes(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n", target / MIXTURE)
+        if target != out:
+            swap_in(target, out)
 
 
 def plan_table(plan: MixPlan) -> Any:

@@ -37,6 +37,7 @@ class Storage(Protocol):
     def create(self, name: str) -> StagedFile: ...
     def stream(self, name: str) -> BinaryIO: ...
     def list(self, folder: str, suffix: str) -> list[str]: ...
+    def remove(self, name: str) -> None: ...  # no error if absent
     def read_ranges(self, names: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[bytes]: ...
     def close(self) -> None: ...
 
@@ -89,6 +90,9 @@ class LocalStorage:
 
     def list(self, folder: str, suffix: str) -> list[str]:
         return sorted(f"{folder}/{p.name}" for p in (self.root / folder).glob(f"*{suffix}"))
+
+    def remove(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
 
     def read_ranges(self, names: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[bytes]:
         maps, out = self._maps, []

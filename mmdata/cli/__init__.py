@@ -62,11 +62,11 @@ def validate(
                           progress=iter(track(range(len(ds)), description="validating", console=Console(stderr=True),
                                               transient=True)))
     for p in report.problems[:20]:
-        typer.echo(f"  [{p.index}] {p.id}: {p.reason}", err=True)
+        typer.echo(f"  [{p.index}] {p.id}: {p.reason}" if p.index >= 0 else f"  {p.reason}", err=True)
     if len(report.problems) > 20:
         typer.echo(f"  … and {len(report.problems) - 20} more", err=True)
     if not report.counts_ok:
-        typer.echo("  manifest counts do not reconcile (read != written + rejected, or written != records)",
+        typer.echo("  manifest counts do not reconcile (read != written + rejected, or written != the shards' records)",
                    err=True)
     verdict = "OK" if report.ok else f"FAILED: {len(report.problems)} problem(s)"
     typer.echo(f"{path}: {report.records:,} records, {report.media:,} media checked: {verdict}")
