@@ -97,8 +97,7 @@ class Dataset(Sequence[Record]):
         """Record `i` cannot be read back because of `e`: which file and record, and what to do."""
         s = int(np.searchsorted(self.shards.starts, i, side="right")) - 1
         return DamagedData(f"{self.root / self.shards.names[s]}: record {i - int(self.shards.starts[s])} (dataset "
-                           f"row {i}) cannot be read ({type(e).__name__}: {e}); the dataset is damaged: `mmdata "
-                           f"validate {self.root}` lists every problem, and a rebuild repairs it")
+                           f"row {i}) cannot be read ({type(e).__name__}: {e})", self.root)
 
     def close(self) -> None:
         """Release the memory-mapped shards (they are mapped again on demand)."""

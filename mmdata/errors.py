@@ -20,4 +20,10 @@ class NotFound(UserError, FileNotFoundError):
 
 
 class DamagedData(UserError):
-    """Stored bytes of a built dataset cannot be read back (a truncated, edited or swapped file)."""
+    """Stored bytes of a built dataset cannot be read back (a truncated, edited or swapped file). `problem` says
+    which file and record, the message adds what to do."""
+
+    def __init__(self, problem: str, root: object) -> None:
+        super().__init__(f"{problem}; the dataset is damaged: `mmdata validate {root}` lists every problem, and a "
+                         "rebuild repairs it")
+        self.problem = problem

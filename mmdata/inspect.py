@@ -179,15 +179,15 @@ def validate(ds: Dataset | Mixture, check_media: bool = True, progress: Iterator
         report.problems.append(Problem(-1, "", "records were not read: an index does not match its shard (see "
                                                "above); rebuild the dataset"))
         return report
-    ids = np.empty(len(ds), dtype=np.uint64)
+    ids: list[int] = []
     for i in progress if progress is not None else range(len(ds)):
         try:
             r, source = ds.get(i)
         except DamagedData as e:
-            report.problems.append(Problem(i, "", str(e)))
+            report.problems.append(Problem(i, "", e.problem))
             continue
         report.records += 1
-        ids[i] = int.from_bytes(hashlib.blake2b(r.id.encode(), digest_size=8).digest(), "little")
+        ids.append(int.from_bytes(hashlib.blake2b(r.id.encode(), digest_size=8).digest(), "little"))
         try:
             r.validate()
         except RecordError as e:
@@ -205,8 +205,8 @@ def validate(ds: Dataset | Mixture, check_media: bool = True, progress: Iterator
             if (w, h) != (m.width, m.height):
                 report.problems.append(Problem(i, r.id, f"media[{j}] {m.path!r} is {w}x{h}, record says "
                                                         f"{m.width}x{m.height}"))
-    ids.sort()
-    dup = np.flatnonzero(ids[1:] == ids[:-1])
+    hashes = np.sort(np.array(ids, dtype=np.uint64))
+    dup = np.flatnonzero(hashes[1:] == hashes[:-1])
     if len(dup):
         report.problems.append(Problem(-1, "", f"{len(dup)} duplicate record id(s)"))
     return report

@@ -62,7 +62,8 @@ def validate(
                           progress=iter(track(range(len(ds)), description="validating", console=Console(stderr=True),
                                               transient=True)))
     for p in report.problems[:20]:
-        typer.echo(f"  [{p.index}] {p.id}: {p.reason}" if p.index >= 0 else f"  {p.reason}", err=True)
+        where = "" if p.index < 0 else f"[{p.index}] {p.id}: " if p.id else f"[{p.index}] "
+        typer.echo(f"  {where}{p.reason}", err=True)
     if len(report.problems) > 20:
         typer.echo(f"  … and {len(report.problems) - 20} more", err=True)
     if not report.counts_ok:
