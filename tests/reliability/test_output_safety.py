@@ -1,0 +1,164 @@
+"""Output directory safety: one writer at a time (the second is told the holder's PID; a dead holder's lock is
+taken over), replacements that a kill cannot lose (`--overwrite`, re-mix), leftovers of killed runs cleaned, and
+readers of a dataset being replaced keep reading the old one."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mmdata
+import mmdata.build as build_mod
+from builders.cambrian import CambrianOptions
+from mmdata.build import BuildSettings, build
+from mmdata.inspect import validate
+from mmdata.mix import mix
+from mmdata.mixture import Mixture
+from mmdata.outdir import Busy, recover, staging
+from mmdata.storage_errors import StorageError
+from tests.reliability.conftest import turns, write_jsonl
+
+REPO = Path(__file__).resolve().parents[2]
+HOLD = """
+import sys, time
+from mmdata.outdir import locked
+with locked(sys.argv[1], "test holder"):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def _source(root: Path, n: int, answer: str) -> Path:
+    return write_jsonl(root / "src.jsonl", [{"id": f"r{i}", "conversations": turns("Say it.", f"{answer} {i}")}
+                                            for i in range(n)])
+
+
+def _build(src: Path, out: Path, **settings: object) -> mmdata.Dataset:
+    build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=out, shard_size=3, **settings))  # type: ignore[arg-type]
+    return mmdata.open(out)
+
+
+def _answers(ds: mmdata.Dataset) -> list[str]:
+    return [ds[i].conversations[1].value for i in range(len(ds))]
+
+
+def _siblings(out: Path) -> list[str]:
+    return sorted(p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}."))
+
+
+def test_a_second_writer_is_told_the_holders_pid_and_a_dead_holders_lock_is_taken_over(tmp_path: Path) -> None:
+    src, out = _source(tmp_path, 5, "old"), tmp_path / "out"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"name: r\nseed: 1\nsize: 4\nsources:\n  - {{path: {out}, weight: 1}}\n")
+    _build(src, out)
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == b"locked\n"
+        with pytest.raises(Busy, match=rf"another test holder is writing here \(PID {holder.pid}, lock "):
+            _build(src, out, overwrite=True)
+        mixed = tmp_path / "mixed"
+        holder2 = subprocess.Popen([sys.executable, "-c", HOLD, str(mixed)], stdout=subprocess.PIPE,
+                                   env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            assert holder2.stdout is not None and holder2.stdout.readline() == b"locked\n"
+            with pytest.raises(Busy, match=rf"PID {holder2.pid}"):
+                mix(recipe, mixed)
+        finally:
+            holder2.kill()
+            holder2.wait()
+    finally:
+        holder.kill()  # SIGKILL: the lock file stays behind, naming a dead PID
+        holder.wait()
+    assert _siblings(out) == [".out.mmdata-lock"]
+    assert _answers(_build(src, out, overwrite=True))[0] == "old 0"
+    assert mix(recipe, mixed).total == 4
+    assert _siblings(out) == [] and _siblings(mixed) == []
+
+
+def test_a_killed_overwrite_keeps_the_old_dataset_and_the_next_run_cleans_up(tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    old = _answers(_build(_source(tmp_path, 7, "old"), out))
+    src = _source(tmp_path, 7, "new")
+    real = build_mod.write_shard
+
+    def killed_at_shard_2(cfg, index, items):  # type: ignore[no-untyped-def]
+        if index == 2:
+            raise KeyboardInterrupt  # as a kill would stop it: no cleanup of its own
+        return real(cfg, index, items)
+
+    with monkeypatch.context() as m:
+        m.setattr(build_mod, "write_shard", killed_at_shard_2)
+        with pytest.raises(KeyboardInterrupt):
+            _build(src, out, overwrite=True)
+    assert _answers(mmdata.open(out)) == old  # the old dataset is whole
+    assert (staging(out) / "shards" / "000000.jsonl").is_file()  # the new one was being built beside it
+    ds = _build(src, out, overwrite=True)
+    assert _answers(ds) == [f"new {i}" for i in range(7)]
+    assert _siblings(out) == []
+
+
+@pytest.mark.parametrize("new_complete", [True, False])
+def test_a_kill_between_the_two_renames_of_a_swap_is_finished_or_undone(tmp_path: Path, new_complete: bool) -> None:
+    out = tmp_path / "out"
+    _build(_source(tmp_path, 4, "old"), out)
+    _build(_source(tmp_path, 4, "new"), tmp_path / "built")
+    if not new_complete:
+        (tmp_path / "built" / "dataset.json").unlink()
+    os.rename(out, out.with_name(".out.mmdata-old"))  # the state a kill after the first rename leaves
+    os.rename(tmp_path / "built", staging(out))
+    recover(out, "dataset.json")
+    assert _answers(mmdata.open(out))[0] == ("new 0" if new_complete else "old 0")
+    assert _siblings(out) == []
+
+
+def test_readers_of_a_dataset_being_overwritten_keep_reading_the_old_one(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    reader = _build(_source(tmp_path, 7, "old"), out)
+    old = _answers(reader)  # maps every shard, loads the index
+    _build(_source(tmp_path, 9, "new"), out, overwrite=True)
+    assert _answers(reader) == old  # open maps stay on the old files, which are gone from the directory
+    assert reader.get_many([6, 0])[0][0].conversations[1].value == "old 6"
+    assert _answers(mmdata.open(out)) == [f"new {i}" for i in range(9)]
+
+
+def test_temp_files_of_killed_runs_are_cleaned_by_the_next_run(tmp_path: Path) -> None:
+    src, out = _source(tmp_path, 7, "a"), tmp_path / "out"
+    _build(src, out)
+    (out / "dataset.json").unlink()  # killed before the manifest ...
+    leftovers = [out / "shards" / "000002.jsonl.4242.tmp", out / "shards" / "000002.idx.4242.tmp",
+                 out / "rejects.jsonl.4242.tmp"]  # ... and while writing these
+    for p in leftovers:
+        p.write_bytes(b"half")
+    _build(src, out)
+    assert not any(p.exists() for p in leftovers)
+    assert validate(mmdata.open(out)).ok
+
+
+def test_a_failed_remix_keeps_the_previous_mixture_and_the_same_command_completes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _build(_source(tmp_path, 6, "a"), tmp_path / "d")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\nseed: 1\nsize: 5\nsources:\n  - {path: d, weight: 1}\n")
+    out = tmp_path / "m"
+    mix(recipe, out)
+    before = [r.id for r in Mixture(out)]
+    recipe.write_text("name: r\nseed: 2\nsize: 6\nsources:\n  - {path: d, weight: 1}\n")
+
+    def full(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with monkeypatch.context() as m:
+        m.setattr(np, "save", full)
+        with pytest.raises(StorageError):
+            mix(recipe, out)
+    assert [r.id for r in Mixture(out)] == before  # still there, still whole
+    assert mix(recipe, out).total == 6
+    assert len(Mixture(out)) == 6 and _siblings(out) == []
