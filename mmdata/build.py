@@ -244,10 +244,17 @@ class DatasetWriter:
         self._shard: Any = None
 
     def __enter__(self) -> DatasetWriter:
-        if self.out.exists() and any(self.out.iterdir()):
-            if not (self.out / ".build.json").is_file():
-                raise BuildError(f"{self.out}: output directory holds files that are not an mmdata build")
-            _clear(self.out)
+        self._lock = locked(self.out, "mmdata DatasetWriter")
+        self._lock.__enter__()
+        try:
+            recover(self.out, MANIFEST)
+            if self.out.exists() and any(self.out.iterdir()):
+                if not (self.out / ".build.json").is_file():
+                    raise BuildError(f"{self.out}: output directory holds files that are not an mmdata build")
+                _clear(self.out)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
         self.out.mkdir(parents=True, exist_ok=True)
         write_bytes(orjson.dumps(self.identity, option=orjson.OPT_INDENT_2), self.out / ".build.json")
         return self
@@ -264,11 +271,14 @@ class DatasetWriter:
         return written
 
     def __exit__(self, exc_type: Any, *_: Any) -> None:
-        if exc_type is not None:
+        try:
+            if exc_type is not None:
+                if self._shard is not None:
+                    self._shard.__exit__(exc_type, None, None)
+                return
             if self._shard is not None:
-                self._shard.__exit__(exc_type, None, None)
-            return
-        if self._shard is not None:
-            self.results.append(self._shard.commit())
-            self._shard = None
-        self.manifest = _finish(self.out, self.identity, self.cfg, self.results)
+                self.results.append(self._shard.commit())
+                self._shard = None
+            self.manifest = _finish(self.out, self.identity, self.cfg, self.results)
+        finally:
+            self._lock.__exit__(None, None, None)

@@ -3,8 +3,9 @@
 A build's inputs are the existing files its options name (`--input`, `--labels`, …; folders and media are not
 fingerprinted). Each is fingerprinted by size, mtime and sha256; the sha256 is computed once per new (size, mtime)
 pair, so a rerun over unchanged inputs only calls `stat`. A unit feeds from the inputs whose path appears in it (a
-JSON span names its file); a unit naming none feeds from all of them. A shard's `.done.json` records its unit and
-its inputs' fingerprints: when either differs on a rerun, that shard is rebuilt.
+JSON span names its file) and from those no unit names (a labels file); a unit naming none feeds from all. A
+shard's `.done.json` records its unit and its inputs' fingerprints: when either differs on a rerun, that shard is
+rebuilt.
 """
 
 from __future__ import annotations
@@ -54,18 +55,26 @@ def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return a.get("size") == b.get("size") and a.get("sha256") == b.get("sha256")
 
 
-def unit_digest(unit: Any) -> str:
-    """A stable name for what a unit reads (its dataclass fields, else its repr)."""
-    described = jsonable(dataclasses.asdict(unit)) if dataclasses.is_dataclass(unit) else repr(unit)
+def describe(unit: Any) -> Any:
+    """A unit as plain data (its dataclass fields, else its repr)."""
+    return jsonable(dataclasses.asdict(unit)) if dataclasses.is_dataclass(unit) else repr(unit)
+
+
+def unit_digest(described: Any) -> str:
+    """A stable name for what a unit reads."""
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def unit_inputs(unit: Any, inputs: list[Path]) -> list[Path]:
-    """The inputs `unit` reads: those whose path it names, else all of them."""
-    named = {str(v) for v in _leaves(dataclasses.asdict(unit) if dataclasses.is_dataclass(unit) else unit)
-             if isinstance(v, (str, Path))}
-    mine = [p for p in inputs if str(p) in named or str(p.resolve()) in named]
-    return mine or inputs
+def unit_inputs(described: list[Any], inputs: list[Path]) -> list[list[str]]:
+    """Per unit, the inputs it reads: those whose path it names plus those no unit names (a labels file read by
+    every unit); all of them for a unit that names none."""
+    spellings = {str(p): {str(p), str(p.resolve())} for p in inputs}
+    named = []
+    for d in described:
+        strings = {v for v in _leaves(d) if isinstance(v, str)}
+        named.append({p for p, names in spellings.items() if names & strings})
+    shared = set(spellings) - set().union(*named)
+    return [[p for p in spellings if p in mine or p in shared] if mine else list(spellings) for mine in named]
 
 
 def _leaves(value: Any) -> Iterable[Any]:
@@ -97,8 +106,9 @@ class Provenance:
     def __init__(self, options: Any, units: list[Any], storage: Storage, where: str) -> None:
         self.storage, self.where = storage, where
         inputs = input_files(options)
-        self.digests = [unit_digest(u) for u in units]
-        self.feeds = [[str(p) for p in unit_inputs(u, inputs)] for u in units]
+        described = [describe(u) for u in units]
+        self.digests = [unit_digest(d) for d in described]
+        self.feeds = unit_inputs(described, inputs)
         self.done = [read_done(storage, k) for k in range(len(units))]
         known: dict[str, list[dict[str, Any]]] = {}
         for d in self.done:

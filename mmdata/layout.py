@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from mmdata.errors import DamagedData
 from mmdata.media import decode as decode_media
 from mmdata.schema import Record
 from mmdata.storage import StagedFile, Storage
@@ -274,9 +275,14 @@ class ShardReader:
     def offsets(self) -> np.ndarray:
         if self._offsets is None:
             parts = []
-            for name, size in zip(self.names, self.sizes):
-                parts += [np.frombuffer(self.storage.read_bytes(index_name(name)), dtype="<u8"),
-                          np.array([size], dtype="<u8")]
+            for name, size, count in zip(self.names, self.sizes, self.counts):
+                raw = self.storage.read_bytes(index_name(name))
+                if len(raw) != 8 * count:  # every row after it would be misread
+                    root = getattr(self.storage, "root", self.storage)
+                    raise DamagedData(f"{root}/{index_name(name)}: {len(raw) / 8:g} offsets for the {count} records "
+                                      "the manifest lists (a damaged index, or the dataset was replaced since it was "
+                                      "opened)", root)
+                parts += [np.frombuffer(raw, dtype="<u8"), np.array([size], dtype="<u8")]
             self._offsets = np.concatenate(parts).astype(np.int64) if parts else np.zeros(1, dtype=np.int64)
         return self._offsets
 

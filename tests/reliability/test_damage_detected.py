@@ -124,3 +124,11 @@ def test_reading_a_damaged_tar_names_the_file_and_record(built: Path, tmp_path: 
     with pytest.raises(DamagedData, match=r"000001\.tar: record 0"):
         ds.get_many([0, 4])
     assert ds[3].id == mmdata.open(built)[3].id  # the other shards still read
+
+
+def test_reading_with_an_index_of_the_wrong_length_is_a_clear_error(built: Path, tmp_path: Path) -> None:
+    d = tmp_path / "copy"
+    shutil.copytree(built, d)
+    _empty_idx(d)
+    with pytest.raises(DamagedData, match=r"shards/000001\.idx: 0 offsets for the 4 records the manifest lists"):
+        mmdata.open(d)[0]

@@ -162,3 +162,11 @@ def test_a_failed_remix_keeps_the_previous_mixture_and_the_same_command_complete
     assert [r.id for r in Mixture(out)] == before  # still there, still whole
     assert mix(recipe, out).total == 6
     assert len(Mixture(out)) == 6 and _siblings(out) == []
+
+
+def test_a_dataset_writer_holds_the_same_lock(tmp_path: Path) -> None:
+    src, out = _source(tmp_path, 3, "a"), tmp_path / "out"
+    with mmdata.DatasetWriter(out, name="mine"):
+        with pytest.raises(Busy, match=rf"another mmdata DatasetWriter is writing here \(PID {os.getpid()}"):
+            _build(src, out, overwrite=True)
+    assert _siblings(out) == []

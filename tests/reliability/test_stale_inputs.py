@@ -11,6 +11,7 @@ import pytest
 
 from builders.cambrian import CambrianOptions
 from mmdata.build import BuildSettings, build
+from mmdata.freshness import unit_inputs
 from mmdata.testing.images import write_image
 from tests.reliability.conftest import turns, write_jsonl
 
@@ -117,3 +118,10 @@ def test_a_finished_shard_that_no_longer_matches_its_done_file_is_rebuilt(tmp_pa
     _build(tmp_path, [a], out)
     _build(tmp_path, [a], fresh)
     assert _files(out) == _files(fresh)
+
+
+def test_an_input_no_unit_names_feeds_every_unit() -> None:
+    described = [{"span": {"path": "a.json"}}, {"span": {"path": "b.json"}}, {"shard": 3}]
+    inputs = [Path("a.json"), Path("b.json"), Path("labels.json")]  # labels: read by every unit, named by none
+    assert unit_inputs(described, inputs) == [["a.json", "labels.json"], ["b.json", "labels.json"],
+                                              ["a.json", "b.json", "labels.json"]]
