@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import mmdata
-import mmdata.build as build_mod
+import mmdata.executors as executors
 from builders.cambrian import CambrianOptions
 from mmdata.build import BuildSettings, build
 from mmdata.inspect import validate
@@ -87,15 +87,15 @@ def test_a_killed_overwrite_keeps_the_old_dataset_and_the_next_run_cleans_up(tmp
     out = tmp_path / "out"
     old = _answers(_build(_source(tmp_path, 7, "old"), out))
     src = _source(tmp_path, 7, "new")
-    real = build_mod.write_shard
+    real = executors.write_shard
 
-    def killed_at_shard_2(cfg, index, items):  # type: ignore[no-untyped-def]
+    def killed_at_shard_2(cfg, index, items, node=None):  # type: ignore[no-untyped-def]
         if index == 2:
             raise KeyboardInterrupt  # as a kill would stop it: no cleanup of its own
-        return real(cfg, index, items)
+        return real(cfg, index, items, node)
 
     with monkeypatch.context() as m:
-        m.setattr(build_mod, "write_shard", killed_at_shard_2)
+        m.setattr(executors, "write_shard", killed_at_shard_2)
         with pytest.raises(KeyboardInterrupt):
             _build(src, out, overwrite=True)
     assert _answers(mmdata.open(out)) == old  # the old dataset is whole
