@@ -36,7 +36,7 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def _no_hash(path: Path, known: object = ()) -> dict[str, object]:
+def _no_hash(path: Path, span: object = None, known: object = ()) -> dict[str, object]:
     st = path.stat()
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": "-"}
 

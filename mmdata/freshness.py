@@ -1,11 +1,12 @@
 """Which input files a build unit reads, and whether they changed since its shard was written.
 
 A build's inputs are the existing files its options name (`--input`, `--labels`, …; folders and media are not
-fingerprinted). Each is fingerprinted by size, mtime and sha256; the sha256 is computed once per new (size, mtime)
-pair, so a rerun over unchanged inputs only calls `stat`. A unit feeds from the inputs whose path appears in it (a
-JSON span names its file) and from those no unit names (a labels file); a unit naming none feeds from all. A
-shard's `.done.json` records its unit and its inputs' fingerprints: when either differs on a rerun, that shard is
-rebuilt.
+fingerprinted). A unit feeds from the inputs whose path appears in it and from those no unit names (a labels file);
+a unit naming none feeds from all. Each input a unit reads is fingerprinted by size, mtime and the sha256 of the
+bytes it reads: the span's bytes for a JSON/JSONL span (so an edit or an append rebuilds only the shards whose
+span changed), the whole file otherwise. A shard's `.done.json` records its unit and these fingerprints: when
+either differs on a rerun, the shard is rebuilt. A sha256 is computed once per new (size, mtime): a rerun over
+unchanged inputs only calls `stat`.
 """
 
 from __future__ import annotations
@@ -36,23 +37,35 @@ def input_files(options: Any) -> list[Path]:
     return list(found.values())
 
 
-def fingerprint(path: Path, known: Iterable[dict[str, Any]] = ()) -> dict[str, Any]:
-    """{size, mtime_ns, sha256} of `path`; the sha256 is taken from a `known` fingerprint of the same size and
-    mtime instead of reading the file again."""
+def fingerprint(path: Path, span: tuple[int, int] | None = None, known: Iterable[dict[str, Any]] = ()
+                ) -> dict[str, Any]:
+    """{size, mtime_ns, sha256[, span]} of `path`, or of its bytes `span` = [start, end) only. The sha256 is taken
+    from a `known` fingerprint of the same size, mtime and span instead of reading the file again."""
     st = path.stat()
+    where = list(span) if span is not None else None
     for k in known:
-        if k.get("size") == st.st_size and k.get("mtime_ns") == st.st_mtime_ns and k.get("sha256"):
+        if (k.get("size"), k.get("mtime_ns"), k.get("span")) == (st.st_size, st.st_mtime_ns, where) and k.get("sha256"):
             return dict(k)
     sha = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
+        left = st.st_size
+        if span is not None:
+            f.seek(span[0])
+            left = span[1] - span[0]
+        while left > 0 and (chunk := f.read(min(_CHUNK, left))):
             sha.update(chunk)
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha.hexdigest()}
+            left -= len(chunk)
+    fp: dict[str, Any] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": sha.hexdigest()}
+    if where is not None:
+        fp["span"] = where
+    return fp
 
 
 def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """A touched file with the same bytes is unchanged."""
-    return a.get("size") == b.get("size") and a.get("sha256") == b.get("sha256")
+    """The same bytes were read: a touched file is unchanged, and so is a span of a file grown after it."""
+    if a.get("span") != b.get("span") or a.get("sha256") != b.get("sha256"):
+        return False
+    return a.get("span") is not None or a.get("size") == b.get("size")
 
 
 def describe(unit: Any) -> Any:
@@ -65,16 +78,40 @@ def unit_digest(described: Any) -> str:
     return hashlib.sha256(orjson.dumps(described, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def unit_inputs(described: list[Any], inputs: list[Path]) -> list[list[str]]:
-    """Per unit, the inputs it reads: those whose path it names plus those no unit names (a labels file read by
-    every unit); all of them for a unit that names none."""
-    spellings = {str(p): {str(p), str(p.resolve())} for p in inputs}
-    named = []
+Feeds = dict[str, "tuple[int, int] | None"]  # input path → the byte span a unit reads of it (None: all of it)
+
+
+def unit_inputs(described: list[Any], inputs: list[Path]) -> list[Feeds]:
+    """Per unit, the inputs it reads: those whose path it names (only the bytes [start, end) of a `{path, start,
+    end}` span, e.g. `mmdata.sources.Span`) plus those no unit names (a labels file read by every unit); all of
+    them for a unit that names none."""
+    spelled = {name: str(p) for p in inputs for name in (str(p), str(p.resolve()))}
+    named: list[Feeds] = []
     for d in described:
-        strings = {v for v in _leaves(d) if isinstance(v, str)}
-        named.append({p for p, names in spellings.items() if names & strings})
-    shared = set(spellings) - set().union(*named)
-    return [[p for p in spellings if p in mine or p in shared] if mine else list(spellings) for mine in named]
+        mine: Feeds = {}
+        for node in _nodes(d):
+            if isinstance(node, dict) and node.get("path") in spelled and \
+                    isinstance(node.get("start"), int) and isinstance(node.get("end"), int):
+                mine.setdefault(spelled[node["path"]], (node["start"], node["end"]))
+            elif isinstance(node, str) and node in spelled:
+                mine[spelled[node]] = None
+        named.append(mine)
+    every = {str(p): None for p in inputs}
+    shared = {p: None for p in every if not any(p in mine for mine in named)}
+    return [{**mine, **shared} if mine else dict(every) for mine in named]
+
+
+def _nodes(value: Any) -> Iterable[Any]:
+    """Every dict, list item and leaf of `value`, a span dict before its fields."""
+    yield value
+    if isinstance(value, dict):
+        if {"path", "start", "end"} <= value.keys():
+            return  # a span: its path is not also a whole-file reference
+        for v in value.values():
+            yield from _nodes(v)
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _nodes(v)
 
 
 def _leaves(value: Any) -> Iterable[Any]:
@@ -114,10 +151,14 @@ class Provenance:
         for d in self.done:
             for path, fp in (d.inputs.get("files", {}) if d is not None else {}).items():
                 known.setdefault(path, []).append(fp)
-        self.prints = {str(p): fingerprint(p, known.get(str(p), ())) for p in inputs}
+        self.prints: dict[tuple[str, tuple[int, int] | None], dict[str, Any]] = {}
+        for feeds in self.feeds:
+            for path, span in feeds.items():
+                if (path, span) not in self.prints:
+                    self.prints[path, span] = fingerprint(Path(path), span, known.get(path, ()))
 
     def wanted(self, k: int) -> dict[str, Any]:
-        return {"unit": self.digests[k], "files": {p: self.prints[p] for p in self.feeds[k]}}
+        return {"unit": self.digests[k], "files": {p: self.prints[p, span] for p, span in self.feeds[k].items()}}
 
     def reusable(self, k: int) -> ShardResult | None:
         """Shard k's result if it can be kept as is, else None (it is rebuilt; a warning says why)."""

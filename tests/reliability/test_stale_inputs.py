@@ -1,5 +1,5 @@
-"""Nothing stale: a rerun after an input changed rebuilds exactly the shards that input feeds, and the result is
-the dataset a fresh build of the new input gives; a damaged finished shard is rebuilt, never trusted."""
+"""Nothing stale: a rerun after an input changed rebuilds exactly the shards whose input bytes changed, and the
+result is the dataset a fresh build of the new input gives; a damaged finished shard is rebuilt, never trusted."""
 
 from __future__ import annotations
 
@@ -48,8 +48,7 @@ def _edit(path: Path, old: str, new: str) -> None:
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1))
 
 
-def test_a_same_size_edit_rebuilds_only_the_shards_of_that_input(tmp_path: Path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_a_same_size_edit_rebuilds_only_the_shard_it_falls_in(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     a, b = _source(tmp_path, "a.jsonl", 8), _source(tmp_path, "b.jsonl", 8)
     out = tmp_path / "out"
     _build(tmp_path, [a, b], out)
@@ -58,7 +57,7 @@ def test_a_same_size_edit_rebuilds_only_the_shards_of_that_input(tmp_path: Path,
     with caplog.at_level(logging.WARNING):
         _build(tmp_path, [a, b], out)
     after = _inodes(out)
-    assert [k for k in before if before[k] != after[k]] == ["000002.jsonl", "000003.jsonl"]  # b's two shards
+    assert [k for k in before if before[k] != after[k]] == ["000003.jsonl"]  # b's second span: items 4..7
     assert f"input {b} changed" in caplog.text
     fresh = tmp_path / "fresh"
     _build(tmp_path, [a, b], fresh)
@@ -70,8 +69,11 @@ def test_appended_and_removed_rows_give_the_fresh_build(tmp_path: Path) -> None:
     a = _source(tmp_path, "a.jsonl", 10)
     out, fresh = tmp_path / "out", tmp_path / "fresh"
     _build(tmp_path, [a], out)
+    before = _inodes(out)
     _source(tmp_path, "a.jsonl", 13)  # appended: the last span grows, a new shard appears
     _build(tmp_path, [a], out)
+    after = _inodes(out)
+    assert [k for k in before if before[k] == after[k]] == ["000000.jsonl", "000001.jsonl"]  # untouched spans kept
     _build(tmp_path, [a], fresh)
     assert _files(out) == _files(fresh)
     _source(tmp_path, "a.jsonl", 5)  # shortened: shards 2 and 3 must go
@@ -121,7 +123,8 @@ def test_a_finished_shard_that_no_longer_matches_its_done_file_is_rebuilt(tmp_pa
 
 
 def test_an_input_no_unit_names_feeds_every_unit() -> None:
-    described = [{"span": {"path": "a.json"}}, {"span": {"path": "b.json"}}, {"shard": 3}]
+    described = [{"span": {"path": "a.json", "start": 0, "end": 9}}, {"file": "b.json"}, {"shard": 3}]
     inputs = [Path("a.json"), Path("b.json"), Path("labels.json")]  # labels: read by every unit, named by none
-    assert unit_inputs(described, inputs) == [["a.json", "labels.json"], ["b.json", "labels.json"],
-                                              ["a.json", "b.json", "labels.json"]]
+    assert unit_inputs(described, inputs) == [{"a.json": (0, 9), "labels.json": None},
+                                              {"b.json": None, "labels.json": None},
+                                              {"a.json": None, "b.json": None, "labels.json": None}]
