@@ -54,7 +54,7 @@ def write_dataset(out: Path, name: str, n: int) -> None:
                 "conversations": [{"from": "human", "value": f"Question {i} about {name}?"},
                                   {"from": "gpt", "value": f"The answer to {i} is {i * 7 % 1000}."}],
                 "meta": {"ref": f"{name}.jsonl:{i + 1}"}}), f"{name}-{i}")
-        count = len(sink.offsets)
+        count = min(n, lo + SHARD) - lo
         shards.append(ShardResult(s, count, count, 0, {"jsonl": sink.commit()}).entry())
     Manifest(schema_version=SCHEMA_VERSION, builder="bench", args={}, formats=["jsonl"], shard_size=SHARD,
              media_root=None, counts={"read": n, "written": n, "rejected": 0}, tasks={"text": n},

@@ -2,14 +2,18 @@
 
 Builders yield these, the writer stores them, the mixer and loader serve them and the trainer consumes them.
 `Record.validate()` is the single place where the invariants are checked; nothing downstream re-checks them.
+Stored records decode straight into `Record` (`RECORD_DECODER`), LLaVA/Cambrian lines into `LlavaRecord`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from operator import attrgetter
 from pathlib import PurePosixPath
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+import msgspec
 
 from mmdata.errors import InputError
 
@@ -28,8 +32,10 @@ class RecordError(InputError):
     """A record breaks the contract. The message names the record id and the field."""
 
 
-@dataclass
-class Media:
+# The types are msgspec Structs: stored lines decode straight into them (types checked while parsing, in C) and
+# building one costs a fraction of a dataclass. Structs check no types when built in Python: `Record.validate`
+# holds every rule, for records decoded and records built alike.
+class Media(msgspec.Struct):
     """One image or video frame. `path` is relative to the dataset's media root and never escapes it.
 
     `data` holds encoded bytes for media a builder produces itself (a crop, a frame, a parquet image): the writer
@@ -41,8 +47,8 @@ class Media:
     width: int = 0
     height: int = 0
     video: str | None = None
-    t: float | None = None
-    data: bytes | None = field(default=None, repr=False, compare=False)
+    t: int | float | None = None
+    data: bytes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"kind": self.kind, "path": self.path, "width": self.width, "height": self.height}
@@ -64,93 +70,77 @@ class Media:
         )
 
 
-@dataclass
-class Turn:
-    role: str  # "system" | "human" | "gpt"
+class Turn(msgspec.Struct):
+    role: str = msgspec.field(name="from")  # "system" | "human" | "gpt"
     value: str
 
     def to_dict(self) -> dict[str, str]:
         return {"from": self.role, "value": self.value}
 
 
-@dataclass
-class Record:
+class Record(msgspec.Struct):
     id: str
     source: str
     task: str
     conversations: list[Turn]
-    media: list[Media] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    media: list[Media] = []
+    meta: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- invariants
     def validate(self) -> Record:
-        """Check every invariant of the contract; raise `RecordError` naming the id and field. Returns self."""
-        # The common case is checked in one tight pass (this runs on every record of every build);
-        # the slow path below only runs to produce the message naming what is wrong.
-        turns = self.conversations
-        if (isinstance(self.id, str) and self.id and isinstance(self.source, str) and self.source
-                and isinstance(self.task, str) and self.task and turns):
-            start = 1 if turns[0].role == "system" else 0
-            expected = ("human", "gpt")
-            ok = len(turns) > start
-            placeholders = 0
-            for i in range(start, len(turns)):
-                t = turns[i]
-                v = t.value
-                if t.role != expected[(i - start) & 1] or not isinstance(v, str) or not v.strip():
-                    ok = False
-                    break
-                placeholders += v.count(IMAGE)
-            if ok and start:
-                v = turns[0].value
-                ok = isinstance(v, str) and bool(v.strip()) and IMAGE not in v
-            if ok and placeholders == len(self.media) and all(_simple_media(m) for m in self.media):
-                return self
-        self._explain()
-        return self
+        """Check every invariant of the contract; raise `RecordError` naming the id and field. Returns self.
 
-    def _explain(self) -> None:
-        where = f"record {self.id!r}"
+        The one set of rules, for every record written; it runs on every record of every build, so the common
+        case costs one pass over the turns."""
         if not isinstance(self.id, str) or not self.id:
             raise RecordError(f"record {self.id!r}: field 'id' must be a non-empty string")
-        for name in ("source", "task"):
-            value = getattr(self, name)
-            if not isinstance(value, str) or not value:
-                raise RecordError(f"{where}: field '{name}' must be a non-empty string, got {value!r}")
-        if not self.conversations:
-            raise RecordError(f"{where}: field 'conversations' is empty")
+        if not isinstance(self.source, str) or not self.source:
+            raise self._error(f"field 'source' must be a non-empty string, got {self.source!r}")
+        if not isinstance(self.task, str) or not self.task:
+            raise self._error(f"field 'task' must be a non-empty string, got {self.task!r}")
         turns = self.conversations
+        if not turns:
+            raise self._error("field 'conversations' is empty")
         start = 1 if turns[0].role == "system" else 0
-        for i, turn in enumerate(turns):
-            if turn.role not in ROLES:
-                raise RecordError(f"{where}: conversations[{i}].from is {turn.role!r}; expected one of {ROLES}")
-            if not isinstance(turn.value, str) or not turn.value.strip():
-                raise RecordError(f"{where}: conversations[{i}].value is empty")
-            if turn.role == "system" and i != 0:
-                raise RecordError(f"{where}: conversations[{i}] is a system turn; only the first turn may be one")
-            if i >= start:
-                expected = "human" if (i - start) % 2 == 0 else "gpt"
-                if turn.role != expected:
-                    raise RecordError(
-                        f"{where}: conversations[{i}].from is {turn.role!r}, expected {expected!r} "
-                        "(turns alternate human/gpt after an optional system turn)"
-                    )
+        placeholders = _placeholders_if_valid(turns, start)
+        if placeholders is None:  # a turn breaks a rule: say which, turn by turn
+            placeholders = self._check_turns(start)
         if len(turns) == start:
-            raise RecordError(f"{where}: field 'conversations' has no human turn")
-        if turns[0].role == "system" and IMAGE in turns[0].value:
-            raise RecordError(f"{where}: conversations[0] (system) contains {IMAGE}; media belong in human/gpt turns")
-        n_placeholders = sum(t.value.count(IMAGE) for t in turns)
-        if n_placeholders != len(self.media):
-            raise RecordError(
-                f"{where}: {n_placeholders} {IMAGE} placeholder(s) in conversations but {len(self.media)} media"
-            )
-        for i, m in enumerate(self.media):
-            check_media_path(m.path, f"{where}: media[{i}].path")
+            raise self._error("field 'conversations' has no human turn")
+        if start and IMAGE in turns[0].value:
+            raise self._error(f"conversations[0] (system) contains {IMAGE}; media belong in human/gpt turns")
+        if placeholders != len(self.media):
+            raise self._error(f"{placeholders} {IMAGE} placeholder(s) in conversations but {len(self.media)} media")
+        for i, m in enumerate(self.media) if self.media else ():
+            if not _simple_path(m.path):
+                check_media_path(m.path, f"record {self.id!r}: media[{i}].path")
             if m.kind not in MEDIA_KINDS:
-                raise RecordError(f"{where}: media[{i}].kind is {m.kind!r}; expected one of {MEDIA_KINDS}")
-            if m.t is not None and (not isinstance(m.t, (int, float)) or not math.isfinite(m.t) or m.t < 0):
-                raise RecordError(f"{where}: media[{i}].t must be a finite number of seconds >= 0, got {m.t!r}")
-        # The fast check is deliberately conservative (e.g. "a..b.jpg"): nothing is wrong after all.
+                raise self._error(f"media[{i}].kind is {m.kind!r}; expected one of {MEDIA_KINDS}")
+            t = m.t
+            if t is not None and (not isinstance(t, (int, float)) or not 0 <= t < math.inf):
+                raise self._error(f"media[{i}].t must be a finite number of seconds >= 0, got {t!r}")
+        return self
+
+    def _check_turns(self, start: int) -> int:
+        """The turn rules, turn by turn, raising for the first turn that breaks one; else the placeholder count."""
+        placeholders = 0
+        for i, turn in enumerate(self.conversations):
+            role, value = turn.role, turn.value
+            expected = TURN_ORDER[(i - start) & 1] if i >= start else "system"
+            if role != expected and role not in ROLES:
+                raise self._error(f"conversations[{i}].from is {role!r}; expected one of {ROLES}")
+            if not isinstance(value, str) or not value or value.isspace():
+                raise self._error(f"conversations[{i}].value is empty")
+            if role != expected:
+                if role == "system":
+                    raise self._error(f"conversations[{i}] is a system turn; only the first turn may be one")
+                raise self._error(f"conversations[{i}].from is {role!r}, expected {expected!r} "
+                                  "(turns alternate human/gpt after an optional system turn)")
+            placeholders += value.count(IMAGE)
+        return placeholders
+
+    def _error(self, what: str) -> RecordError:
+        return RecordError(f"record {self.id!r}: {what}")
 
     # ---------------------------------------------------------------- helpers
     def media_roles(self) -> list[str]:
@@ -195,39 +185,36 @@ class Record:
 
     @classmethod
     def from_llava(
-        cls, d: dict[str, Any], *, source: str, task: str | None = None, id: str | None = None
+        cls, d: dict[str, Any] | LlavaRecord, *, source: str, task: str | None = None, id: str | None = None
     ) -> Record:
-        """Import a LLaVA / Cambrian / MetaMorph dict (`image` str or list, or `video`; `conversations`).
+        """Import a LLaVA / Cambrian / MetaMorph record (`image` str or list, or `video`; `conversations`): a dict,
+        or a `LlavaRecord` decoded by `LLAVA_DECODER` (types already checked, no other keys).
 
         Keys other than id/image/video/conversations go to `meta["extra"]` so `to_llava` gives them back.
         Raises `RecordError` naming the field for anything unusable.
         """
-        rid = id if id is not None else str(d.get("id", ""))
-        convs = d.get("conversations")
-        if not isinstance(convs, list) or not convs:
-            raise RecordError(f"record {rid!r}: field 'conversations' must be a non-empty list")
-        turns: list[Turn] = []
-        for i, t in enumerate(convs):
-            try:
-                value = t["value"]
-                turns.append(Turn(str(t["from"]), value))
-            except (TypeError, KeyError):
-                raise RecordError(f"record {rid!r}: conversations[{i}] needs 'from' and 'value'") from None
-            if type(value) is not str:
-                raise RecordError(f"record {rid!r}: conversations[{i}].value is {type(value).__name__}, not str")
-        paths = llava_image_paths(d.get("image"))
+        if type(d) is LlavaRecord:
+            orig, image, video, turns, extra = d.id, d.image, d.video, d.conversations, None
+            rid = id if id is not None else str("" if orig is None else orig)
+            if image is None and video is None:  # text only: nothing to normalise
+                return cls(rid, source, task or "text", turns, [], {"orig_id": orig})
+        else:
+            orig, image, video = d.get("id"), d.get("image"), d.get("video")
+            rid = id if id is not None else str(d.get("id", ""))
+            turns = _llava_turns(d.get("conversations"), rid)
+            extra = None if d.keys() <= LLAVA_KEYS else {k: v for k, v in d.items() if k not in LLAVA_KEYS}
+        paths = llava_image_paths(image)
         kind = "image"
-        if not paths and d.get("video") not in (None, ""):
-            paths, kind = llava_image_paths(d.get("video")), "video"
-        extra = None if d.keys() <= LLAVA_KEYS else {k: v for k, v in d.items() if k not in LLAVA_KEYS}
-        meta: dict[str, Any] = {"orig_id": d.get("id")}
+        if not paths and video not in (None, ""):
+            paths, kind = llava_image_paths(video), "video"
+        meta: dict[str, Any] = {"orig_id": orig}
         if extra:
             meta["extra"] = extra
         if kind == "video":
             # A `<video>` reference is not a decoded frame: video builders turn it into frames. Kept for export.
-            meta["video"] = d.get("video")
+            meta["video"] = video
             return cls(id=rid, source=source, task=task or "video_qa", conversations=turns, meta=meta)
-        if isinstance(d.get("image"), list):
+        if isinstance(image, list):
             meta["image_list"] = True
         media = [Media(path=p) for p in paths]
         return cls(id=rid, source=source, task=task or ("vqa" if media else "text"), conversations=turns,
@@ -246,24 +233,54 @@ class Record:
         return out
 
 
-def validate_dict(d: dict[str, Any]) -> None:
-    """`Record.validate` on a record already in its JSON form (`Record.to_dict()` layout), for the writer's fast
-    path. The common case is checked here without building objects; anything else goes through `Record`, which
-    raises the message naming the field."""
-    turns = d["conversations"]
-    ok = bool(turns) and not d["media"] and type(d["id"]) is str and bool(d["id"])
-    if ok:
-        start = 1 if turns[0]["from"] == "system" else 0
-        ok = len(turns) > start
-        for i, t in enumerate(turns):
-            v = t["value"]
-            if (t["from"] != ("system" if i < start else TURN_ORDER[(i - start) & 1]) or type(v) is not str
-                    or not v or v.isspace() or IMAGE in v):
-                ok = False
-                break
-    if not ok:
-        Record.from_dict(d).validate()
+_ROLE_OF, _VALUE_OF = attrgetter("role"), attrgetter("value")
+_ORDER = ["system", *TURN_ORDER * 512]  # an optional system turn, then alternating turns (longer: turn by turn)
 
+
+def _placeholders_if_valid(turns: list[Turn], start: int) -> int | None:
+    """`Record._check_turns` for turns that pass, as a few whole-list operations in C (a Python step per turn
+    costs more than the rest of a text record): the `<image>` count, or None if a turn may break a rule. A test
+    holds the two to the same verdict."""
+    n = len(turns)
+    if list(map(_ROLE_OF, turns)) != _ORDER[1 - start:n + 1 - start]:
+        return None
+    values = list(map(_VALUE_OF, turns))
+    try:
+        if not all(map(str.strip, values)):  # empty or only whitespace (TypeError: not a string)
+            return None
+        return "\0".join(values).count(IMAGE)  # "\0": no placeholder spans two turns
+    except TypeError:
+        return None
+
+
+def _llava_turns(convs: Any, rid: str) -> list[Turn]:
+    if not isinstance(convs, list) or not convs:
+        raise RecordError(f"record {rid!r}: field 'conversations' must be a non-empty list")
+    turns: list[Turn] = []
+    for i, t in enumerate(convs):
+        try:
+            value = t["value"]
+            turns.append(Turn(str(t["from"]), value))
+        except (TypeError, KeyError):
+            raise RecordError(f"record {rid!r}: conversations[{i}] needs 'from' and 'value'") from None
+        if type(value) is not str:
+            raise RecordError(f"record {rid!r}: conversations[{i}].value is {type(value).__name__}, not str")
+    return turns
+
+
+class LlavaRecord(msgspec.Struct, forbid_unknown_fields=True):
+    """A LLaVA / Cambrian record as typed JSON: what most lines of those files are. A line this type does not take
+    (another key, an unusual type, a value too wide) is read as plain JSON instead and takes the dict path of
+    `Record.from_llava`, so the typed decoder only ever makes the common case faster."""
+
+    conversations: list[Turn]
+    id: str | Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | None = None
+    image: str | list[str] | None = None
+    video: str | None = None
+
+
+LLAVA_DECODER = msgspec.json.Decoder(LlavaRecord)
+RECORD_DECODER = msgspec.json.Decoder(Record)  # a stored line → Record
 
 
 @dataclass(frozen=True)
@@ -288,10 +305,10 @@ def llava_image_paths(value: Any) -> list[str]:
     raise RecordError(f"field 'image' must be a string or a list of strings, got {type(value).__name__}")
 
 
-def _simple_media(m: Media) -> bool:
-    p = m.path
-    return (isinstance(p, str) and bool(p) and p[0] != "/" and ".." not in p and "\\" not in p and ":" not in p
-            and m.kind in MEDIA_KINDS and (m.t is None or (isinstance(m.t, (int, float)) and 0 <= m.t < math.inf)))
+def _simple_path(p: Any) -> bool:
+    """Certainly a valid media path (the common case, without building a path object); else `check_media_path`
+    decides (e.g. "a..b.jpg" is fine after all)."""
+    return isinstance(p, str) and bool(p) and p[0] != "/" and ".." not in p and "\\" not in p and ":" not in p
 
 
 def check_media_path(path: Any, where: str) -> None:

@@ -13,11 +13,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import numpy as np
 import orjson
 
 from mmdata.errors import InputError, NotFound
 
 _BLOCK = 1 << 24  # 16 MiB
+_PLAN_BLOCK = 1 << 22  # JSONL planning: 4 MiB
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[list(b" \t\n\r\x0b\x0c")] = True  # what bytes.strip() strips
 _WS = " \t\r\n"
 _BOM = b"\xef\xbb\xbf"
 # orjson reads integers outside [-2**63, 2**64) as floats, and writes none of them: such an item is rejected, never
@@ -75,35 +80,56 @@ def plan(path: Path, per_span: int, limit: int | None = None) -> list[Span]:
 
 
 def _plan_jsonl(path: Path, per_span: int, limit: int | None) -> list[Span]:
-    # Items are non-blank lines; splitting block by block runs near disk speed.
+    # Items are non-blank lines. Each block is split with numpy, so planning runs near memory speed: Python only
+    # steps from span to span (and looks at lines that start with whitespace).
+    size = _size(path)
     spans: list[Span] = []
-    start = first = count = total = line = 0
-    offset = 0  # byte offset of the next unread line
+    count = total = first = start = 0  # items in the open span, items in all; the open span's first item
+    line = base = 0  # lines before `carry`, and its offset in the file
+    carry = b""
     with open(path, "rb") as f:
-        carry = b""
         while True:
-            block = f.read(_BLOCK)
-            lines = (carry + block).split(b"\n")
-            carry = lines.pop() if block else b""
-            for raw in lines:
-                line += 1
-                line_start = offset
-                offset += len(raw) + 1
-                if not (raw[3:] if line == 1 and raw.startswith(_BOM) else raw).strip():
-                    continue
-                if count == 0:
-                    first, start = line, line_start
-                count += 1
-                total += 1
-                if count == per_span or total == limit:
-                    spans.append(Span(str(path), "jsonl", start, min(offset, _size(path)), first, count))
-                    count = 0
-                    if total == limit:
-                        return spans
+            block = f.read(_PLAN_BLOCK)
+            buf = carry + block
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10) + len(carry)  # no newline in `carry`
+            if not block and len(buf):
+                ends = np.append(ends, len(buf))  # the last line, without a newline
+            if len(ends):
+                starts = np.concatenate(([0], ends[:-1] + 1))
+                # A line is an item if its first byte is not whitespace; only the others (empty lines, indented
+                # ones) are looked at one by one.
+                lead = np.frombuffer(buf, np.uint8)[np.minimum(starts, len(buf) - 1)] if len(buf) else starts
+                doubt = np.flatnonzero((starts == ends) | _WHITESPACE[lead])
+                if base == 0 and buf.startswith(_BOM) and (not len(doubt) or doubt[0] != 0):
+                    doubt = np.concatenate(([0], doubt))
+                keep = np.ones(len(ends), dtype=bool)
+                for j in doubt.tolist():
+                    raw = buf[starts[j]:ends[j]]
+                    keep[j] = bool((raw[3:] if base == 0 and j == 0 and raw.startswith(_BOM) else raw).strip())
+                items = np.flatnonzero(keep)
+                numbers = (line + 1 + items).tolist()
+                begins = (base + starts[items]).tolist()
+                finishes = np.minimum(base + ends[items] + 1, size).tolist()
+                k, n = 0, len(items)
+                while k < n:
+                    if count == 0:
+                        first, start = numbers[k], begins[k]
+                    take = min(per_span - count, n - k, n if limit is None else limit - total)
+                    count, total, k = count + take, total + take, k + take
+                    if count == per_span or total == limit:
+                        spans.append(Span(str(path), "jsonl", start, finishes[k - 1], first, count))
+                        count = 0
+                        if total == limit:
+                            return spans
+                line += len(ends)
+                cut = int(ends[-1]) + 1
+                base, carry = base + cut, buf[cut:]
+            else:
+                carry = buf
             if not block:
                 break
     if count:
-        spans.append(Span(str(path), "jsonl", start, _size(path), first, count))
+        spans.append(Span(str(path), "jsonl", start, size, first, count))
     return spans
 
 
@@ -223,9 +249,13 @@ def _skip_ws(buf: str, i: int) -> int:
     return i
 
 
-def iter_span(span: Span) -> Iterator[Item]:
+def iter_span(span: Span, typed: msgspec.json.Decoder | None = None) -> Iterator[Item]:
     """Yield the span's items in order; an item that is not valid JSON (or not exactly representable: non-UTF-8
-    bytes, NaN, an integer beyond 64 bits, nesting too deep) comes out as an `Item` with an error."""
+    bytes, NaN, an integer beyond 64 bits, nesting too deep) comes out as an `Item` with an error.
+
+    With `typed`, a JSONL line is first decoded as that decoder's type (types checked while parsing, in C): the
+    common case. A line the type does not take is read as plain JSON, with every check above, so `typed` never
+    changes what is accepted; its type must hold no integer beyond 64 bits and be at most a few levels deep."""
     with open(span.path, "rb") as f:
         f.seek(span.start)
         data = f.read(span.end - span.start)
@@ -234,15 +264,24 @@ def iter_span(span: Span) -> Iterator[Item]:
         if span.start == 0 and data.startswith(_BOM):
             data = data[3:]
         loads = orjson.loads
-        long_digits = _long_digits(data)
+        decode = typed.decode if typed is not None else None
+        long_digits = None  # whether the span holds a run of 19+ digits: found on the first untyped line
         for number, raw in enumerate(data.split(b"\n"), span.first):
             if not raw or raw.isspace():
                 continue
+            if decode is not None:
+                try:
+                    yield Item(f"{name}:{number}", number, decode(raw))
+                    continue
+                except msgspec.DecodeError:  # (ValidationError included): read as plain JSON below
+                    pass
             try:
                 value = loads(raw)
             except orjson.JSONDecodeError as e:
                 yield Item(f"{name}:{number}", number, error=f"invalid JSON: {e}")
                 continue
+            if long_digits is None:
+                long_digits = _long_digits(data)
             if (long_digits and _long_digits(raw)) or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
                 error = (_wide_int_line(raw) if long_digits and _long_digits(raw) else None) or _too_deep(value)
                 if error is not None:

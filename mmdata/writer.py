@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import orjson
 
 from mmdata.layout import SINKS, Form, ShardResult, shard_pattern, write_done
 from mmdata.media import MediaError, decode, inside, place, read_media
-from mmdata.schema import Record, RecordError, Reject, validate_dict
+from mmdata.schema import Media, Record, RecordError, Reject, Turn
 from mmdata.storage import LocalStorage
 from mmdata.storage_errors import writing
 
@@ -44,6 +45,7 @@ class ShardWriter:
         self.result = ShardResult(index, node=node or {})
         self.storage = LocalStorage(cfg.out)
         self.sinks = {fmt: SINKS[fmt](self.storage, index) for fmt in cfg.formats}
+        self._sinks = list(self.sinks.values())
         self._tasks: Counter[str] = Counter()
         self._sources: Counter[str] = Counter()
 
@@ -67,49 +69,33 @@ class ShardWriter:
     def add(self, item: Record | dict[str, Any] | Reject) -> bool:
         """Write a record (True) or record why not (False). Counts every input exactly once.
 
-        A record may also come as a dict in `Record.to_dict()` form: media-free ones are validated and written
-        without building objects (text-heavy sources are otherwise bound by object construction).
-        """
+        A record may also come as a dict in `Record.to_dict()` form."""
         self.result.read += 1
-        if isinstance(item, Reject):
-            return self._reject(item.ref, item.reason)
-        if isinstance(item, dict):
-            if not item["media"]:
-                return self._add_dict(item)
-            item = Record.from_dict(item)
+        if type(item) is not Record:
+            if isinstance(item, Reject):
+                return self._reject(item.ref, item.reason)
+            if isinstance(item, dict):
+                item = Record.from_dict(item)
+        generated: list[bool] = []
+        blobs: list[bytes] = []
         try:
             item.validate()
-            generated = [m.data is not None for m in item.media]
-            blobs = self._check_media(item)
+            if item.media:
+                generated = [m.data is not None for m in item.media]
+                blobs = self._check_media(item)
         except (RecordError, MediaError) as e:
             return self._reject(item.meta.get("ref") or item.id, str(e))
         try:
-            line = orjson.dumps(item.to_dict())
+            line = encode(item)
         except orjson.JSONEncodeError as e:
             return self._reject(item.meta.get("ref") or item.id, _unstorable(e))
-        for sink in self.sinks.values():
+        for sink in self._sinks:
             sink.add(line, item, blobs)
-        if self.cfg.copy_media and "jsonl" in self.cfg.formats:
+        if generated and self.cfg.copy_media and "jsonl" in self.cfg.formats:
             self._store_media(item, generated)
         self.result.written += 1
         self._tasks[item.task] += 1
         self._sources[item.source] += 1
-        return True
-
-    def _add_dict(self, d: dict[str, Any]) -> bool:
-        try:
-            validate_dict(d)
-        except RecordError as e:
-            return self._reject(d["meta"].get("ref") or d["id"], str(e))
-        try:
-            line = orjson.dumps(d)
-        except orjson.JSONEncodeError as e:
-            return self._reject(d["meta"].get("ref") or d["id"], _unstorable(e))
-        for sink in self.sinks.values():
-            sink.add_line(line, d["id"])
-        self.result.written += 1
-        self._tasks[d["task"]] += 1
-        self._sources[d["source"]] += 1
         return True
 
     def _reject(self, ref: str, reason: str) -> bool:
@@ -162,6 +148,45 @@ class ShardWriter:
         self.result.sources = dict(sorted(self._sources.items()))
         write_done(self.storage, self.result)
         return self.result
+
+
+class _Stored(msgspec.Struct):
+    """A media-free record's fields in their stored order (`Record.to_dict`), for msgspec to encode."""
+
+    id: str
+    source: str
+    task: str
+    media: list[Media]
+    conversations: list[Turn]
+    meta: dict[str, Any]
+
+
+_ENCODE = msgspec.json.Encoder().encode
+_INT_MIN, _INT_END = -(2**63), 2**64
+
+
+def encode(record: Record) -> bytes:
+    """A valid record's stored line: `orjson.dumps(record.to_dict())`, byte for byte.
+
+    A media-free record whose meta holds only strings, 64-bit integers, booleans and nulls is encoded by msgspec
+    straight from the struct (the same bytes: msgspec and orjson differ only in how they write floats, and in what
+    they refuse); any other record, or one msgspec cannot encode, takes orjson, which also raises the error a
+    reject reports."""
+    if not record.media and _plain(record.meta):
+        try:
+            return _ENCODE(_Stored(record.id, record.source, record.task, record.media, record.conversations,
+                                   record.meta))
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return orjson.dumps(record.to_dict())
+
+
+def _plain(meta: dict[str, Any]) -> bool:
+    for k, v in meta.items():
+        t = type(v)
+        if type(k) is not str or not (t is str or v is None or t is bool or (t is int and _INT_MIN <= v < _INT_END)):
+            return False
+    return True
 
 
 def _unstorable(e: Exception) -> str:

@@ -11,11 +11,11 @@ whatever the shard, worker or order.
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
+from msgspec.structs import replace
 
 from builders._common import Draws
 from builders.video.families import FAMILIES, make_task

@@ -178,28 +178,71 @@ def test_temp_files_never_use_final_names(tmp_path: Path) -> None:
     assert (tmp_path / "shards" / "000000.jsonl").read_bytes() == b"x"
 
 
-def test_text_fast_path_writes_exactly_what_the_object_path_writes(llava_world: World) -> None:
-    from builders.cambrian import convert, convert_text
-    from mmdata.schema import RecordError
-    from mmdata.sources import iter_file
+def test_typed_decoding_writes_exactly_what_plain_json_writes(llava_world: World) -> None:
+    """A line decoded as `LlavaRecord` and the same line decoded as a plain dict give the same stored line (or
+    the same reject): the typed decoder only makes the common case faster."""
+    import orjson
 
-    seen = 0
+    from builders.cambrian import convert
+    from mmdata.schema import LLAVA_DECODER, RecordError
+    from mmdata.sources import iter_file
+    from mmdata.writer import encode
+
+    turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
     samples = [item.value for item in iter_file(llava_world.json_array)] + [
-        {"id": None, "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
-        {"id": 3, "x": 1, "conversations": [{"value": "q", "from": "human"}, {"from": "gpt", "value": "a"}]},
-        {"id": 4, "image": [], "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]},
+        {"id": None, "conversations": turns},
+        {"id": -(2**63), "image": "", "conversations": turns},
+        {"id": 4, "image": [], "conversations": turns},
+        {"id": "x", "image": ["a/b.jpg", "./c.jpg"], "conversations": turns},
+        {"id": "y", "image": "a.jpg", "conversations": [{"from": "user", "value": "<image>\nq"}] + turns[1:]},
+        {"id": "z", "video": "v.mp4", "conversations": turns},
+        {"id": "w", "conversations": [{"from": "gpt", "value": "a"}, *turns, {"from": "human", "value": "b"}]},
     ]
+    typed = 0
     for raw in samples:
-        fast = convert_text(raw, "f:1", "f.json[1]")
-        if fast is None:
-            continue
-        seen += 1
+        line = orjson.dumps(raw)
         try:
-            slow = convert(raw, "f:1", "f.json[1]").validate().to_dict()
-        except RecordError:
-            raise AssertionError(f"fast path accepted what the object path rejects: {raw}") from None
-        assert fast == slow and list(fast) == list(slow) and list(fast["meta"]) == list(slow["meta"])
-    assert seen >= 6
+            value = LLAVA_DECODER.decode(line)
+            typed += 1
+        except Exception:
+            continue
+        out = []
+        for v in (value, orjson.loads(line)):
+            try:
+                out.append(encode(convert(v, "f:1", "f.jsonl:1").validate()))
+            except RecordError as e:
+                out.append(str(e))
+        assert out[0] == out[1], raw
+    assert typed >= 10
+
+
+def test_encode_is_orjson_of_to_dict_byte_for_byte() -> None:
+    """The writer's msgspec encoding of plain records gives exactly orjson's bytes; anything else takes orjson."""
+    import orjson
+
+    from mmdata.schema import Media, Record, Turn
+    from mmdata.writer import encode
+
+    metas = [{}, {"orig_id": None, "ref": "f:1"}, {"orig_id": 2**64 - 1}, {"orig_id": -(2**63), "b": True},
+             {"x": 1e16, "y": -2.5e-300, "z": 0.1}, {"x": [1, {"y": 1e22}]}, {"s": "é\u2028\x00\x1f\"\\/😀"},
+             {1: "int key"}]
+    for meta in metas:
+        for media in ([], [Media("a.jpg", width=3, height=2, t=1.5)]):
+            r = Record(id="r\x7f😀", source="s", task="t", media=media, meta=meta,
+                       conversations=[Turn("human", "<image>" * len(media) + "q\n\t"), Turn("gpt", "a")])
+            try:
+                want = orjson.dumps(r.to_dict())
+            except orjson.JSONEncodeError:
+                with pytest.raises(orjson.JSONEncodeError):
+                    encode(r)
+                continue
+            assert encode(r) == want, meta
+    bad = Record(id="r", source="s", task="t", meta={"big": 2**64}, conversations=[Turn("human", "q")])
+    with pytest.raises(orjson.JSONEncodeError):
+        encode(bad)
+    surrogate = Record(id="r", source="s", task="t", conversations=[Turn("human", "\ud800")])
+    with pytest.raises(orjson.JSONEncodeError):
+        encode(surrogate)
 
 
 def test_a_failed_start_does_not_block_the_corrected_command(llava_world: World, tmp_path: Path) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmdata.schema import Media, Record, RecordError, Turn, llava_image_paths
+from mmdata.schema import IMAGE, Media, Record, RecordError, Turn, llava_image_paths
 
 
 def rec(turns: list[tuple[str, str]], media: int = 0, **kw: object) -> Record:
@@ -81,3 +81,29 @@ def test_from_llava_rejects_unusable_conversations() -> None:
         Record.from_llava({"id": 1, "conversations": [{"value": "x"}]}, source="s")
     with pytest.raises(RecordError, match="field 'image' must be a string"):
         Record.from_llava({"id": 1, "image": 5, "conversations": [{"from": "human", "value": "x"}]}, source="s")
+
+
+def test_the_whole_list_turn_check_agrees_with_the_turn_by_turn_rules() -> None:
+    """`validate` checks turns with a few C-level list operations and only walks them to say what is wrong:
+    both must give the same verdict (and placeholder count) on any turns."""
+    import random
+
+    from mmdata.schema import RecordError, _placeholders_if_valid
+
+    rng = random.Random(0)
+    roles = ["system", "human", "gpt", "user", "Human", 3, None]
+    values = ["", " ", "\x1c", "\u2003", "\n\t", "a", " b ", IMAGE, "<ima", "ge>", f"x{IMAGE}y{IMAGE}", 5, None, b"a"]
+    agreed = 0
+    for _ in range(20_000):
+        turns = [Turn(rng.choice(roles[:3] if rng.random() < 0.8 else roles),
+                      rng.choice(values[:1] + values[5:11] if rng.random() < 0.8 else values))
+                 for _ in range(rng.randint(1, 6))]
+        record = Record(id="r", source="s", task="t", conversations=turns)
+        start = 1 if turns[0].role == "system" else 0
+        try:
+            expected: int | None = record._check_turns(start)
+        except RecordError:
+            expected = None
+        assert _placeholders_if_valid(turns, start) == expected, turns
+        agreed += expected is not None
+    assert agreed > 1000  # both verdicts were exercised

@@ -60,3 +60,35 @@ def test_broken_json_array_is_a_clear_error(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope.jsonl: input file not found"):
         plan(tmp_path / "nope.jsonl", 10)
+
+
+def _reference_plan(data: bytes, path: str, per_span: int, limit: int | None) -> list[tuple[int, int, int, int]]:
+    """JSONL spans as (start, end, first, count), line by line in Python: what the vectorised planner must give."""
+    spans, offset, count, total, first, start = [], 0, 0, 0, 0, 0
+    for number, raw in enumerate(data.split(b"\n"), 1):
+        line_start, offset = offset, offset + len(raw) + 1
+        if not (raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw).strip():
+            continue
+        if count == 0:
+            first, start = number, line_start
+        count, total = count + 1, total + 1
+        if count == per_span or total == limit:
+            spans.append((start, min(offset, len(data)), first, count))
+            count = 0
+            if total == limit:
+                return spans
+    return spans + [(start, len(data), first, count)] if count else spans
+
+
+def test_jsonl_planning_matches_a_line_by_line_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = random.Random(0)
+    pieces = [b'{"a":1}', b"", b"  ", b"\t\r", b"\x0b", b'{"b":"x y"}', b"x" * 50, b"\r", b' {"c":3} ', b"\xef\xbb\xbf"]
+    for trial in range(300):
+        data = b"\n".join(rng.choice(pieces) for _ in range(rng.randint(0, 30))) + rng.choice((b"", b"\n"))
+        data = rng.choice((b"", b"\xef\xbb\xbf", b"\xef\xbb\xbf \n")) + data
+        path = tmp_path / f"{trial}.jsonl"
+        path.write_bytes(data)
+        for per_span, limit in ((1, None), (3, None), (7, 5), (100, 13), (2, 1)):
+            monkeypatch.setattr(sources, "_PLAN_BLOCK", rng.choice((1, 2, 5, 16, 1 << 22)))  # lines across blocks
+            got = [(s.start, s.end, s.first, s.count) for s in sources._plan_jsonl(path, per_span, limit)]
+            assert got == _reference_plan(data, str(path), per_span, limit), (data, per_span, limit)
