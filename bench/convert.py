@@ -1,10 +1,13 @@
-"""Build throughput beside the fastest baseline for the same input, measured in the same run.
+"""Build throughput beside the fastest baselines for the same input, measured in the same run.
 
-(a) 200,000 text-only Cambrian-style records: `mmdata build cambrian` (1 worker) vs parsing each line with orjson.
-    Target: >= 0.5x the parse-only rate.
+(a) 200,000 text-only Cambrian-style records: `mmdata build cambrian` (every record decoded, converted, validated
+    and written with its index and checksums) on 1 and 2 workers, beside Hugging Face `datasets`' JSON→Arrow
+    conversion of the same file (`load_dataset("json")` + `save_to_disk`, fresh cache each run) and beside parsing
+    each line with orjson. Targets: >= 1.0x `datasets` on 1 worker, >= 0.5x the parse-only rate.
 (b) 2,000 records with 640x480 JPEGs: the build with its full-decode media check vs a bare Pillow open+load loop.
     Target: >= 0.8x.
-Usage: python bench/convert.py [--records 200000] [--images 2000]
+Every contender runs once per round, rounds interleaved; figures are medians with their spread.
+Usage: python bench/convert.py [--records 200000] [--images 2000] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -13,12 +16,15 @@ import argparse
 import json
 import random
 import shutil
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import orjson
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import rate, ratio, rounds
 
 from builders.cambrian import CambrianOptions
 from mmdata.build import BuildSettings, build
@@ -62,25 +68,6 @@ def make_image_jsonl(root: Path, n: int) -> None:
                 {"from": "gpt", "value": sentence(rng, 5, 30)}]}) + "\n")
 
 
-def timed(fn, rounds: int) -> tuple[float, float]:  # type: ignore[no-untyped-def]
-    """Best (wall, CPU) seconds over `rounds`: on a shared machine, CPU time is the figure that means something."""
-    wall = cpu = float("inf")
-    for _ in range(rounds):
-        t, c = time.perf_counter(), time.process_time()
-        fn()
-        wall, cpu = min(wall, time.perf_counter() - t), min(cpu, time.process_time() - c)
-    return wall, cpu
-
-
-def report(label: str, n: int, base: tuple[float, float], ours: tuple[float, float], base_name: str,
-           target: float) -> None:
-    print(f"{label}")
-    for kind, i in (("wall", 0), ("CPU ", 1)):
-        rb, ro = n / base[i], n / ours[i]
-        print(f"    {kind} {base_name:<24}{rb:10,.0f} rec/s   mmdata build {ro:10,.0f} rec/s   "
-              f"ratio {ro / rb:.2f}x  (target >= {target:.2f}x)")
-
-
 def parse_only(path: Path) -> None:
     with open(path, "rb") as f:
         for line in f:
@@ -93,42 +80,71 @@ def pillow_loop(root: Path) -> None:
             im.load()
 
 
+def hf_convert(path: Path, work: Path) -> None:
+    """`datasets`' JSON→Arrow: load (parse + Arrow conversion into its cache) and save, from a fresh cache."""
+    import datasets
+
+    shutil.rmtree(work, ignore_errors=True)
+    ds = datasets.load_dataset("json", data_files=str(path), split="train", cache_dir=str(work / "cache"))
+    ds.save_to_disk(str(work / "saved"))
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--images", type=int, default=2_000)
-    ap.add_argument("--rounds", type=int, default=2, help="best of N rounds per contender")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of every contender")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench_convert_"))
     try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.logging.set_verbosity_error()
+    except ImportError:
+        datasets = None  # type: ignore[assignment]
+        print("(`datasets` is not installed: pip install 'mmdata[builders]' for its baseline)")
+    try:
         text = tmp / "text.jsonl"
         make_text_jsonl(text, args.records)
-        parse_only(text)  # warm the page cache for both contenders
-        n = 0
+        parse_only(text)  # warm the page cache for every contender
 
-        def build_text() -> None:
-            nonlocal n
-            n += 1
-            build("cambrian", CambrianOptions(input=[text]), BuildSettings(out=tmp / f"out_text{n}"))
+        def build_text(workers: int) -> None:
+            out = tmp / "out_text"
+            shutil.rmtree(out, ignore_errors=True)
+            build("cambrian", CambrianOptions(input=[text]), BuildSettings(out=out, workers=workers))
 
-        t_parse = timed(lambda: parse_only(text), args.rounds)
-        t_build = timed(build_text, args.rounds)
-        report(f"(a) text-only, {args.records:,} records, 1 worker", args.records, t_parse, t_build,
-               "orjson parse only", 0.5)
+        contenders = {"orjson parse only": lambda: parse_only(text),
+                      "mmdata build, 1 worker": lambda: build_text(1),
+                      "mmdata build, 2 workers": lambda: build_text(2)}
+        if datasets is not None:
+            contenders["datasets JSON→Arrow"] = lambda: hf_convert(text, tmp / "hf")
+        print(f"(a) text-only, {args.records:,} records  ", end="")
+        t = rounds(contenders, args.rounds)
+        for name, seconds in t.items():
+            rate(name, args.records, seconds)
+        if datasets is not None:
+            ratio("1 worker / datasets", t["mmdata build, 1 worker"], t["datasets JSON→Arrow"], ">= 1.0x")
+            ratio("2 workers / datasets", t["mmdata build, 2 workers"], t["datasets JSON→Arrow"], "")
+        ratio("1 worker / orjson parse only", t["mmdata build, 1 worker"], t["orjson parse only"], ">= 0.5x")
+        ratio("2 workers / orjson parse only", t["mmdata build, 2 workers"], t["orjson parse only"], "")
 
         make_image_jsonl(tmp / "img", args.images)
         pillow_loop(tmp / "img")
 
         def build_images() -> None:
-            nonlocal n
-            n += 1
+            out = tmp / "out_img"
+            shutil.rmtree(out, ignore_errors=True)
             build("cambrian", CambrianOptions(input=[tmp / "img" / "img.jsonl"], media_root=tmp / "img" / "images"),
-                  BuildSettings(out=tmp / f"out_img{n}"))
+                  BuildSettings(out=out))
 
-        t_pil = timed(lambda: pillow_loop(tmp / "img"), args.rounds)
-        t_img = timed(build_images, args.rounds)
-        report(f"(b) {args.images:,} records with 640x480 JPEGs, 1 worker", args.images, t_pil, t_img,
-               "Pillow open+load loop", 0.8)
+        print(f"\n(b) {args.images:,} records with 640x480 JPEGs, 1 worker  ", end="")
+        t = rounds({"Pillow open+load loop": lambda: pillow_loop(tmp / "img"), "mmdata build": build_images},
+                   args.rounds)
+        for name, seconds in t.items():
+            rate(name, args.images, seconds)
+        ratio("mmdata build / Pillow loop", t["mmdata build"], t["Pillow open+load loop"], ">= 0.8x")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -34,7 +34,6 @@ SHARDS = "shards"
 _SUFFIX: dict[str, str] = {"jsonl": ".jsonl", "wds": ".tar"}
 _DONE = ".done.json"
 _SCAN_CHUNK = 256
-_SCAN_BLOCK = 1 << 22
 
 
 # ---------------------------------------------------------------------------------------------- names
