@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 bench: $(STAMP)
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || echo "($$b did not complete)"; done
+	@for b in bench/[!_]*.py; do echo "== $$b"; $(PY) $$b || echo "($$b did not complete)"; done
 
 clean:
 	rm -rf demo_out bench_out .pytest_cache

@@ -178,6 +178,57 @@ def test_temp_files_never_use_final_names(tmp_path: Path) -> None:
     assert (tmp_path / "shards" / "000000.jsonl").read_bytes() == b"x"
 
 
+# sha256 (first 16 hex digits) of every data and index file of the LLaVA world built with --format both and shards
+# of 7, as written before the typed decoding path: a change to any stored byte must be deliberate.
+GOLDEN = {
+    "shards/000000.idx": "c0118dedb26a204a",
+    "shards/000000.jsonl": "24d45fb500b54ba2",
+    "shards/000000.tar": "345e35ab501bd167",
+    "shards/000000.tar.idx": "9563b1a2c3b6db3c",
+    "shards/000001.idx": "d55496fb8167e6e2",
+    "shards/000001.jsonl": "158b0d03e7f2854d",
+    "shards/000001.tar": "5df0f8b1515c60cb",
+    "shards/000001.tar.idx": "0237e1a465317a26",
+    "shards/000002.idx": "18e06d1db052e630",
+    "shards/000002.jsonl": "a8fa22a8ef2dc013",
+    "shards/000002.tar": "57d582e033b419ad",
+    "shards/000002.tar.idx": "acbc287433e35878",
+    "shards/000003.idx": "cad08ebf573bc750",
+    "shards/000003.jsonl": "579c4df5c75fca84",
+    "shards/000003.tar": "140e7b65620dcad5",
+    "shards/000003.tar.idx": "e84cbb313f955691",
+    "shards/000004.idx": "e3b0c44298fc1c14",
+    "shards/000004.jsonl": "e3b0c44298fc1c14",
+    "shards/000004.tar": "84ff92691f909a05",
+    "shards/000004.tar.idx": "e3b0c44298fc1c14",
+    "shards/000005.idx": "ebec0c1ac8427394",
+    "shards/000005.jsonl": "91a16271b106dfbc",
+    "shards/000005.tar": "307f5c302ea18a64",
+    "shards/000005.tar.idx": "0237e1a465317a26",
+    "shards/000006.idx": "240a64c04ccb4194",
+    "shards/000006.jsonl": "b65787ccd0efaf2c",
+    "shards/000006.tar": "5b9eb2f99fc53894",
+    "shards/000006.tar.idx": "d2b66e4f20edbfd9",
+    "shards/000007.idx": "4b883c1298cf220f",
+    "shards/000007.jsonl": "643c15f440d376ad",
+    "shards/000007.tar": "32f767ca43854564",
+    "shards/000007.tar.idx": "06f9dd319c126b92",
+    "shards/000008.idx": "92d3d74d6c31f209",
+    "shards/000008.jsonl": "b6f5628771383506",
+    "shards/000008.tar": "01a3dcac1e53f623",
+    "shards/000008.tar.idx": "de2177fa4304729d",
+}
+
+
+def test_stored_bytes_are_unchanged(llava_world: World, tmp_path: Path) -> None:
+    import hashlib
+
+    _build(llava_world, tmp_path / "out", format="both", shard_size=7)
+    got = {str(p.relative_to(tmp_path / "out")): hashlib.sha256(p.read_bytes()).hexdigest()[:16]
+           for p in sorted((tmp_path / "out" / "shards").iterdir()) if not p.name.endswith(".done.json")}
+    assert got == GOLDEN
+
+
 def test_typed_decoding_writes_exactly_what_plain_json_writes(llava_world: World) -> None:
     """A line decoded as `LlavaRecord` and the same line decoded as a plain dict give the same stored line (or
     the same reject): the typed decoder only makes the common case faster."""
