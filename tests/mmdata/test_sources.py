@@ -92,3 +92,41 @@ def test_jsonl_planning_matches_a_line_by_line_split(tmp_path: Path, monkeypatch
             monkeypatch.setattr(sources, "_PLAN_BLOCK", rng.choice((1, 2, 5, 16, 1 << 22)))  # lines across blocks
             got = [(s.start, s.end, s.first, s.count) for s in sources._plan_jsonl(path, per_span, limit)]
             assert got == _reference_plan(data, str(path), per_span, limit), (data, per_span, limit)
+
+
+def test_the_typed_llava_decoder_accepts_only_what_plain_json_reads_the_same() -> None:
+    """Mutated lines: whatever `LLAVA_DECODER` takes, orjson reads too, as the same values and no other key (the
+    typed path must never let through a line the plain path would reject, nor read it differently)."""
+    import msgspec
+    import orjson
+
+    from mmdata.schema import LLAVA_DECODER
+
+    rng = random.Random(1)
+    lines = [b'{"id":"a1","image":"x/y.jpg","conversations":[{"from":"human","value":"<image>\\nq \\u00e9 '
+             b'\\ud83d\\ude00"},{"from":"gpt","value":"a"}]}',
+             b'{"id":12,"conversations":[{"from":"human","value":"q"},{"from":"gpt","value":"a"}]}']
+    alphabet = b'{}[]",:\\u0123456789abcdefnrtlse -+.E\x00\x1f\x7f\xc3\xa9\xff\xed\xa0\x80 \t\r'
+    accepted = 0
+    for _ in range(30_000):
+        b = bytearray(rng.choice(lines))
+        for _ in range(rng.randint(1, 3)):
+            pos = rng.randrange(len(b))
+            op = rng.random()
+            if op < 0.4:
+                del b[pos]
+            elif op < 0.8:
+                b.insert(pos, rng.choice(alphabet))
+            else:
+                b[pos] = rng.choice(alphabet)
+        try:
+            typed = LLAVA_DECODER.decode(bytes(b))
+        except msgspec.DecodeError:
+            continue
+        accepted += 1
+        plain = orjson.loads(bytes(b))
+        assert set(plain) <= {"id", "image", "video", "conversations"}, b
+        assert (plain.get("id"), plain.get("image"), plain.get("video")) == (typed.id, typed.image, typed.video), b
+        assert [(t["from"], t["value"]) for t in plain["conversations"]] == \
+               [(t.role, t.value) for t in typed.conversations], b
+    assert accepted > 500
