@@ -6,12 +6,13 @@ from mmdata.build import DatasetWriter
 from mmdata.dataset import Dataset
 from mmdata.mixture import Mixture
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
+from mmdata.view import View, open_any
 
-__all__ = ["IMAGE", "Dataset", "DatasetWriter", "Media", "Mixture", "Record", "RecordError", "Reject", "Turn", "open"]
+__all__ = ["IMAGE", "Dataset", "DatasetWriter", "Media", "Mixture", "Record", "RecordError", "Reject", "Turn", "View",
+           "open"]
 __version__ = "0.1.0"
 
 
-def open(path: str | Path) -> Dataset | Mixture:
-    """Open a built dataset or a mixture directory (either has `len`, `[i]`, `get(i)`, iteration, `to_pandas()`)."""
-    root = Path(path)
-    return Mixture(root) if Mixture.is_mixture(root) else Dataset(root)
+def open(path: str | Path) -> Dataset | View:
+    """Open a built dataset, a view or a mixture (each has `len`, `[i]`, `get(i)`, iteration, `to_pandas()`)."""
+    return open_any(path)

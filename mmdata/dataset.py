@@ -75,6 +75,10 @@ class Dataset(Sequence[Record]):
         """The stored bytes of records `rows` (any order, repeats allowed), in that order: one batched read."""
         return self.shards.read_rows(rows)
 
+    def located_rows(self, rows: Sequence[int] | np.ndarray) -> list[tuple[bytes, Dataset]]:
+        """`raw_many`, each with the dataset that decodes it (this one): what a view reads from its sources."""
+        return [(data, self) for data in self.raw_many(rows)]
+
     def get(self, i: int) -> tuple[Record, Dataset]:
         """Record `i` and the dataset it comes from (this one), like `Mixture.get`."""
         return self[i], self

@@ -59,7 +59,7 @@ class ExportResult:
 def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = False) -> ExportResult:
     """Write every record of the dataset or mixture at `path` that format `to` can express into `out`."""
     import mmdata
-    from mmdata.mixture import Mixture
+    from mmdata.view import View
 
     if to not in FORMATS:
         raise InputError(f"--to must be one of {', '.join(FORMATS)}, got {to!r}")
@@ -68,9 +68,9 @@ def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = Fa
         container = "a JSONL file (one record per line)" if fmt.suffix == ".jsonl" else "one JSON array"
         raise InputError(f"--out {out}: the {to} loader reads {container}; name it *{fmt.suffix}")
     ds = mmdata.open(path)
-    is_mixture = isinstance(ds, Mixture)
+    is_mixture = isinstance(ds, View)
     if is_mixture and not absolute_paths:
-        raise InputError(f"{path} is a mixture: its sources have different media roots; pass --absolute-paths")
+        raise InputError(f"{path} is a mixture or view: its sources have different media roots; pass --absolute-paths")
     if not is_mixture and ds.form != "jsonl":
         raise InputError(f"{path}: stored as webdataset tars only, and the {to} loader opens image files; rebuild "
                          f"it with --format jsonl or --format both")

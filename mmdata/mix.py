@@ -27,16 +27,13 @@ import numpy as np
 import orjson
 
 from mmdata.errors import InputError, NotFound
-from mmdata.manifest import MANIFEST, Manifest
 from mmdata.media import write_bytes
 from mmdata.outdir import locked, recover, staging, swap_in
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
 from mmdata.storage_errors import writing
+from mmdata.view import INDEX, INDEX_DTYPE, MIXTURE, manifest_sha256, open_any
 
-MIXTURE = "mixture.json"
-INDEX = "index.npy"
 MIXTURE_VERSION = 1
-INDEX_DTYPE = np.dtype([("dataset", "<u4"), ("row", "<u8")])  # packed: 12 bytes per sample
 REPEAT_WARNING = 4.0  # effective epochs above which a source is flagged as likely over-fit
 SMALL_WARNING = 0.01  # proportion under which a source is flagged as probably negligible
 
@@ -192,14 +189,13 @@ def make_plan(recipe: MixRecipe, out: Path | None = None) -> MixPlan:
 
 
 def _source_plan(spec: SourceSpec, i: int, recipe: MixRecipe) -> SourcePlan:
-    manifest = Manifest.load(spec.path)
-    length = int(manifest.counts.get("written", 0))
+    length = len(open_any(spec.path))  # a dataset or a view: only its manifest is read
     if length == 0:
         raise RecipeError(f"{recipe.file}: sources[{i}].path: {spec.path} holds no records; remove it or rebuild it")
     mode, requested = ("weight", spec.weight) if spec.weight is not None else ("epochs", spec.epochs)
     assert requested is not None
     return SourcePlan(name=spec.name, path=spec.path, length=length, mode=mode, requested=requested, cap=spec.max,
-                      target=0.0, dataset_sha256=hashlib.sha256((spec.path / MANIFEST).read_bytes()).hexdigest())
+                      target=0.0, dataset_sha256=manifest_sha256(spec.path))
 
 
 def _round_half_up(x: Fraction) -> int:

@@ -31,6 +31,7 @@ import yaml
 from mmdata.config import ConfigError, from_dict
 from mmdata.errors import NotFound
 from mmdata.manifest import MANIFEST
+from mmdata.view import VIEW, manifest_file
 from mmdata.yaml12 import safe_load
 
 
@@ -134,8 +135,9 @@ def parse_recipe(data: Any, file: Path, *, check_paths: bool = True) -> MixRecip
                    "`size` or give some sources a `weight:`")
     if check_paths:
         for i, s in enumerate(recipe.sources):
-            if not (s.path / MANIFEST).is_file():
-                what = "does not exist" if not s.path.exists() else f"is not a built mmdata dataset (no {MANIFEST})"
+            if manifest_file(s.path) is None:
+                what = "does not exist" if not s.path.exists() else \
+                    f"is not a built mmdata dataset or view (no {MANIFEST} or {VIEW})"
                 raise fail(f"sources[{i}].path", f"{s.path} {what}; build it with `mmdata build` or fix the path "
                            "(relative paths are relative to the recipe file)")
     return recipe

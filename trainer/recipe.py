@@ -31,7 +31,7 @@ T = TypeVar("T")
 
 @dataclass
 class DataSection:
-    mixture: str  # a directory written by `mmdata mix`
+    mixture: str  # a directory written by `mmdata mix` (or a dedup/decontamination view, or a dataset)
     max_length: int = 4096
     on_error: Literal["raise", "skip"] = "skip"
     num_workers: int = 0

@@ -28,9 +28,9 @@ import torch
 import torch.distributed as dist
 import yaml
 
+import mmdata
 from mmdata.errors import InputError, NotFound, UserError
 from mmdata.loader import MixtureLoader
-from mmdata.mixture import Mixture
 from mmdata.storage_errors import writing
 from trainer import checkpoint
 from trainer.data import Collator, ConversationDataset, LengthGroupedSampler
@@ -104,7 +104,7 @@ def _train(recipe: TrainRecipe) -> RunResult:
 
     loaded = prepare_model(recipe)
     model = loaded.model
-    mixture = Mixture(recipe.data.mixture)
+    mixture = mmdata.open(recipe.data.mixture)  # a mixture, a view or a dataset
     features = None
     if recipe.data.vision_features is not None:
         from trainer.features import FeatureStore

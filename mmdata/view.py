@@ -1,0 +1,278 @@
+"""Views: a directory whose index selects rows of other datasets. Nothing is copied; a view reads like a dataset.
+
+    <view>/view.json      ViewManifest: its sources (datasets, mixtures or views), how it was made, its counts
+    <view>/index.npy      packed (source, row) pairs, 12 bytes a record, in order
+    <view>/removed.jsonl  one line per input record left out, and why (dedup, decontamination)
+
+A mixture is a view too (`mixture.json` instead of `view.json`, `mmdata.mixture.Mixture`); `View` is the reader of
+both. A source can itself be a view or a mixture: reads go down to the datasets that hold the bytes, in one batch
+per source and level. Each source is pinned by the sha256 of its manifest: a rebuilt source no longer means the
+same rows, and opening the view says so instead of serving other records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from PIL import Image
+
+from mmdata.dataset import Dataset
+from mmdata.errors import InputError, NotFound
+from mmdata.manifest import MANIFEST
+from mmdata.media import write_bytes
+from mmdata.schema import Record
+
+VIEW = "view.json"
+MIXTURE = "mixture.json"
+INDEX = "index.npy"
+REMOVED = "removed.jsonl"
+VIEW_VERSION = 1
+INDEX_DTYPE = np.dtype([("dataset", "<u4"), ("row", "<u8")])  # packed: 12 bytes per sample
+_CHUNK = 4096  # samples resolved per batched read when iterating
+
+
+def manifest_file(root: Path) -> Path | None:
+    """The manifest that makes `root` readable (a dataset's, a view's or a mixture's), or None."""
+    return next((root / name for name in (MANIFEST, VIEW, MIXTURE) if (root / name).is_file()), None)
+
+
+def open_any(path: str | Path) -> Dataset | View:
+    """A built dataset, a view or a mixture, by what its directory holds."""
+    root = Path(path)
+    if (root / MIXTURE).is_file():
+        from mmdata.mixture import Mixture
+
+        return Mixture(root)
+    if (root / VIEW).is_file():
+        return View(root)
+    return Dataset(root)
+
+
+def manifest_sha256(root: Path) -> str:
+    file = manifest_file(root)
+    if file is None:
+        raise NotFound(f"{root}: not a built dataset, view or mixture (no {MANIFEST}, {VIEW} or {MIXTURE})")
+    return hashlib.sha256(file.read_bytes()).hexdigest()
+
+
+@dataclass
+class ViewSource:
+    """One source of a view: where it is and which build of it the rows refer to."""
+
+    name: str
+    path: str  # relative to the view, so a folder of datasets and views can move as a whole
+    abs_path: str
+    length: int
+    dataset_sha256: str  # sha256 of the source's manifest file
+
+    @classmethod
+    def of(cls, name: str, root: Path, out: Path) -> ViewSource:
+        root = root.resolve()
+        return cls(name=name, path=os.path.relpath(root, out.resolve()), abs_path=str(root),
+                   length=len(open_any(root)), dataset_sha256=manifest_sha256(root))
+
+
+@dataclass
+class ViewManifest:
+    """`view.json`: a view's sources, what made it (`kind` + `params`) and its counts."""
+
+    version: int
+    kind: str  # "dedup" | "decontaminate"
+    total: int
+    index: str
+    sources: list[ViewSource]
+    params: dict[str, Any] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=dict)  # read == kept + removed
+    removed: dict[str, dict[str, int]] = field(default_factory=dict)  # source → reason → records
+    name: str = ""
+
+    @classmethod
+    def load(cls, root: Path) -> ViewManifest:
+        path = root / VIEW
+        if not path.is_file():
+            raise NotFound(f"{root}: not a view ({VIEW} not found)")
+        data = orjson.loads(path.read_bytes())
+        if data.get("version") != VIEW_VERSION:
+            raise InputError(f"{path}: view version {data.get('version')!r} is not supported (this mmdata reads "
+                             f"{VIEW_VERSION}); re-run the command that made it")
+        return cls(**{**data, "sources": [ViewSource(**s) for s in data["sources"]]})
+
+
+def write_view(out: Path, manifest: ViewManifest, index: np.ndarray, removed: Iterator[bytes]) -> None:
+    """Index, then removed.jsonl, then `view.json` last: the manifest exists only for a complete view."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not (out / VIEW).is_file():
+        raise InputError(f"{out}: output directory holds files that are not a view; choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / VIEW).unlink(missing_ok=True)
+    tmp = out / f"{INDEX}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, index, allow_pickle=False)
+    os.replace(tmp, out / INDEX)
+    write_bytes(b"".join(removed), out / REMOVED)
+    write_bytes(orjson.dumps(asdict(manifest), option=orjson.OPT_INDENT_2) + b"\n", out / VIEW)
+
+
+class View(Sequence[Record]):
+    """Read a view (or, through `Mixture`, a mixture) like a dataset: `len`, `[i]`, `get(i)`, iteration, batches.
+
+    Opening reads the manifest, memory-maps the index and opens each source (its records are read on demand):
+    memory stays flat in view size, and DataLoader workers re-open everything instead of copying it.
+    """
+
+    manifest: Any  # ViewManifest, or MixtureManifest for a mixture
+    kind = "view"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.manifest = self.load_manifest(self.root)
+        self.names: list[str] = [s.name for s in self.manifest.sources]
+        self.datasets: list[Dataset | View] = [self._open_source(s) for s in self.manifest.sources]
+        self._index: np.ndarray | None = None
+
+    @staticmethod
+    def load_manifest(root: Path) -> Any:
+        return ViewManifest.load(root)
+
+    def _open_source(self, s: Any) -> Dataset | View:
+        # Relative first, so a folder holding datasets and views can move as a whole.
+        root = next((p for p in (self.root / s.path, Path(s.abs_path)) if manifest_file(p) is not None), None)
+        if root is None:
+            raise NotFound(f"{self.root}: source {s.name!r} not found at {s.path} (relative to "
+                           f"this {self.kind}) nor {s.abs_path}; restore it or re-make the {self.kind}")
+        if manifest_sha256(root) != s.dataset_sha256:
+            raise InputError(f"{self.root}: source {s.name!r} ({root}) was rebuilt after this {self.kind} was made, "
+                             f"so its rows no longer mean the same records; re-make the {self.kind}")
+        return open_any(root)
+
+    @property
+    def index(self) -> np.ndarray:
+        if self._index is None:
+            index = np.load(self.root / self.manifest.index, mmap_mode="r", allow_pickle=False)
+            if index.dtype != INDEX_DTYPE or len(index) != self.manifest.total:
+                raise InputError(f"{self.root}: {INDEX} does not match its manifest; re-make {self.root}")
+            self._index = index
+        return self._index
+
+    # ---------------------------------------------------------------- sequence protocol
+    def __len__(self) -> int:
+        return int(self.manifest.total)
+
+    def _locate(self, i: int) -> tuple[int, int]:
+        n = len(self)
+        if i < 0:
+            i += n
+        if not 0 <= i < n:
+            raise IndexError(f"sample {i} out of range for {self.root.name} ({n} samples)")
+        d, row = self.index[i].tolist()
+        return d, row
+
+    def __getitem__(self, i: int) -> Record:  # type: ignore[override]
+        if isinstance(i, slice):
+            raise TypeError("slices are not supported; use itertools.islice or a list of indices")
+        return self.get(i)[0]
+
+    def get(self, i: int) -> tuple[Record, Dataset]:
+        """Sample `i` and the dataset that holds it (for its images: `dataset.image(record, j)`)."""
+        d, row = self._locate(i)
+        return self.datasets[d].get(row)
+
+    def raw(self, i: int) -> bytes:
+        """The stored bytes of sample `i` in the dataset that holds it, undecoded."""
+        d, row = self._locate(i)
+        return self.datasets[d].raw(row)
+
+    def source_of(self, i: int) -> str:
+        """Name of the source of sample `i`."""
+        return self.names[self._locate(i)[0]]
+
+    def __iter__(self) -> Iterator[Record]:
+        return self.iter_from(0)
+
+    def iter_from(self, start: int) -> Iterator[Record]:
+        """Records from position `start` to the end, read a chunk at a time, decoded one at a time."""
+        for lo in range(start, len(self), _CHUNK):
+            for data, dataset in self.located(self.index[lo:lo + _CHUNK]):
+                yield dataset.decode(data)
+
+    def get_many(self, positions: Sequence[int]) -> list[tuple[Record, Dataset]]:
+        """`get` for a batch of positions: one batched read per source (what a DataLoader batch wants)."""
+        n = len(self)
+        pos = np.asarray(positions, dtype=np.int64)
+        if pos.size and (pos.min() < -n or pos.max() >= n):
+            raise IndexError(f"a position in {positions!r} is out of range for {self.root.name} ({n} samples)")
+        return [(dataset.decode(data), dataset) for data, dataset in self.located(self.index[pos % max(n, 1)])]
+
+    def located_rows(self, rows: Sequence[int] | np.ndarray) -> list[tuple[bytes, Dataset]]:
+        """Stored bytes of positions `rows` and the dataset that decodes each (what a parent view reads)."""
+        return self.located(self.index[np.asarray(rows, dtype=np.int64)])
+
+    def located(self, chunk: np.ndarray) -> list[tuple[bytes, Dataset]]:
+        """(stored bytes, holding dataset) of each (source, row) of `chunk`, in order."""
+        ds, rows = chunk["dataset"], chunk["row"].astype(np.int64)
+        out: list[tuple[bytes, Dataset]] = [(b"", None)] * len(chunk)  # type: ignore[list-item]
+        for d, source in enumerate(self.datasets):
+            where = np.flatnonzero(ds == d)
+            if where.size:
+                for k, item in zip(where.tolist(), source.located_rows(rows[where])):
+                    out[k] = item
+        return out
+
+    def flat(self) -> tuple[list[Dataset], np.ndarray]:
+        """The datasets that hold this view's records and, per position, (dataset, row) into them."""
+        bases: list[Dataset] = []
+        index = np.empty(len(self), dtype=INDEX_DTYPE)
+        for d, source in enumerate(self.datasets):
+            where = np.flatnonzero(self.index["dataset"] == d)
+            sub_bases, sub = flat(source)
+            offset = len(bases)
+            bases += sub_bases
+            rows = self.index["row"][where].astype(np.int64)
+            index["dataset"][where] = sub["dataset"][rows] + offset
+            index["row"][where] = sub["row"][rows]
+        return bases, index
+
+    def close(self) -> None:
+        for d in self.datasets:
+            d.close()
+
+    # ---------------------------------------------------------------- media
+    def image_at(self, i: int, j: int) -> Image.Image:
+        """Media `j` of sample `i` as RGB."""
+        record, dataset = self.get(i)
+        return dataset.image(record, j)
+
+    # ---------------------------------------------------------------- inspection
+    def to_pandas(self, limit: int | None = None) -> Any:
+        """One row per sample (first `limit`), with a `dataset` column naming its source."""
+        from mmdata.inspect import records_frame
+
+        n = len(self) if limit is None else min(limit, len(self))
+        names = self.names
+        datasets = self.index["dataset"][:n].tolist()
+        return records_frame(self, n, dataset=lambda i: names[datasets[i]])
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_index"] = None  # re-mapped in each worker process
+        return state
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.root)!r}, samples={len(self)}, sources={self.names})"
+
+
+def flat(source: Dataset | View) -> tuple[list[Dataset], np.ndarray]:
+    """`View.flat` for a dataset too: itself, every row once, in order."""
+    if isinstance(source, View):
+        return source.flat()
+    index = np.empty(len(source), dtype=INDEX_DTYPE)
+    index["dataset"] = 0
+    index["row"] = np.arange(len(source), dtype=np.uint64)
+    return [source], index
