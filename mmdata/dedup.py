@@ -45,6 +45,7 @@ class DedupOptions:
     cache: Path | None = None  # signature cache (default $MMDATA_CACHE/signatures or ~/.cache/mmdata/signatures)
 
     def __post_init__(self) -> None:
+        self.distance, self.jaccard  # noqa: B018 (parses both specs: a bad one fails here, at the edge)
         if self.image_mode == "none" and self.text_mode == "none":
             raise ConfigError("both criteria are `none`: nothing would ever be a duplicate", key="images")
         if self.workers < 1:

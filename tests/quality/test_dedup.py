@@ -69,9 +69,9 @@ def test_a_view_of_a_view_and_cache_reuse(built: Built, tmp_path: Path) -> None:
     assert len(removed(tmp_path / "v2")) == len(mmdata.open(built.a))  # every record of A is in v1 or a copy
 
 
-@pytest.mark.parametrize("kw", [{"images": "phash:99"}, {"text": "minhash"}, {"text": "fuzzy"},
-                                {"images": "none", "text": "none"}])
+@pytest.mark.parametrize("kw", [{"images": "phash:99"}, {"images": "phash:2.5"}, {"text": "minhash:0.1"},
+                                {"text": "fuzzy"}, {"images": "exact:3"}, {"images": "none", "text": "none"}])
 def test_bad_specs_are_config_errors(kw: dict) -> None:
     with pytest.raises(ConfigError):
-        opts = DedupOptions(**kw)
-        opts.image_mode, opts.text_mode, opts.distance, opts.jaccard  # noqa: B018
+        DedupOptions(**kw)
+    assert DedupOptions(text="minhash").jaccard == 0.8
