@@ -14,11 +14,12 @@ import io
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -26,6 +27,7 @@ from PIL import Image
 from mmdata.dataset import Dataset
 from mmdata.schema import IMAGE, Record
 
+T = TypeVar("T")
 SIGNATURES_VERSION = 1
 _WORDS = re.compile(r"\S+")
 _ARRAYS = ("text_key", "words", "minhash", "media_start", "media_sha", "media_phash", "media_ok")
@@ -162,16 +164,17 @@ def _media_bytes(ds: Dataset, record: Record, j: int) -> bytes | None:
         return None
 
 
+def map_shards(fn: Callable[[ShardTask], T], tasks: list[ShardTask], workers: int) -> list[T]:
+    """`fn` over shards, `workers` at a time in spawned processes (like a build's), results in task order."""
+    if workers <= 1 or len(tasks) <= 1:
+        return [fn(t) for t in tasks]
+    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=get_context("spawn")) as pool:
+        return list(pool.map(fn, tasks))
+
+
 def run_tasks(tasks: list[ShardTask], workers: int) -> None:
-    """Compute every missing cache entry, `workers` shards at a time (spawned processes, like a build's)."""
-    todo = [t for t in tasks if not t.entry.is_dir()]
-    if workers <= 1 or len(todo) <= 1:
-        for t in todo:
-            compute_shard(t)
-        return
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=get_context("spawn")) as pool:
-        for _ in pool.map(compute_shard, todo):
-            pass
+    """Compute every missing cache entry."""
+    map_shards(compute_shard, [t for t in tasks if not t.entry.is_dir()], workers)
 
 
 # ---------------------------------------------------------------------------------------------- reading

@@ -35,10 +35,11 @@ def shapes_image(seed: int, width: int = 160, height: int = 120) -> Image.Image:
 
 
 def question(i: int) -> str:
-    """A distinct question of 14+ words (long enough for 13-gram matching)."""
+    """A question of 20+ words, long enough for 13-gram matching; every 13 words of it name `i`, so questions
+    of different `i` share no 13-gram."""
     a, b = SUBJECTS[i % len(SUBJECTS)], SUBJECTS[(7 * i + 3) % len(SUBJECTS)]
-    return (f"Looking closely at picture number {i}, which object {VERBS[i % len(VERBS)]} the {a} and what "
-            f"colour is the {b} on the left side?")
+    return (f"Looking at picture {i}, which object {VERBS[i % len(VERBS)]} the {a} in scene {i} and what colour is "
+            f"the {b} in part {i} on the left?")
 
 
 def answer(i: int) -> str:
@@ -58,7 +59,7 @@ class QualityWorld:
     evals: Path  # eval set: a folder of images + questions.jsonl + llava.json
     duplicates: dict[str, str] = field(default_factory=dict)  # B or A record id → the A record id it copies
     distinct: list[str] = field(default_factory=list)  # near misses that must be kept
-    leaks: dict[str, str] = field(default_factory=dict)  # training record id → what it leaks ("image" / "text")
+    leaks: dict[str, str] = field(default_factory=dict)  # training record id → what it leaks ("image" / "question")
 
 
 def make_quality_world(root: Path, n: int = 24) -> QualityWorld:
@@ -113,7 +114,7 @@ def make_quality_world(root: Path, n: int = 24) -> QualityWorld:
         {"question_id": 3, "question": "What is this?"}]))  # too short to mean anything: skipped
     (ev / "llava.json").write_text(json.dumps([{"id": "e1", "image": "images/clean.png",
                                                 "conversations": _conv(question(501), "x")}]))
-    w.leaks = {"a7": "image", "a9": "text"}
+    w.leaks = {"a7": "image", "a9": "question"}
 
     w.a.write_text(json.dumps(a))
     w.b.write_text("".join(json.dumps(r) + "\n" for r in b))
