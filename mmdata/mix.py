@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,9 +28,11 @@ import numpy as np
 import orjson
 
 from mmdata.errors import InputError, NotFound
+from mmdata.filters import Filters
 from mmdata.media import write_bytes
 from mmdata.outdir import locked, recover, staging, swap_in
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
+from mmdata.schema import Record
 from mmdata.storage_errors import writing
 from mmdata.view import INDEX, INDEX_DTYPE, MIXTURE, manifest_sha256, open_any
 
@@ -52,6 +55,9 @@ class SourcePlan:
     target_proportion: float = 0.0
     capped: bool = False
     dataset_sha256: str = ""
+    available: int = 0  # records in the source before filters
+    filtered: dict[str, int] = field(default_factory=dict)  # filter → records it fails (one may fail several)
+    rows: np.ndarray | None = None  # the rows that pass the filters (None: every row)
 
     @property
     def epochs(self) -> float:
@@ -80,7 +86,8 @@ class MixPlan:
                 abs_path=str(s.path), length=s.length, dataset_sha256=s.dataset_sha256, mode=s.mode,
                 requested=s.requested, max=s.cap, requested_count=s.target,
                 requested_proportion=s.target_proportion, count=s.count, proportion=s.proportion,
-                epochs=s.epochs, capped=s.capped) for s in self.sources],
+                epochs=s.epochs, capped=s.capped, available=s.available, filtered=s.filtered)
+                for s in self.sources],
             warnings=self.warnings)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,6 +112,8 @@ class MixtureSource:
     proportion: float
     epochs: float
     capped: bool
+    available: int | None = None  # records before the recipe's filters (mixtures made before filters: None)
+    filtered: dict[str, int] = field(default_factory=dict)  # filter → records of the source it fails
 
 
 @dataclass
@@ -189,13 +198,22 @@ def make_plan(recipe: MixRecipe, out: Path | None = None) -> MixPlan:
 
 
 def _source_plan(spec: SourceSpec, i: int, recipe: MixRecipe) -> SourcePlan:
-    length = len(open_any(spec.path))  # a dataset or a view: only its manifest is read
+    source = open_any(spec.path)  # a dataset or a view: only its manifest is read, unless filters must look
+    available = length = len(source)
     if length == 0:
         raise RecipeError(f"{recipe.file}: sources[{i}].path: {spec.path} holds no records; remove it or rebuild it")
+    filters = spec.filters.over(recipe.filters) if spec.filters is not None else recipe.filters
+    rows, filtered = apply_filters(source, filters) if filters is not None else (None, {})
+    if rows is not None:
+        length = len(rows)
+        if length == 0:
+            raise RecipeError(f"{recipe.file}: sources[{i}]: the filters keep no record of {spec.path} "
+                              f"(failed: {filtered}); loosen them")
     mode, requested = ("weight", spec.weight) if spec.weight is not None else ("epochs", spec.epochs)
     assert requested is not None
     return SourcePlan(name=spec.name, path=spec.path, length=length, mode=mode, requested=requested, cap=spec.max,
-                      target=0.0, dataset_sha256=manifest_sha256(spec.path))
+                      target=0.0, dataset_sha256=manifest_sha256(spec.path), available=available,
+                      filtered=filtered, rows=rows)
 
 
 def _round_half_up(x: Fraction) -> int:
@@ -237,6 +255,27 @@ def source_rows(seed: int, name: str, length: int, count: int) -> np.ndarray:
     return rows[:count].astype("<u8")
 
 
+def _rows(seed: int, s: SourcePlan) -> np.ndarray:
+    """A source's rows in mixture order: its stream over the rows that pass its filters."""
+    rows = source_rows(seed, s.name, s.length, s.count)
+    return rows if s.rows is None else s.rows[rows.astype(np.int64)].astype("<u8")
+
+
+def apply_filters(source: Sequence[Record], filters: Filters) -> tuple[np.ndarray | None, dict[str, int]]:
+    """(rows that pass every filter, filter → records it fails); (None, {}) when no filter is set."""
+    checks = filters.checks()
+    if not checks:
+        return None, {}
+    failed = dict.fromkeys((name for name, _ in checks), 0)
+    keep = np.ones(len(source), dtype=bool)
+    for row, record in enumerate(source):
+        for name, passes in checks:
+            if not passes(record):
+                failed[name] += 1
+                keep[row] = False
+    return np.flatnonzero(keep), failed
+
+
 def build_index(plan: MixPlan) -> np.ndarray:
     """The mixture order: a packed array of (dataset, row), sources merged by their ideal "time" (k + ½) / count."""
     counts = [s.count for s in plan.sources]
@@ -245,7 +284,7 @@ def build_index(plan: MixPlan) -> np.ndarray:
     del times
     index = np.empty(plan.total, dtype=INDEX_DTYPE)
     index["dataset"] = np.repeat(np.arange(len(counts), dtype="<u4"), counts)[order]
-    rows = np.concatenate([source_rows(plan.recipe.seed, s.name, s.length, s.count) for s in plan.sources])
+    rows = np.concatenate([_rows(plan.recipe.seed, s) for s in plan.sources])
     index["row"] = rows[order]
     return index
 
@@ -281,12 +320,17 @@ def plan_table(plan: MixPlan) -> Any:
     from rich.table import Table
 
     table = Table(title=f"mixture {plan.recipe.name!r}: {plan.total:,} records, seed {plan.recipe.seed}")
-    for col in ("source", "records", "asked", "requested", "realized", "share", "target share", "epochs"):
-        table.add_column(col, justify="left" if col == "source" else "right")
+    filtering = any(s.rows is not None for s in plan.sources)
+    columns = ("source", "records", *(("filtered out",) if filtering else ()), "asked", "requested", "realized",
+               "share", "target share", "epochs")
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("source", "filtered out") else "right")
     for s in plan.sources:
         asked = f"weight {s.requested:g}" if s.mode == "weight" else f"epochs {s.requested:g}"
         if s.cap is not None:
             asked += f", max {s.cap:,}" + (" (hit)" if s.capped else "")
-        table.add_row(s.name, f"{s.length:,}", asked, f"{s.target:,.1f}", f"{s.count:,}", f"{s.proportion:.2%}",
-                      f"{s.target_proportion:.2%}", f"{s.epochs:.2f}")
+        dropped = (f"{s.available - s.length:,} of {s.available:,}: " +
+                   ", ".join(f"{name} {n:,}" for name, n in s.filtered.items()),) if filtering else ()
+        table.add_row(s.name, f"{s.length:,}", *dropped, asked, f"{s.target:,.1f}", f"{s.count:,}",
+                      f"{s.proportion:.2%}", f"{s.target_proportion:.2%}", f"{s.epochs:.2f}")
     return table

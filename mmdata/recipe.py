@@ -12,7 +12,10 @@ sources:
     max: 50000                  # at most this many records of this source (repeats included)
   - path: ../data/video
     epochs: 2                   # instead of a weight: the whole source, twice
+    filters: {max_media: 8}     # records kept (also top-level, for every source; see mmdata.filters)
+    license: CC-BY-4.0          # stated on the data card (`mmdata card`)
 ```
+A source's `path` is a built dataset or a view (`mmdata dedup` / `mmdata decontaminate` output).
 Each source is sized by exactly one of `weight` (a share of `size`) or `epochs` (a multiple of its own length).
 Without `size` every source must use `epochs`.
 """
@@ -30,6 +33,7 @@ import yaml
 
 from mmdata.config import ConfigError, from_dict
 from mmdata.errors import NotFound
+from mmdata.filters import Filters
 from mmdata.manifest import MANIFEST
 from mmdata.view import VIEW, manifest_file
 from mmdata.yaml12 import safe_load
@@ -46,6 +50,8 @@ class SourceSpec:
     weight: float | None = None  # a share of the recipe's `size`
     epochs: float | None = None  # instead of a weight: this many passes over the whole source
     max: int | None = None  # at most this many records of this source (repeats included)
+    filters: Filters | None = None  # records kept from this source (over the recipe's `filters`, key by key)
+    license: str | None = None  # this source's licence, as the data card states it
 
     def __post_init__(self) -> None:
         if self.name is not None and not self.name.strip():
@@ -69,6 +75,8 @@ class MixRecipe:
     name: str | None = None  # the mixture's name (default: the recipe file's name)
     seed: int = 0  # seeds every source's permutation
     size: int | None = None  # total records; weighted sources share what `epochs` sources leave
+    filters: Filters | None = None  # records kept from every source (mmdata.filters)
+    license: str | None = None  # the mixture's licence, as the data card states it
     file: Path = field(init=False, default=Path())  # the recipe file (set by `parse_recipe`)
     data: dict[str, Any] = field(init=False, default_factory=dict)  # the YAML as parsed, for the manifest and hash
 

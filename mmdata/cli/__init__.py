@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from mmdata.cli import build as build_cli
+from mmdata.cli import quality as quality_cli
 from mmdata.cli._errors import user_errors
 from mmdata.config import describe
 from mmdata.recipe import MixRecipe
@@ -152,6 +153,9 @@ def mix(
     console.print(plan_table(plan))
     for warning in plan.warnings:
         typer.secho(f"warning: {warning}", err=True, fg="yellow")
+
+
+quality_cli.register(app)
 
 
 def main() -> None:

@@ -140,7 +140,7 @@ def test_one_mechanism_for_all_three(tmp_path: Path) -> None:
     assert load_train_recipe(TINY, {"optim.lr": "1e-300"}).optim.lr == 1e-300
 
     assert issubclass(RecipeError, ConfigError)
-    assert {k.name for k in keys(MixRecipe)} == {"sources", "name", "seed", "size"}  # file, data: not YAML keys
+    assert {k.name for k in keys(MixRecipe)} == {"sources", "name", "seed", "size", "filters", "license"}  # not file, data
     assert [k.name for k in keys(TrainRecipe)][:3] == ["stage", "output_dir", "data"]
 
 
