@@ -14,7 +14,7 @@ export DS_ACCELERATOR := cpu
 export TORCH_EXTENSIONS_DIR := $(CURDIR)/$(VENV)/torch_extensions
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 install: $(STAMP)
 
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -qq $(TORCH)
 	$(PY) -m pip install -qq -e '.[builders,train,s3,ray,quality,test]' $(TORCH)
 	@touch $(STAMP)
+
+# Headless Chromium for the report test (tests/quality/test_report_browser.py); CI runs this as root.
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 demo: $(STAMP)
 	$(PY) scripts/demo.py

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -108,32 +108,52 @@ def _describe(values: list[float]) -> dict[str, float]:
             "p95": float(np.percentile(a, 95)), "max": float(a.max())}
 
 
+@dataclass
+class Measurements:
+    """Per-record values of some records of a dataset (what `stats` summarizes and the report plots)."""
+
+    records: int = 0
+    tasks: Counter[str] = field(default_factory=Counter)
+    sources: Counter[str] = field(default_factory=Counter)
+    roles: Counter[str] = field(default_factory=Counter)
+    turns: list[int] = field(default_factory=list)
+    media: list[int] = field(default_factory=list)
+    human: list[int] = field(default_factory=list)  # characters of the human turns
+    gpt: list[int] = field(default_factory=list)
+    widths: list[int] = field(default_factory=list)
+    heights: list[int] = field(default_factory=list)
+
+
+def measure(ds: Any, positions: Iterable[int]) -> Measurements:
+    m = Measurements()
+    for i in positions:
+        r = ds[i]
+        m.records += 1
+        m.tasks[r.task] += 1
+        m.sources[r.source] += 1
+        m.turns.append(len(r.conversations))
+        m.media.append(len(r.media))
+        m.human.append(sum(len(t.value) for t in r.conversations if t.role == "human"))
+        m.gpt.append(sum(len(t.value) for t in r.conversations if t.role == "gpt"))
+        m.roles.update(r.media_roles())
+        m.widths.extend(x.width for x in r.media)
+        m.heights.extend(x.height for x in r.media)
+    return m
+
+
 def stats(ds: Any, limit: int | None = None) -> dict[str, Any]:
     """Counts, text lengths (characters) per role, turns and media per record, and media sizes."""
-    n = len(ds) if limit is None else min(limit, len(ds))
-    turns, media, human, gpt, widths, heights = [], [], [], [], [], []
-    tasks: Counter[str] = Counter()
-    roles: Counter[str] = Counter()
-    for i in range(n):
-        r = ds[i]
-        tasks[r.task] += 1
-        turns.append(len(r.conversations))
-        media.append(len(r.media))
-        human.append(sum(len(t.value) for t in r.conversations if t.role == "human"))
-        gpt.append(sum(len(t.value) for t in r.conversations if t.role == "gpt"))
-        roles.update(r.media_roles())
-        widths.extend(m.width for m in r.media)
-        heights.extend(m.height for m in r.media)
+    m = measure(ds, range(len(ds) if limit is None else min(limit, len(ds))))
     return {
-        "records": n,
-        "tasks": dict(tasks),
-        "media": {"total": sum(media), "inputs": roles["input"], "targets": roles["target"]},
-        "turns_per_record": _describe(turns),
-        "media_per_record": _describe(media),
-        "human_chars": _describe(human),
-        "gpt_chars": _describe(gpt),
-        "media_width": _describe(widths),
-        "media_height": _describe(heights),
+        "records": m.records,
+        "tasks": dict(m.tasks),
+        "media": {"total": sum(m.media), "inputs": m.roles["input"], "targets": m.roles["target"]},
+        "turns_per_record": _describe(m.turns),
+        "media_per_record": _describe(m.media),
+        "human_chars": _describe(m.human),
+        "gpt_chars": _describe(m.gpt),
+        "media_width": _describe(m.widths),
+        "media_height": _describe(m.heights),
     }
 
 

@@ -1,8 +1,9 @@
-"""A visual report of a dataset or mixture: one self-contained HTML file (thumbnails inlined), for a browser.
+"""A visual report of a dataset, view or mixture: one self-contained HTML file (plots and thumbnails inlined).
 
-Counts and breakdowns, the most common reject reasons, and a seeded sample of records drawn per task, each shown as
-its conversation with every `<image>` replaced by the picture it stands for: inputs framed blue, generation
-targets framed orange — so a wrong side, a wrong order or a bad crop is visible at a glance.
+Plots (`mmdata.plots`: records per task and source, text lengths, image sizes, media per record, reject or removal
+reasons), counts and breakdowns, the most common reject reasons, and a seeded sample of records drawn per task,
+each shown as its conversation with every `<image>` replaced by the picture it stands for: inputs framed blue,
+generation targets framed orange — so a wrong side, a wrong order or a bad crop is visible at a glance.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from typing import Any
 from mmdata.dataset import Dataset
 from mmdata.manifest import Manifest
 from mmdata.mix import MixtureManifest
-from mmdata.mixture import Mixture
+from mmdata.plots import figures, figures_html
 from mmdata.schema import IMAGE, Record
+from mmdata.view import View, ViewManifest
 
 _STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;max-width:1100px}
@@ -30,6 +32,8 @@ table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:
 .hdr{color:#555;font-size:12px;margin-bottom:6px}.turn{margin:4px 0;white-space:pre-wrap}
 .role{font-weight:600;margin-right:6px}.human{color:#0b5cad}.gpt{color:#18794e}.system{color:#8a3ffc}
 img{max-height:128px;max-width:192px;vertical-align:middle;margin:2px;border:3px solid}
+figure.plot{display:inline-block;margin:6px;vertical-align:top}figure.plot svg{width:460px;height:auto}
+figcaption{font-weight:600;font-size:13px}
 img.input{border-color:#3b82f6}img.target{border-color:#f59e0b}.cap{font-size:11px;color:#666}
 """
 
@@ -102,7 +106,18 @@ def sample_indices(ds: Any, n: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
-def _manifest_html(root: Path, manifest: Manifest | MixtureManifest) -> list[str]:
+def removal_reasons(manifest: ViewManifest) -> list[tuple[str, int]]:
+    """A view's removals as ("source: reason", records), most common first."""
+    rows = [(f"{source}: {reason}", n) for source, reasons in manifest.removed.items() for reason, n in reasons.items()]
+    return sorted(rows, key=lambda kv: (-kv[1], kv[0]))
+
+
+def _manifest_html(root: Path, manifest: Manifest | MixtureManifest | ViewManifest) -> list[str]:
+    if isinstance(manifest, ViewManifest):  # what was kept of each input, and why the rest was not
+        rows = [(src.name, f"{src.length:,} records ({src.path})") for src in manifest.sources]
+        return [f"<p>{html.escape(manifest.kind)} view</p>", _table(list(manifest.counts.items()), ("count", "value")),
+                "<h2>Inputs</h2>" + _table(rows, ("source", "records")),
+                "<h2>Removed, per source and reason</h2>" + _table(removal_reasons(manifest), ("reason", "records"))]
     if isinstance(manifest, MixtureManifest):  # what each dataset contributes
         rows = [(src.name, f"{src.count:,} ({100 * src.proportion:.1f} %, {src.epochs:.2f} epochs)")
                 for src in manifest.sources]
@@ -116,9 +131,15 @@ def _manifest_html(root: Path, manifest: Manifest | MixtureManifest) -> list[str
     return sections
 
 
-def write_report(ds: Dataset | Mixture, out: Path, n: int = 24, seed: int = 0) -> Path:
+def write_report(ds: Dataset | View, out: Path, n: int = 24, seed: int = 0) -> Path:
+    if isinstance(ds.manifest, ViewManifest):
+        reasons = [("Removal reasons", removal_reasons(ds.manifest))]
+    elif isinstance(ds.manifest, Manifest):
+        reasons = [("Reject reasons", _reject_reasons(ds.root))]
+    else:
+        reasons = []
     sections = [f"<h1>{html.escape(str(ds.root))}</h1>", f"<p>{len(ds):,} records</p>",
-                *_manifest_html(ds.root, ds.manifest)]
+                "<h2>At a glance</h2>", figures_html(figures(ds, reasons)), *_manifest_html(ds.root, ds.manifest)]
     picked = sample_indices(ds, n, seed) if len(ds) else []
     sections.append(f"<h2>{len(picked)} sampled records (seed {seed})</h2>"
                     "<p class=cap>blue frame: input image · orange frame: generation target</p>")
