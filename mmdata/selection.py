@@ -30,6 +30,19 @@ class Removal:
     match: dict[str, Any]  # what it matched: a kept position ({"position": p}) or an eval item
 
 
+def tool_versions(packages: tuple[str, ...] = ("mmdata", "imagehash", "datasketch")) -> dict[str, str]:
+    """Installed versions of `packages` (those installed), for provenance."""
+    from importlib import metadata
+
+    out = {}
+    for name in packages:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
 class Inputs:
     def __init__(self, paths: list[Path]) -> None:
         if not paths:
@@ -113,7 +126,7 @@ class Inputs:
         manifest = ViewManifest(
             version=VIEW_VERSION, kind=kind, total=len(kept), index="index.npy", name=out.name,
             sources=[ViewSource.of(name, path, out) for name, path in zip(self.names, self.paths)],
-            params=params, counts={"read": len(self), "kept": len(kept), "removed": len(removals)},
+            params={**params, "versions": tool_versions()}, counts={"read": len(self), "kept": len(kept), "removed": len(removals)},
             removed={name: dict(sorted(c.items())) for name, c in reasons.items()})
         write_view(out, manifest, index, iter(lines))
         return manifest
