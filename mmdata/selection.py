@@ -126,7 +126,8 @@ class Inputs:
         manifest = ViewManifest(
             version=VIEW_VERSION, kind=kind, total=len(kept), index="index.npy", name=out.name,
             sources=[ViewSource.of(name, path, out) for name, path in zip(self.names, self.paths)],
-            params={**params, "versions": tool_versions()}, counts={"read": len(self), "kept": len(kept), "removed": len(removals)},
+            params={**params, "versions": tool_versions()},
+            counts={"read": len(self), "kept": len(kept), "removed": len(removals)},
             removed={name: dict(sorted(c.items())) for name, c in reasons.items()})
         write_view(out, manifest, index, iter(lines))
         return manifest
