@@ -147,6 +147,8 @@ def main() -> None:
         return _child(args)
 
     for kind, n in (("text", args.text_records), ("images", args.images)):
+        if n == 0:
+            continue
         data = args.out / f"{kind}-{n}"
         t = time.perf_counter()
         write_dataset(data, n, kind == "images")

@@ -130,12 +130,14 @@ class _Signatures:
         self.bands: list[np.ndarray] = []
         if opts.text_mode == "minhash":
             b, r = band_layout(opts.jaccard, params.num_perm)
-            for k in range(b):
-                cols = []
-                for s in sigs:
-                    parts = [_mix(*(np.asarray(sh.minhash[:, k * r + i]) for i in range(r))) for sh in s.shards]
-                    cols.append(np.concatenate(parts) if parts else np.zeros(0, np.uint64))
-                self.bands.append(inputs.gather(cols))
+            per_dataset = []
+            for s in sigs:  # one shard's signatures in memory at a time, each band a 64-bit key
+                parts = []
+                for sh in s.shards:
+                    mh = np.asarray(sh.minhash)
+                    parts.append(np.stack([_mix(*(mh[:, k * r + i] for i in range(r))) for k in range(b)], axis=1))
+                per_dataset.append(np.concatenate(parts) if parts else np.zeros((0, b), np.uint64))
+            self.bands = [inputs.gather([keys[:, k] for keys in per_dataset]) for k in range(b)]
 
     def minhash(self, positions: np.ndarray) -> np.ndarray:
         inputs = self.inputs

@@ -84,7 +84,7 @@ def image_phash(data: bytes) -> int | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.draft("L", (128, 128))
-            return phash64(im.convert("L"))
+            return phash64(im)
     except (OSError, ValueError, Image.DecompressionBombError):
         return None
 

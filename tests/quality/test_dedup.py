@@ -75,3 +75,17 @@ def test_bad_specs_are_config_errors(kw: dict) -> None:
     with pytest.raises(ConfigError):
         DedupOptions(**kw)
     assert DedupOptions(text="minhash").jaccard == 0.8
+
+
+def test_the_training_loader_reads_a_view(built: Built, tmp_path: Path) -> None:
+    """What mmtrain does with `--data.mixture VIEW`: batches of (record, dataset) from worker processes."""
+    from mmdata.loader import MixtureLoader, RecordDataset
+
+    dedup([built.a, built.b], tmp_path / "v", DedupOptions(cache=built.cache))
+    view = mmdata.open(tmp_path / "v")
+    data = RecordDataset(view, lambda record, dataset: (record.id, dataset.image(record, 0).size if record.media
+                                                        else None))
+    loader = MixtureLoader(data, batch_size=4, num_workers=2, collate_fn=list)
+    items = [item for batch in loader for item in batch]
+    assert [rid for rid, _ in items] == [r.id for r in view]
+    assert all(size is None or size[0] > 0 for _, size in items)
