@@ -171,15 +171,19 @@ def _image_hits(inputs: Inputs, evals: list[EvalSet], distance: int) -> dict[tup
         by_sha = {int(v): e for e, v in enumerate(eval_sha.tolist())}
         same = np.flatnonzero(np.isin(sha, eval_sha))
         pairs = [np.array([same, [by_sha[int(v)] for v in sha[same].tolist()]], dtype=np.int64).reshape(2, -1)]
-        for shift, bits in _chunks(distance):
+        for shift, bits in _chunks(distance):  # media and eval images that agree on this piece, then verified
             mask = np.uint64((1 << bits) - 1)
             mine, theirs = (ph >> np.uint64(shift)) & mask, (eval_ph >> np.uint64(shift)) & mask
-            order = np.argsort(theirs)
-            for m in np.flatnonzero(ok & np.isin(mine, theirs)).tolist():
-                lo, hi = np.searchsorted(theirs[order], [mine[m], mine[m] + np.uint64(1)])
-                cand = order[lo:hi]
-                close = cand[np.bitwise_count(ph[m] ^ eval_ph[cand]) <= distance]
-                pairs.append(np.stack([np.full(len(close), m), close]).astype(np.int64))
+            order = np.argsort(theirs, kind="stable")
+            sorted_theirs = theirs[order]
+            media = np.flatnonzero(ok)
+            lo = np.searchsorted(sorted_theirs, mine[media], side="left")
+            n = np.searchsorted(sorted_theirs, mine[media], side="right") - lo
+            media, lo, n = media[n > 0], lo[n > 0], n[n > 0]
+            m = np.repeat(media, n)
+            e = order[np.repeat(lo, n) + np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)]
+            close = np.bitwise_count(ph[m] ^ eval_ph[e]) <= distance
+            pairs.append(np.stack([m[close], e[close]]).astype(np.int64))
         for m, e in np.concatenate(pairs, axis=1).T.tolist():
             row = int(np.searchsorted(start, m, side="right") - 1)
             hits.setdefault((d, row), labels[e])
