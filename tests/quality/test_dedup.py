@@ -89,3 +89,20 @@ def test_the_training_loader_reads_a_view(built: Built, tmp_path: Path) -> None:
     items = [item for batch in loader for item in batch]
     assert [rid for rid, _ in items] == [r.id for r in view]
     assert all(size is None or size[0] > 0 for _, size in items)
+
+
+def test_a_mixture_input_loses_its_repeats(built: Built, tmp_path: Path) -> None:
+    from mmdata.mix import mix
+
+    (tmp_path / "a").symlink_to(built.a)
+    (tmp_path / "r.yaml").write_text("sources:\n  - {path: a, epochs: 2}\n")
+    mix(tmp_path / "r.yaml", tmp_path / "m")
+    dedup([tmp_path / "m"], tmp_path / "v", DedupOptions(cache=built.cache))
+    gone = [orjson.loads(line) for line in (tmp_path / "v" / REMOVED).read_bytes().splitlines()]
+    n = len(mmdata.open(built.a))
+    # The second pass goes, each record as "the same record again" — except one of the pair a5 / dup_within_a:
+    # whichever comes first in the mixture's order is kept, and both copies of the other name it.
+    assert sum(e["reason"] == "the same record again" for e in gone) == n - 1
+    near = [(short(e["id"]), short(e["kept"]["id"])) for e in gone if e["reason"] != "the same record again"]
+    assert len(near) == 2 and near[0] == near[1] and set(near[0]) == {"a5", "dup_within_a"}
+    assert len(gone) == n + 1 and len(mmdata.open(tmp_path / "v")) == n - 1
