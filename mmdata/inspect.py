@@ -50,12 +50,18 @@ def summary_table(ds: Any) -> list[Any]:
     """Rich renderables: counts and the per-task / per-source breakdown (from the manifest when there is one)."""
     from rich.table import Table
 
+    from mmdata.view import ViewManifest
+
     out: list[Any] = []
     manifest = getattr(ds, "manifest", None)
     counts = getattr(manifest, "counts", None)
     head = Table(title=str(getattr(ds, "root", "")), show_header=False)
     head.add_row("records", f"{len(ds):,}")
-    if counts:
+    if isinstance(manifest, ViewManifest):
+        head.add_row(f"{manifest.kind} view: read / kept / removed",
+                     f"{counts['read']:,} / {counts['kept']:,} / {counts['removed']:,}")
+        head.add_row("sources", ", ".join(s.name for s in manifest.sources))
+    elif counts:
         head.add_row("read / written / rejected",
                      f"{counts['read']:,} / {counts['written']:,} / {counts['rejected']:,}")
         head.add_row("builder", manifest.builder)

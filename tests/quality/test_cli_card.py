@@ -18,6 +18,10 @@ def test_dedup_decontaminate_mix_card(built: Built, tmp_path: Path) -> None:
     r = runner.invoke(app, ["dedup", str(built.a), str(built.b), "--out", str(tmp_path / "d"), *cache])
     assert r.exit_code == 0, r.output
     assert "6 removed" in r.output and "b: 2 identical text + near-identical images" in r.output
+    for command in (["inspect", "--n", "1"], ["stats"], ["validate", "--no-media"]):  # a view reads like a dataset
+        r = runner.invoke(app, [command[0], str(tmp_path / "d"), *command[1:]])
+        assert r.exit_code == 0, (command, r.output)
+    assert "dedup view: read / kept / removed" in runner.invoke(app, ["inspect", str(tmp_path / "d")]).output
     r = runner.invoke(app, ["decontaminate", str(tmp_path / "d"), "--against", str(built.world.evals),
                             "--out", str(tmp_path / "c"), *cache])
     assert r.exit_code == 0, r.output
