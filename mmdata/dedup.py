@@ -134,7 +134,7 @@ class _Signatures:
             for s in sigs:  # one shard's signatures in memory at a time, each band a 64-bit key
                 parts = []
                 for sh in s.shards:
-                    mh = np.asarray(sh.minhash)
+                    mh = sh.minhash()
                     parts.append(np.stack([_mix(*(mh[:, k * r + i] for i in range(r))) for k in range(b)], axis=1))
                 per_dataset.append(np.concatenate(parts) if parts else np.zeros((0, b), np.uint64))
             self.bands = [inputs.gather([keys[:, k] for keys in per_dataset]) for k in range(b)]

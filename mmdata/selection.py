@@ -21,6 +21,8 @@ from mmdata.errors import InputError
 from mmdata.signatures import DatasetSignatures, SignatureParams, default_cache, signatures
 from mmdata.view import INDEX_DTYPE, VIEW_VERSION, ViewManifest, ViewSource, flat, open_any, write_view
 
+_ID_BATCH = 2048
+
 
 @dataclass
 class Removal:
@@ -88,13 +90,18 @@ class Inputs:
         return out
 
     def ids(self, positions: np.ndarray) -> list[str]:
-        """Record ids of `positions`, read in one batch per base dataset."""
+        """Record ids of `positions`, read in row order a batch at a time (each batch's shard maps released after
+        it: memory does not grow with the number of shards touched)."""
         out = [""] * len(positions)
         base, row = self.base[positions], self.row[positions]
         for d, ds in enumerate(self.bases):
             where = np.flatnonzero(base == d)
-            for k, data in zip(where.tolist(), ds.raw_many(row[where])):
-                out[k] = ds.decode(data).id
+            where = where[np.argsort(row[where], kind="stable")]
+            for lo in range(0, len(where), _ID_BATCH):
+                batch = where[lo:lo + _ID_BATCH]
+                for k, data in zip(batch.tolist(), ds.raw_many(row[batch])):
+                    out[k] = ds.decode(data).id
+                ds.close()
         return out
 
     def where(self, p: int, record_id: str) -> dict[str, Any]:

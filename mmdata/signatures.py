@@ -30,7 +30,7 @@ from mmdata.schema import IMAGE, Record
 T = TypeVar("T")
 SIGNATURES_VERSION = 1
 _WORDS = re.compile(r"\S+")
-_ARRAYS = ("text_key", "words", "minhash", "media_start", "media_sha", "media_phash", "media_ok")
+_ARRAYS = ("text_key", "words", "media_start", "media_sha", "media_phash", "media_ok")  # and "minhash"
 
 
 def default_cache() -> Path:
@@ -179,25 +179,33 @@ def run_tasks(tasks: list[ShardTask], workers: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- reading
 class ShardSignatures:
-    """One shard's cached arrays, memory-mapped."""
+    """One shard's cached arrays, memory-mapped; MinHash signatures (512 bytes a record) only on demand, and
+    unmapped after use, so a million records' worth never stays resident."""
 
     def __init__(self, entry: Path) -> None:
+        self.entry = entry
         for name in _ARRAYS:
             setattr(self, name, np.load(entry / f"{name}.npy", mmap_mode="r", allow_pickle=False))
         self.text_key: np.ndarray
         self.words: np.ndarray
-        self.minhash: np.ndarray
         self.media_start: np.ndarray
         self.media_sha: np.ndarray
         self.media_phash: np.ndarray
         self.media_ok: np.ndarray
 
+    def minhash(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """MinHash signatures of `rows` (all rows by default), copied out of a map that is closed on return."""
+        mapped = np.load(self.entry / "minhash.npy", mmap_mode="r", allow_pickle=False)
+        out = np.array(mapped if rows is None else mapped[rows])
+        del mapped  # the last reference: unmapped here
+        return out
+
 
 class DatasetSignatures:
     """The signatures of all rows of one dataset, shard by shard (nothing loaded until asked)."""
 
-    def __init__(self, ds: Dataset, tasks: list[ShardTask]) -> None:
-        self.dataset = ds
+    def __init__(self, ds: Dataset, tasks: list[ShardTask], num_perm: int) -> None:
+        self.dataset, self.num_perm = ds, num_perm
         self.starts = ds.shards.starts  # dataset row of each shard's first record
         self.shards = [ShardSignatures(t.entry) for t in tasks]
 
@@ -225,10 +233,10 @@ class DatasetSignatures:
     def minhash_rows(self, rows: np.ndarray) -> np.ndarray:
         """MinHash signatures of `rows` (any order), read from the shards' memory maps."""
         shard, local = self.locate(rows)
-        out = np.empty((len(rows), self.shards[0].minhash.shape[1] if self.shards else 0), dtype=np.uint32)
+        out = np.empty((len(rows), self.num_perm), dtype=np.uint32)
         for s in np.unique(shard).tolist():
             where = np.flatnonzero(shard == s)
-            out[where] = self.shards[s].minhash[local[where]]
+            out[where] = self.shards[s].minhash(local[where])
         return out
 
 
@@ -236,7 +244,7 @@ def signatures(datasets: list[Dataset], cache: Path, params: SignatureParams, wo
     """Signatures of every row of every dataset: missing shards are computed in parallel, all of them first."""
     tasks = [shard_tasks(ds, cache, params) for ds in datasets]
     run_tasks([t for ts in tasks for t in ts], workers)
-    return [DatasetSignatures(ds, ts) for ds, ts in zip(datasets, tasks)]
+    return [DatasetSignatures(ds, ts, params.num_perm) for ds, ts in zip(datasets, tasks)]
 
 
 def iter_words(text: str) -> Iterator[str]:
