@@ -235,7 +235,7 @@ class FeatureStore:
 def cache_features(recipe: Any, out: str | Path, *, dtype: str | None = None, batch_size: int = 16,
                    progress: bool = True) -> dict[str, Any]:
     """`mmtrain cache-features`: the recipe's model (built or `init_from`) over the recipe's mixture."""
-    from mmdata.mixture import Mixture
+    import mmdata
     from trainer.engine import base_model
 
     if "vision" in recipe.stage_config.trainable:
@@ -246,7 +246,7 @@ def cache_features(recipe: Any, out: str | Path, *, dtype: str | None = None, ba
     model = base_model(recipe).model
     if torch.cuda.is_available():
         model.vision.to("cuda")
-    return build_cache(model, Mixture(recipe.data.mixture), out, dtype=dtype, batch_size=batch_size,
+    return build_cache(model, mmdata.open(recipe.data.mixture), out, dtype=dtype, batch_size=batch_size,
                        progress=progress)
 
 
