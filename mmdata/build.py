@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from mmdata.errors import InputError
-from mmdata.executors import ENGINES, Job, make_executor, shared_paths, tidy
+from mmdata.executors import ENGINES, Job, Todo, make_executor, shared_paths, tidy
 from mmdata.freshness import Provenance, jsonable
 from mmdata.layout import ShardResult, any_done, remove_shards_from
 from mmdata.manifest import MANIFEST, SCHEMA_VERSION, Manifest
@@ -130,13 +130,13 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
         cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
 
         results: dict[int, ShardResult] = {}
-        todo: list[tuple[int, Any]] = []
+        todo: list[Todo] = []
         for k, unit in enumerate(units):
             done = provenance.reusable(k)
             if done is not None:
                 results[k] = done
             else:
-                todo.append((k, unit))
+                todo.append(Todo(k, unit, provenance.wanted(k)))
         storage.close()
         if todo:
             # The dataset changes: until its new manifest is written, it is not complete.
@@ -145,7 +145,7 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
         ready = partial(builder.ready, options) if builder.ready is not None else None
         with _Progress(progress, len(units), len(results)) as bar:
             for r in executor.run(Job(builder.name, options, cfg), todo, ready):
-                results[r.index] = provenance.record(r)
+                results[r.index] = r
                 bar.advance(r)
     tidy(out)
     if builder.finish is not None:

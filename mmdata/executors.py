@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -53,12 +53,22 @@ class Job:
     cfg: ShardConfig
 
 
-def run_unit(job: Job, index: int, unit: Any, node: dict[str, Any]) -> ShardResult:
-    """Write shard `index` from `unit`, wherever this runs (`node` says where, for `.done.json`)."""
+class Todo(NamedTuple):
+    """One unit to run: its shard index, the unit, and the fingerprints of its inputs for its `.done.json`."""
+
+    index: int
+    unit: Any
+    inputs: dict[str, Any]
+
+
+def run_unit(job: Job, todo: Todo, node: dict[str, Any]) -> ShardResult:
+    """Write shard `todo.index` from its unit, wherever this runs (`node` says where, for `.done.json`)."""
+    index = todo.index
     marker = job.cfg.out / RUNNING / f"{shard_name(index)}.json"
     write_bytes(orjson.dumps({**node, "started": time.time()}), marker)
     try:
-        return write_shard(job.cfg, index, get(job.builder).records(job.options, unit), node=node)
+        return write_shard(job.cfg, index, get(job.builder).records(job.options, todo.unit), node=node,
+                           inputs=todo.inputs)
     finally:
         marker.unlink(missing_ok=True)
 
@@ -83,7 +93,7 @@ class Executor(Protocol):
     def check_paths(self, paths: list[tuple[str, Path]]) -> None:
         """Fail before any work if a worker cannot see one of `paths` ((flag, path) pairs)."""
 
-    def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
+    def run(self, job: Job, todo: list[Todo], ready: Ready | None) -> Iterator[ShardResult]:
         """Run each (index, unit) once it is `ready`; yield the results as they complete, in any order."""
 
 
@@ -98,19 +108,19 @@ def make_executor(engine: str, workers: int = 1, ray_address: str = "auto") -> E
 class _Pending:
     """The units not submitted yet, handed out as they become ready, in plan order among the ready ones."""
 
-    def __init__(self, todo: list[tuple[int, Any]], ready: Ready | None) -> None:
+    def __init__(self, todo: list[Todo], ready: Ready | None) -> None:
         self.todo, self.ready = deque(todo), ready
 
     def __bool__(self) -> bool:
         return bool(self.todo)
 
-    def take(self, n: int) -> list[tuple[int, Any]]:
+    def take(self, n: int) -> list[Todo]:
         if self.ready is None:  # popleft: a build of 100k per-video units must not copy its list per task
             return [self.todo.popleft() for _ in range(min(n, len(self.todo)))]
-        out: list[tuple[int, Any]] = []
-        keep: deque[tuple[int, Any]] = deque()
+        out: list[Todo] = []
+        keep: deque[Todo] = deque()
         for item in self.todo:
-            (out if len(out) < n and self.ready(item[1]) else keep).append(item)
+            (out if len(out) < n and self.ready(item.unit) else keep).append(item)
         self.todo = keep
         return out
 
@@ -130,15 +140,15 @@ class LocalExecutor:
     def check_paths(self, paths: list[tuple[str, Path]]) -> None:
         pass  # the driver is the only machine; the builders report a missing path themselves
 
-    def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
+    def run(self, job: Job, todo: list[Todo], ready: Ready | None) -> Iterator[ShardResult]:
         pending = _Pending(todo, ready)
         if self.workers == 1 or len(todo) <= 1:
             while pending:
                 batch = pending.take(1)
                 if not batch:
                     time.sleep(_POLL)
-                for k, unit in batch:
-                    yield run_unit(job, k, unit, local_node())
+                for item in batch:
+                    yield run_unit(job, item, local_node())
             return
         ctx = multiprocessing.get_context("spawn")
         # exit_with_parent: a `kill -9` of the build must not leave its workers running on.
@@ -146,8 +156,8 @@ class LocalExecutor:
                                  initargs=(os.getpid(),)) as pool:
             running: set[Future[ShardResult]] = set()
             while pending or running:
-                for k, unit in pending.take(2 * self.workers - len(running)):
-                    running.add(pool.submit(_run_local, job, k, unit))
+                for item in pending.take(2 * self.workers - len(running)):
+                    running.add(pool.submit(_run_local, job, item))
                 if not running:
                     time.sleep(_POLL)
                     continue
@@ -156,9 +166,9 @@ class LocalExecutor:
                     yield fut.result()
 
 
-def _run_local(job: Job, index: int, unit: Any) -> ShardResult:
+def _run_local(job: Job, todo: Todo) -> ShardResult:
     # Module-level so the pool's processes can unpickle it; they find the builder by name (registry import).
-    return run_unit(job, index, unit, local_node())
+    return run_unit(job, todo, local_node())
 
 
 # --------------------------------------------------------------------------------------------------------- Ray
@@ -222,7 +232,7 @@ class RayExecutor:
                                 "inputs and --out at the same path (a shared filesystem); mount it there, or run "
                                 f"with --engine local{more}")
 
-    def run(self, job: Job, todo: list[tuple[int, Any]], ready: Ready | None) -> Iterator[ShardResult]:
+    def run(self, job: Job, todo: list[Todo], ready: Ready | None) -> Iterator[ShardResult]:
         import ray
 
         # SPREAD: units read and write a shared filesystem, so no node is closer to a unit's data than another,
@@ -233,7 +243,7 @@ class RayExecutor:
         pending = _Pending(todo, ready)
         running: list[Any] = []
         while pending or running:
-            running += [task.remote(job_ref, k, unit) for k, unit in pending.take(limit - len(running))]
+            running += [task.remote(job_ref, item) for item in pending.take(limit - len(running))]
             if not running:
                 time.sleep(_POLL)
                 continue
@@ -253,8 +263,8 @@ def _ray_node() -> dict[str, Any]:
             "ray_node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
-def _run_ray(job: Job, index: int, unit: Any) -> ShardResult:
-    return run_unit(job, index, unit, _ray_node())
+def _run_ray(job: Job, todo: Todo) -> ShardResult:
+    return run_unit(job, todo, _ray_node())
 
 
 def _probe(paths: list[tuple[str, str]]) -> tuple[str, list[int]]:

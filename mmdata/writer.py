@@ -40,9 +40,10 @@ class ShardWriter:
     """Writes one shard from a stream of `Record | Reject`. Use as a context manager; nothing is visible under the
     final names unless the block completes."""
 
-    def __init__(self, cfg: ShardConfig, index: int, node: dict[str, Any] | None = None) -> None:
+    def __init__(self, cfg: ShardConfig, index: int, node: dict[str, Any] | None = None,
+                 inputs: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
-        self.result = ShardResult(index, node=node or {})
+        self.result = ShardResult(index, node=node or {}, inputs=inputs or {})
         self.storage = LocalStorage(cfg.out)
         self.sinks = {fmt: SINKS[fmt](self.storage, index) for fmt in cfg.formats}
         self._sinks = list(self.sinks.values())
@@ -195,8 +196,10 @@ def _unstorable(e: Exception) -> str:
 
 
 def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject],
-                node: dict[str, Any] | None = None) -> ShardResult:
-    with writing(cfg.out / shard_pattern(index), RESUME_HINT), ShardWriter(cfg, index, node) as w:
+                node: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None) -> ShardResult:
+    """Write shard `index`; its `.done.json` records `node` (where) and `inputs` (the fingerprints of what it read,
+    so a rerun can trust it even if the driver that asked for it died before seeing it finish)."""
+    with writing(cfg.out / shard_pattern(index), RESUME_HINT), ShardWriter(cfg, index, node, inputs) as w:
         for item in items:
             w.add(item)
     return w.result

@@ -100,12 +100,12 @@ def test_killed_build_resumes_without_loss_or_duplication(llava_world: World, tm
     real = executors.write_shard
     calls = {"n": 0}
 
-    def dies_on_third_shard(cfg, index, items, node=None):  # type: ignore[no-untyped-def]
+    def dies_on_third_shard(cfg, index, items, node=None, inputs=None):  # type: ignore[no-untyped-def]
         calls["n"] += 1
         if calls["n"] == 3:
             next(iter(items))
             raise KeyboardInterrupt  # as if the process were killed mid-shard
-        return real(cfg, index, items, node)
+        return real(cfg, index, items, node, inputs)
 
     monkeypatch.setattr(executors, "write_shard", dies_on_third_shard)
     with pytest.raises(KeyboardInterrupt):

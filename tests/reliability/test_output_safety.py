@@ -89,10 +89,10 @@ def test_a_killed_overwrite_keeps_the_old_dataset_and_the_next_run_cleans_up(tmp
     src = _source(tmp_path, 7, "new")
     real = executors.write_shard
 
-    def killed_at_shard_2(cfg, index, items, node=None):  # type: ignore[no-untyped-def]
+    def killed_at_shard_2(cfg, index, items, node=None, inputs=None):  # type: ignore[no-untyped-def]
         if index == 2:
             raise KeyboardInterrupt  # as a kill would stop it: no cleanup of its own
-        return real(cfg, index, items, node)
+        return real(cfg, index, items, node, inputs)
 
     with monkeypatch.context() as m:
         m.setattr(executors, "write_shard", killed_at_shard_2)
