@@ -198,6 +198,7 @@ class RayExecutor:
         if not ray.is_initialized():
             import logging
 
+            _check_gcs(self.address)
             try:
                 # Workers' output would tear through the progress bar; a failing unit's error comes back raised.
                 ray.init(address=self.address, log_to_driver=False, logging_level=logging.WARNING)
@@ -254,6 +255,47 @@ class RayExecutor:
                 except ray.exceptions.RayTaskError as e:
                     # The builder's own exception (ValueError, FileNotFoundError, ...) with its message.
                     raise (e.cause if isinstance(e.cause, Exception) else e) from None
+
+
+_GCS_PROBE_S = 3.0  # a cluster's GCS answers in milliseconds; ray.init would retry a wrong address for minutes
+
+
+def _check_gcs(address: str) -> None:
+    """Fail within seconds, naming the address, unless a Ray cluster's GCS answers at the address `ray.init` will
+    dial for `address` (auto and RAY_ADDRESS resolved as Ray does). Any reply of the GCS's own service, even a
+    refusal (a cluster with token auth), passes; nothing listening, an HTTP server (the dashboard's port) or
+    another gRPC service fails."""
+    import grpc
+
+    if "://" in address:
+        return  # a Ray Client address (ray://): it has its own connection timeout
+    try:  # Ray's own resolution (the call ray.init makes): the probe dials what ray.init would
+        from ray._private.services import canonicalize_bootstrap_address
+    except ImportError:
+        return  # another Ray: leave the connection to ray.init
+    try:
+        target = canonicalize_bootstrap_address(address)
+    except ConnectionError:
+        raise ExecutorError(f"--ray-address {address}: no Ray cluster found from this machine (RAY_ADDRESS is unset "
+                            "and no `ray start` ran here); start one with `ray start --head` (see DATA.md) or pass "
+                            "the head node's HOST:PORT") from None
+    except ValueError:
+        raise ExecutorError(f"--ray-address {address}: expected auto or HOST:PORT (the head node's GCS address, "
+                            "as `ray start --head` prints it)") from None
+    if target is None:
+        return  # ray.init starts a local instance
+    with grpc.insecure_channel(target, options=[("grpc.enable_http_proxy", 0)]) as channel:
+        try:  # GetClusterIdRequest has no fields: its encoding is b""; the reply is not decoded
+            channel.unary_unary("/ray.rpc.NodeInfoGcsService/GetClusterId")(b"", timeout=_GCS_PROBE_S)
+        except grpc.RpcError as e:
+            if e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
+                            grpc.StatusCode.UNIMPLEMENTED):
+                seen = "" if target == address else f" (dialled as {target})"
+                raise ExecutorError(
+                    f"--ray-address {address}{seen}: no Ray cluster answers there ({e.code().name}: {e.details()}); "
+                    "pass the GCS address of the head node (`ray start --head` prints it, port 6379 by default, not "
+                    "the dashboard's 8265), check that the cluster is up and the port reachable from here, or "
+                    "start one (see DATA.md)") from None
 
 
 def _ray_node() -> dict[str, Any]:
