@@ -54,6 +54,7 @@ from builders._common import Draws
 from mmdata.errors import InputError, NotFound
 from mmdata.executors import ray_address
 from mmdata.options import opt
+from mmdata.outdir import temp_path
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, Reject, Turn
 
@@ -178,7 +179,7 @@ def start(options: CC12MOptions, shard_size: int, limit: int | None, units: list
         (dl / "download.json").write_text(json.dumps(identity, indent=2))
     rows = dl / "rows.parquet"
     if not rows.is_file():
-        tmp = rows.with_name(f"rows.{os.getpid()}.tmp")
+        tmp = temp_path(rows)
         convert_tsv(tsv, tmp, options.columns, limit)
         os.replace(tmp, rows)
     if all(Path(u.shard + "_stats.json").is_file() for u in units):

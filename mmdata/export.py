@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from mmdata.errors import InputError
+from mmdata.outdir import temp_path
 from mmdata.schema import IMAGE, Record
 
 METAMORPH_MAX_IMAGES = 70  # its __getitem__ skips a sample with more image tokens than this
@@ -91,7 +92,7 @@ def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = Fa
         rows.append(orjson.dumps(to_item(record, paths, fmt)))
     result.written = len(rows)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = temp_path(out.with_name(f".{out.name}"))
     tmp.write_bytes(b"".join(r + b"\n" for r in rows) if fmt.suffix == ".jsonl"
                     else b"[\n" + b",\n".join(rows) + b"\n]\n")
     os.replace(tmp, out)

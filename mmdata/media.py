@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from mmdata.errors import InputError
+from mmdata.outdir import NAME_MAX, temp_path
 
 # Decompression bombs are an input error, not a crash: Pillow raises DecompressionBombError above 2x this.
 Image.MAX_IMAGE_PIXELS = 16384 * 16384
@@ -24,7 +25,6 @@ _EXT_BY_FORMAT = {"JPEG": "jpg", "PNG": "png", "WEBP": "webp", "GIF": "gif", "BM
 # Samples wider than 8 bits (16-bit PNG/TIFF greyscale, 32-bit int, float): `convert("RGB")` clips them to white.
 DEEP_MODES = frozenset(("I;16", "I;16B", "I;16L", "I;16N", "I", "F"))
 _ROTATED = frozenset((5, 6, 7, 8))  # EXIF orientations that swap width and height
-NAME_MAX = 255  # bytes in one path component, on every filesystem we write to
 
 
 class MediaError(InputError):
@@ -184,7 +184,7 @@ def place(src: Path, dst: Path) -> None:
     if dst.exists() and os.path.samefile(src, dst):
         return  # the same image referenced by several records
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+    tmp = temp_path(dst)
     try:
         os.link(src, tmp)
     except OSError:
@@ -195,7 +195,7 @@ def place(src: Path, dst: Path) -> None:
 
 def write_bytes(data: bytes, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f"{dst.name}.{os.getpid()}.tmp")
+    tmp = temp_path(dst)
     try:
         tmp.write_bytes(data)
         os.replace(tmp, dst)

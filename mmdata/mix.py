@@ -30,7 +30,7 @@ import orjson
 from mmdata.errors import InputError, NotFound
 from mmdata.filters import Filters
 from mmdata.media import write_bytes
-from mmdata.outdir import locked, recover, staging, swap_in
+from mmdata.outdir import locked, recover, staging, swap_in, temp_path
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
 from mmdata.schema import Record
 from mmdata.storage_errors import writing
@@ -303,7 +303,7 @@ def write_mixture(plan: MixPlan, index: np.ndarray, out: Path) -> None:
         target = staging(out) if out.exists() else out
         target.mkdir(parents=True)
         plan.out = out.resolve()
-        tmp = target / f"{INDEX}.{os.getpid()}.tmp"
+        tmp = temp_path(target / INDEX)
         try:
             with open(tmp, "wb") as f:
                 np.save(f, index, allow_pickle=False)

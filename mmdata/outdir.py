@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
+import hashlib
 import os
+import re
 import shutil
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +33,7 @@ import orjson
 from mmdata.errors import UserError
 
 _LOCK, _NEW, _OLD = ".mmdata-lock", ".mmdata-new", ".mmdata-old"
+NAME_MAX = 255  # bytes in one path component, on every filesystem we write to
 
 
 class Busy(UserError):
@@ -112,9 +117,26 @@ def swap_in(new: Path, out: Path) -> None:
     _remove(old)
 
 
+def temp_path(path: Path) -> Path:
+    """Where to write `path` before renaming it into place: `<name>.<host>.<pid>.tmp` beside it. The host is in the
+    name because two attempts at one shard on two machines of a shared filesystem can have the same PID. A name too
+    long for the filesystem is replaced by its hash (only the final name is ever read)."""
+    tail = f".{_host()}.{os.getpid()}.tmp"
+    name = path.name
+    if len((name + tail).encode("utf-8", "surrogateescape")) > NAME_MAX:
+        name = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    return path.with_name(name + tail)
+
+
+@functools.cache
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"
+
+
 def clear_temp_files(root: Path, folders: tuple[str, ...] = ("", "shards")) -> None:
-    """Delete the `*.tmp` files killed runs left in `root` and its `folders` (staged shards, half-written JSON).
-    Under the lock, no live run owns one. (A media tree is not walked: it can hold millions of files.)"""
+    """Delete the `*.tmp` files (`temp_path`) killed runs on any host left in `root` and its `folders` (staged
+    shards, half-written JSON). Under the lock, no live run owns one. (A media tree is not walked: it can hold
+    millions of files.)"""
     for folder in folders:
         for tmp in (Path(root) / folder).glob("*.tmp"):
             if tmp.is_file() and not tmp.is_symlink():

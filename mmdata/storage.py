@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from mmdata.media import write_bytes
+from mmdata.outdir import temp_path
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
 _POPULATE_MAX = 256 << 20  # pre-fault JSONL-sized files; a multi-GB tar of images is read a record at a time
@@ -45,7 +46,7 @@ class Storage(Protocol):
 class _LocalStaged:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        self.tmp = temp_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.f = open(self.tmp, "wb")
 

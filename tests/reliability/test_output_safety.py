@@ -15,12 +15,14 @@ import pytest
 
 import mmdata
 import mmdata.executors as executors
+import mmdata.outdir as outdir
 from builders.cambrian import CambrianOptions
 from mmdata.build import BuildSettings, build
 from mmdata.inspect import validate
 from mmdata.mix import mix
 from mmdata.mixture import Mixture
-from mmdata.outdir import Busy, recover, staging
+from mmdata.outdir import NAME_MAX, Busy, recover, staging, temp_path
+from mmdata.storage import LocalStorage
 from mmdata.storage_errors import StorageError
 from tests.reliability.conftest import turns, write_jsonl
 
@@ -133,13 +135,41 @@ def test_temp_files_of_killed_runs_are_cleaned_by_the_next_run(tmp_path: Path) -
     src, out = _source(tmp_path, 7, "a"), tmp_path / "out"
     _build(src, out)
     (out / "dataset.json").unlink()  # killed before the manifest ...
-    leftovers = [out / "shards" / "000002.jsonl.4242.tmp", out / "shards" / "000002.idx.4242.tmp",
-                 out / "rejects.jsonl.4242.tmp"]  # ... and while writing these
+    leftovers = [out / "shards" / "000002.jsonl.node-b.4242.tmp", out / "shards" / "000002.idx.node-b.4242.tmp",
+                 out / "rejects.jsonl.node-b.4242.tmp",  # ... and while writing these, on another host
+                 out / "shards" / "000003.jsonl.4242.tmp"]  # (named as before temp names held the host)
     for p in leftovers:
         p.write_bytes(b"half")
     _build(src, out)
     assert not any(p.exists() for p in leftovers)
     assert validate(mmdata.open(out)).ok
+
+
+def test_two_hosts_staging_one_shard_with_the_same_pid_do_not_collide(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Two attempts at shard 0 (a retry on another node while the first still runs) on one shared --out.
+    staged = []
+    for host in ("node-a.cluster.local", "node b/2"):
+        monkeypatch.setattr(outdir.socket, "gethostname", lambda host=host: host)
+        outdir._host.cache_clear()
+        staged.append(LocalStorage(tmp_path).create("shards/000000.jsonl"))
+    outdir._host.cache_clear()
+    a, b = staged
+    assert a.tmp != b.tmp and a.tmp.name == f"000000.jsonl.node-a_cluster_local.{os.getpid()}.tmp"
+    assert b.tmp.name == f"000000.jsonl.node_b_2.{os.getpid()}.tmp"  # sanitised: one path component
+    a.write(b"from a\n")
+    b.write(b"from b\n")
+    b.abort()  # the loser's cleanup must not touch the winner's file
+    a.commit()
+    assert (tmp_path / "shards" / "000000.jsonl").read_bytes() == b"from a\n"
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == ["000000.jsonl"]
+
+
+def test_temp_names_of_long_file_names_fit_the_filesystem(tmp_path: Path) -> None:
+    long = [tmp_path / ("x" * 250 + ext) for ext in (".jpg", ".png")]
+    temps = [temp_path(p) for p in long]
+    assert temps[0] != temps[1] and all(len(t.name.encode()) <= NAME_MAX and t.name.endswith(".tmp") for t in temps)
+    temps[0].write_bytes(b"ok")  # the filesystem accepts the name
 
 
 def test_a_failed_remix_keeps_the_previous_mixture_and_the_same_command_completes(
