@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from mmdata.dataset import Dataset
+from mmdata.outdir import temp_path
 from mmdata.schema import IMAGE, Record
 
 T = TypeVar("T")
@@ -142,7 +143,7 @@ def compute_shard(task: ShardTask) -> Path:
               "media_sha": np.array(cols["media_sha"], dtype=np.uint64),
               "media_phash": np.array(cols["media_phash"], dtype=np.uint64),
               "media_ok": np.array(cols["media_ok"], dtype=bool)}
-    tmp = task.entry.with_name(f"{task.entry.name}.{os.getpid()}.tmp")
+    tmp = temp_path(task.entry)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for name, array in arrays.items():

@@ -27,6 +27,7 @@ from mmdata.dataset import Dataset
 from mmdata.errors import InputError, NotFound
 from mmdata.manifest import MANIFEST
 from mmdata.media import write_bytes
+from mmdata.outdir import temp_path
 from mmdata.schema import Record
 
 VIEW = "view.json"
@@ -112,7 +113,7 @@ def write_view(out: Path, manifest: ViewManifest, index: np.ndarray, removed: It
         raise InputError(f"{out}: output directory holds files that are not a view; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     (out / VIEW).unlink(missing_ok=True)
-    tmp = out / f"{INDEX}.{os.getpid()}.tmp"
+    tmp = temp_path(out / INDEX)
     with open(tmp, "wb") as f:
         np.save(f, index, allow_pickle=False)
     os.replace(tmp, out / INDEX)
