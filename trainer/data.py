@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -28,6 +29,8 @@ from mmdata.errors import InputError
 from mmdata.loader import RecordDataset, RecordSource
 from mmdata.schema import Record
 from trainer.templates import IGNORE_INDEX, ConversationEncoder, Encoded, LabelError
+
+_CHUNK = 1024  # records per batched read when computing lengths
 
 
 @dataclass
@@ -65,7 +68,6 @@ class ConversationDataset(RecordDataset["Sample | Skipped"]):
         self.features = features  # a trainer.features.FeatureStore: cached image features replace pixels
         self.encoder = ConversationEncoder(template, tokenizer, num_image_tokens)
         self.max_length, self.on_error = max_length, on_error
-        self._lengths: dict[int, int] = {}
 
     @classmethod
     def for_model(cls, source: RecordSource, model: Any, *, max_length: int,
@@ -77,26 +79,40 @@ class ConversationDataset(RecordDataset["Sample | Skipped"]):
 
     def encode(self, i: int, record: Record | None = None) -> Encoded:
         """Text only (no image decoded): ids, labels, image flags, after truncation to max_length."""
-        r = record if record is not None else self.source.get(i)[0]
-        enc = self.encoder.encode([(t.role, t.value) for t in r.conversations], record_id=r.id,
-                                  max_length=self.max_length)
-        self._lengths[i] = len(enc)
-        return enc
+        return self._encode(record if record is not None else self.source.get(i)[0])
+
+    def _encode(self, r: Record) -> Encoded:
+        return self.encoder.encode([(t.role, t.value) for t in r.conversations], record_id=r.id,
+                                   max_length=self.max_length)
+
+    def record_length(self, record: Record) -> int:
+        """Exact expanded length of `record` after truncation; 0 when its labels cannot be built (a skip)."""
+        try:
+            return len(self._encode(record))
+        except LabelError:
+            return 0
+
+    def checked(self, lengths: np.ndarray) -> np.ndarray:
+        """`lengths` as they are; in on_error="raise" mode a 0 raises that sample's LabelError instead."""
+        if self.on_error == "raise" and (zero := np.flatnonzero(lengths == 0)).size:
+            self.encode(int(zero[0]))
+        return lengths
 
     def length(self, i: int) -> int:
-        """Exact expanded length of item i (0 for a sample that will be skipped), for length grouping."""
-        if i not in self._lengths:
-            try:
-                self.encode(i)
-            except LabelError:
-                if self.on_error == "raise":
-                    raise
-                self._lengths[i] = 0
-        return self._lengths[i]
+        """Exact expanded length of item i (0 for a sample that will be skipped)."""
+        n = self.record_length(self.source.get(i)[0])
+        if n == 0 and self.on_error == "raise":
+            self.encode(i)  # raises the LabelError
+        return n
 
     def lengths(self) -> list[int]:
-        """All lengths; tokenizes every record once (no image I/O), so call it once and keep the result."""
-        return [self.length(i) for i in range(len(self))]
+        """All lengths, from batched reads of the records (text only, no image I/O). Tokenizes every record:
+        `trainer.lengths.expanded_lengths` computes them once and caches them instead."""
+        out = np.empty(len(self), dtype=np.uint32)
+        for lo in range(0, len(self), _CHUNK):
+            records = self.source.get_many(range(lo, min(lo + _CHUNK, len(self))))
+            out[lo:lo + len(records)] = [self.record_length(r) for r, _ in records]
+        return self.checked(out).tolist()
 
     def item(self, i: int, record: Record, dataset: Any) -> Sample | Skipped:
         r = record

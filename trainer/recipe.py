@@ -39,6 +39,7 @@ class DataSection:
     packing: bool = False  # whole samples packed into rows of max_length; batch.per_device then counts rows
     group_by_length: bool = False  # LLaVA's mega-batch length grouping (seeded, reshuffled each epoch)
     vision_features: str | None = None  # a directory written by `mmtrain cache-features`: no tower at train time
+    lengths_cache: str | None = None  # where packing / grouping keep the expanded lengths; null: <output_dir>/lengths
 
     def __post_init__(self) -> None:
         if self.max_length < 8:
@@ -206,7 +207,7 @@ class TrainRecipe:
 
 
 PATH_KEYS = (("model", "llm"), ("model", "vision_tower"), ("data", "mixture"), ("data", "vision_features"),
-             ("init_from",), ("output_dir",))
+             ("data", "lengths_cache"), ("init_from",), ("output_dir",))
 
 
 def parse_lr_scale(spec: str) -> tuple[float, int]:

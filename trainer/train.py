@@ -36,6 +36,7 @@ from trainer import checkpoint
 from trainer.data import Collator, ConversationDataset, LengthGroupedSampler
 from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed, param_groups, prepare_model
 from trainer.export import export
+from trainer.lengths import expanded_lengths
 from trainer.metrics import MetricsLogger
 from trainer.packing import PackedDataset, fingerprint, plan_packs
 from trainer.recipe import TrainRecipe
@@ -183,24 +184,42 @@ def make_loader(recipe: TrainRecipe, data: ConversationDataset, pad_token_id: in
                 d: Dist) -> tuple[MixtureLoader, Collator, str]:
     """The rank's loader, its collator, and a name for the batch order (saved with checkpoints, checked on resume).
 
-    Packing and length grouping both need every sample's exact length: the dataset tokenizes each record once
-    (no image is read) on every rank, which is the start-up cost of either option.
+    Packing and length grouping both need every sample's exact length: `expanded_lengths` reads them from the
+    lengths cache, or tokenizes what is missing (split across ranks) and writes it there for the next launch.
     """
     cfg = recipe.data
     source: Any = data
     order, data_order = None, "shuffled" if cfg.shuffle else "mixture"
-    if cfg.packing:
-        packs = plan_packs(data.lengths(), cfg.max_length)
-        source, data_order = PackedDataset(data, packs), f"packed:{fingerprint(packs)}"
-    elif cfg.group_by_length:
-        sampler = LengthGroupedSampler(data.lengths(), recipe.batch.per_device, world_size=d.world_size,
-                                       seed=recipe.train.seed)
-        order, data_order = sampler.order, "group_by_length"
+    if cfg.packing or cfg.group_by_length:
+        lengths = sample_lengths(recipe, data, d)
+        if cfg.packing:
+            packs = plan_packs(lengths, cfg.max_length)
+            source, data_order = PackedDataset(data, packs), f"packed:{fingerprint(packs)}"
+        else:
+            sampler = LengthGroupedSampler(lengths, recipe.batch.per_device, world_size=d.world_size,
+                                           seed=recipe.train.seed)
+            order, data_order = sampler.order, "group_by_length"
     collate = Collator(pad_token_id, packed=cfg.packing)
     loader = MixtureLoader(source, batch_size=recipe.batch.per_device, rank=d.rank, world_size=d.world_size,
                            seed=recipe.train.seed, shuffle=cfg.shuffle, drop_last=True, order=order,
                            num_workers=cfg.num_workers, collate_fn=collate)
     return loader, collate, data_order
+
+
+def sample_lengths(recipe: TrainRecipe, data: ConversationDataset, d: Dist) -> list[int]:
+    """Every sample's expanded length through the lengths cache (collective), with one line on what it cost."""
+    cache = recipe.data.lengths_cache or Path(recipe.output_dir) / "lengths"
+    t0 = time.perf_counter()
+    lengths, stats = expanded_lengths(data, cache, rank=d.rank, world_size=d.world_size)
+    if d.main:
+        took = f"{time.perf_counter() - t0:.1f}s"
+        if stats.cache is None:
+            print(f"[mmtrain] lengths: {len(lengths):,} samples tokenized (no lengths cache for a source that is "
+                  f"not on local disk); {took}", flush=True)
+        else:
+            print(f"[mmtrain] lengths of {len(lengths):,} samples: {stats.computed:,} records tokenized across "
+                  f"{d.world_size} rank(s), the rest read from {stats.cache}; {took}", flush=True)
+    return lengths
 
 
 class _Stepper:
