@@ -41,11 +41,18 @@ _CHUNK = 1024  # records resolved per mixture lookup while walking
 def settings(model: Any) -> dict[str, Any]:
     """Everything a cached feature depends on; a cache built under other settings is refused."""
     c = model.config
-    return {"tower_sha256": tower_hash(model.vision), "mm_vision_select_layer": c.mm_vision_select_layer,
-            "token_reduction": c.token_reduction, "num_image_tokens": c.num_image_tokens,
-            "normalize_vision": c.normalize_vision, "image_aspect_ratio": c.image_aspect_ratio,
-            "processor": json.loads(json.dumps(dataclasses.asdict(model.processor))),
-            "feature_dim": model.vision.hidden_size}
+    return feature_settings(model.vision, model.processor, select_layer=c.mm_vision_select_layer,
+                            reduction=c.token_reduction, num_image_tokens=c.num_image_tokens,
+                            normalize=c.normalize_vision, aspect=c.image_aspect_ratio)
+
+
+def feature_settings(tower: Any, processor: Any, *, select_layer: int, reduction: str, num_image_tokens: int,
+                     normalize: bool, aspect: str) -> dict[str, Any]:
+    """`settings` from the parts themselves: what the visualizer, which has a tower but no unified model, checks."""
+    return {"tower_sha256": tower_hash(tower), "mm_vision_select_layer": select_layer,
+            "token_reduction": reduction, "num_image_tokens": num_image_tokens, "normalize_vision": normalize,
+            "image_aspect_ratio": aspect, "processor": json.loads(json.dumps(dataclasses.asdict(processor))),
+            "feature_dim": tower.hidden_size}
 
 
 def tower_hash(tower: torch.nn.Module) -> str:
@@ -187,6 +194,12 @@ class FeatureStore:
     @classmethod
     def open(cls, root: str | Path, model: Any) -> FeatureStore:
         """Open a complete cache and check it was made by this model's tower, reduction and aspect mode."""
+        return cls.open_for(root, settings(model), fix="rebuild it with `mmtrain cache-features` for this "
+                            "recipe's model, or drop data.vision_features")
+
+    @classmethod
+    def open_for(cls, root: str | Path, expected: dict[str, Any], *, fix: str) -> FeatureStore:
+        """Open a complete cache whose manifest settings equal `expected` (see `feature_settings`)."""
         root = Path(root)
         path = root / MANIFEST
         if not path.is_file():
@@ -198,10 +211,9 @@ class FeatureStore:
         if not manifest.get("complete"):
             raise InputError(f"{path}: the cache is incomplete (cache-features was interrupted); re-run the same "
                              "`mmtrain cache-features` command to finish it")
-        diff = _differences(manifest["settings"], settings(model))
+        diff = _differences(manifest["settings"], expected)
         if diff:
-            raise InputError(f"data.vision_features {root} was built for another vision setup ({diff}); rebuild "
-                             "it with `mmtrain cache-features` for this recipe's model, or drop data.vision_features")
+            raise InputError(f"data.vision_features {root} was built for another vision setup ({diff}); {fix}")
         return cls(root, manifest)
 
     def _lookup(self) -> dict[tuple[str, str], tuple[int, int, int, str | None]]:

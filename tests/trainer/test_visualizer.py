@@ -314,3 +314,56 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(vis_world: di
     a, b = read(tmp_path / "full"), read(killed)
     assert [r["step"] for r in b] == list(range(1, 25))
     assert [(r["loss"], r["cond_dropped"]) for r in a] == [(r["loss"], r["cond_dropped"]) for r in b]
+
+
+def _feature_cache(model_dir: Path, data: Path, out: Path) -> Path:
+    from mmdata import open as open_dataset
+    from trainer import load
+    from trainer.features import build_cache
+
+    build_cache(load(model_dir).model, open_dataset(data), out, dtype="float32", progress=False)
+    return out
+
+
+def test_cached_vision_features_give_the_live_towers_tokens_and_losses(vis_world: dict[str, Path], vis_run: Path,
+                                                                       tmp_path: Path) -> None:
+    from mmdata import open as open_dataset
+    from mmdata.loader import RecordDataset
+    from trainer.visualizer.config import resolve_condition
+    from trainer.visualizer.data import VisTransform, collate, open_features
+    from trainer.visualizer.export import build
+
+    cache = _feature_cache(vis_world["model"], vis_world["data"], tmp_path / "features")
+    recipe = _recipe(vis_world, tmp_path / "run", **VIS_RUN, **{"data.vision_features": str(cache)})
+    spec = resolve_condition(recipe.condition)
+    net, encoders = build(recipe, spec)
+    store = open_features(recipe.data.vision_features, encoders.tower, encoders.processor, spec)
+    source = open_dataset(recipe.data.source)
+    live = collate([RecordDataset(source, VisTransform(encoders.processor, 16))[i] for i in range(8)])
+    cached = collate([RecordDataset(source, VisTransform(encoders.processor, 16, features=store))[i]
+                      for i in range(8)])
+    assert cached["tower_pixels"] is None and torch.equal(cached["pixels"], live["pixels"])
+    torch.testing.assert_close(cached["tokens"], encoders.tokens(live["tower_pixels"]), rtol=0, atol=1e-6)
+    # The whole loop on cached tokens: the live run's losses, step for step (same draws, same batches).
+    _train(vis_world, tmp_path / "run", **VIS_RUN, **{"data.vision_features": str(cache)})
+    for a, b in zip(read(vis_run), read(tmp_path / "run")):
+        assert (a["samples"], a["cond_dropped"]) == (b["samples"], b["cond_dropped"])
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+
+
+def test_a_feature_cache_of_other_tokens_is_refused(tiny, vis_world: dict[str, Path], tmp_path: Path) -> None:
+    from trainer.tiny import make_tiny
+
+    other_n = _feature_cache(_model(tiny, tmp_path / "n16", n=16), vis_world["data"], tmp_path / "f16")
+    with pytest.raises(ValueError, match=r"another vision setup \(num_image_tokens: cache 16, now 4\).*"
+                                         "condition.from_model"):
+        _train(vis_world, tmp_path / "run", **{"data.vision_features": str(other_n)})
+    resize = _feature_cache(_model(tiny, tmp_path / "resize", image_aspect_ratio="resize"), vis_world["data"],
+                            tmp_path / "fr")
+    with pytest.raises(ValueError, match="another vision setup.*image_aspect_ratio: cache 'resize', now 'pad'"):
+        _train(vis_world, tmp_path / "run", **{"data.vision_features": str(resize)})
+    other_tower = make_tiny(tmp_path / "seed1", seed=1)  # same architecture, other weights
+    theirs = _feature_cache(_model(other_tower, tmp_path / "m1"), vis_world["data"], tmp_path / "f1")
+    with pytest.raises(ValueError, match="another vision setup.*tower_sha256"):
+        _train(vis_world, tmp_path / "run", **{"data.vision_features": str(theirs)})
+    assert not (tmp_path / "run" / "checkpoints").exists()

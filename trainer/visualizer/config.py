@@ -30,6 +30,7 @@ class VisDataSection:
     on_error: Literal["raise", "skip"] = "skip"
     num_workers: int = 0  # dataloader worker processes (image decoding and preprocessing)
     shuffle: bool = False  # reshuffle every epoch (seeded); a mixture is already interleaved
+    vision_features: str | None = None  # a `mmtrain cache-features` directory: condition tokens read, tower not run
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
@@ -117,8 +118,8 @@ class VisualizerRecipe:
         return dataclasses.asdict(self)
 
 
-PATH_KEYS = (("output_dir",), ("data", "source"), ("condition", "from_model"), ("condition", "vision_tower"),
-             ("diffusion", "pretrained"))
+PATH_KEYS = (("output_dir",), ("data", "source"), ("data", "vision_features"), ("condition", "from_model"),
+             ("condition", "vision_tower"), ("diffusion", "pretrained"))
 
 
 def load_visualizer_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> VisualizerRecipe:

@@ -5,6 +5,10 @@ Items come from the project's loader (`mmdata.loader.RecordDataset` over a built
 `target`, the first generation target (an `<image>` in a gpt turn: CC12M text-to-image, the edited image of an
 edit pair); `any`, the record's first image. A record without one, or whose image does not load, is a `Skip`
 (counted and logged by the loop) in `on_error: skip` mode and an error in `raise` mode.
+
+With `data.vision_features` (a `trainer.features` cache made for the same tower, reduction, N, normalisation and
+aspect mode as the stage-2 model: checked by `open_features`), a sample carries the cached condition tokens of its
+image instead of the tower's input, and the tower does not run; the VAE still reads the pixels.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from PIL import Image
 
 from mmdata.errors import InputError
 from mmdata.schema import Record
+from trainer.features import FeatureStore, feature_settings
 from trainer.vision import ImageProcessor
 
 
@@ -26,7 +31,8 @@ from trainer.vision import ImageProcessor
 class VisSample:
     id: str
     pixels: torch.Tensor  # (3, R, R) in [-1, 1]: the VAE's input
-    tower_pixels: torch.Tensor  # (3, H, W): the tower's input, preprocessed exactly as in stage 2
+    tower_pixels: torch.Tensor | None  # (3, H, W): the tower's input, preprocessed exactly as in stage 2
+    tokens: torch.Tensor | None = None  # (N, D): the condition tokens from a feature cache, instead of tower_pixels
 
 
 @dataclass(frozen=True)
@@ -57,8 +63,9 @@ class VisTransform:
     """`transform(record, dataset)` for `RecordDataset`: → `VisSample`, or `Skip` when the record has no image."""
 
     def __init__(self, processor: ImageProcessor, resolution: int, *, images: Literal["target", "any"] = "target",
-                 on_error: Literal["raise", "skip"] = "skip") -> None:
+                 on_error: Literal["raise", "skip"] = "skip", features: FeatureStore | None = None) -> None:
         self.processor, self.resolution, self.images, self.on_error = processor, resolution, images, on_error
+        self.features = features
 
     def __call__(self, record: Record, dataset: Any) -> VisSample | Skip:
         j = pick_image(record, self.images)
@@ -69,7 +76,13 @@ class VisTransform:
             image = dataset.image(record, j)
         except (OSError, ValueError) as e:  # a missing or corrupt file; programming errors still propagate
             return self._fail(record, f"media[{j}] ({record.media[j].path}): {type(e).__name__}: {e}")
-        return VisSample(record.id, vae_pixels(image, self.resolution), self.processor(image))
+        if self.features is None:
+            return VisSample(record.id, vae_pixels(image, self.resolution), self.processor(image))
+        try:
+            tokens = self.features.load(record, dataset, j + 1)[j]
+        except (OSError, ValueError) as e:  # not cached, or its image failed when the cache was built
+            return self._fail(record, f"features: {type(e).__name__}: {e}")
+        return VisSample(record.id, vae_pixels(image, self.resolution), None, tokens)
 
     def _fail(self, record: Record, reason: str) -> Skip:
         if self.on_error == "raise":
@@ -77,11 +90,27 @@ class VisTransform:
         return Skip(record.id, reason)
 
 
+def open_features(root: str, tower: Any, processor: ImageProcessor, spec: Any) -> FeatureStore:
+    """The feature cache at `root`, refused unless it was built with the condition spec's tower (weights),
+    layer, reduction, N, normalisation, aspect mode and preprocessing: the stages' own manifest check."""
+    expected = feature_settings(tower, processor, select_layer=spec.mm_vision_select_layer,
+                                reduction=spec.token_reduction, num_image_tokens=spec.num_image_tokens,
+                                normalize=spec.normalize_vision, aspect=spec.image_aspect_ratio)
+    return FeatureStore.open_for(root, expected, fix="the visualizer's condition is the stage-2 model's "
+                                 "(condition.from_model): build the cache with `mmtrain cache-features --config "
+                                 "<that model's stage-2 recipe>`, or drop data.vision_features")
+
+
+def _stack(tensors: list[torch.Tensor | None]) -> torch.Tensor | None:
+    return torch.stack(tensors) if tensors and all(t is not None for t in tensors) else None  # type: ignore[misc]
+
+
 def collate(items: Sequence[VisSample | Skip]) -> dict[str, Any]:
     samples = [s for s in items if isinstance(s, VisSample)]
     return {
-        "pixels": torch.stack([s.pixels for s in samples]) if samples else None,
-        "tower_pixels": torch.stack([s.tower_pixels for s in samples]) if samples else None,
+        "pixels": _stack([s.pixels for s in samples]),
+        "tower_pixels": _stack([s.tower_pixels for s in samples]),
+        "tokens": _stack([s.tokens for s in samples]),
         "ids": [s.id for s in samples],
         "skipped": [s for s in items if isinstance(s, Skip)],
     }

@@ -29,7 +29,7 @@ from trainer.engine import Dist, cosine_schedule, ds_config
 from trainer.metrics import MetricsLogger
 from trainer.train import RESUME_HINT, RunResult, check_finite, log_skips, micro_batches, start, write_run_files
 from trainer.visualizer.config import VisualizerRecipe, resolve_condition
-from trainer.visualizer.data import VisTransform, collate
+from trainer.visualizer.data import VisTransform, collate, open_features
 from trainer.visualizer.export import build, export
 from trainer.visualizer.model import FrozenEncoders, VisualizerNet, draw, step_generator
 
@@ -74,9 +74,13 @@ def prepare(recipe: VisualizerRecipe) -> Session:
 
     spec = resolve_condition(recipe.condition)
     net, encoders = build(recipe, spec)
+    features = None
+    if recipe.data.vision_features is not None:
+        features = open_features(recipe.data.vision_features, encoders.tower, encoders.processor, spec)
     source = open_dataset(recipe.data.source)
     data = RecordDataset(source, VisTransform(encoders.processor, recipe.diffusion.resolution,
-                                              images=recipe.data.images, on_error=recipe.data.on_error))
+                                              images=recipe.data.images, on_error=recipe.data.on_error,
+                                              features=features))
     loader = MixtureLoader(data, batch_size=recipe.batch.per_device, rank=d.rank, world_size=d.world_size,
                            seed=recipe.train.seed, shuffle=recipe.data.shuffle, drop_last=True,
                            num_workers=recipe.data.num_workers, collate_fn=collate)
@@ -181,7 +185,8 @@ class VisStepper:
             use = self.fallback if empty else batch
             gen = step_generator(self.seed, self.rank, step, micro)
             latents = self.encoders.latents(use["pixels"], gen)
-            tokens = self.encoders.tokens(use["tower_pixels"])
+            cached = use["tokens"]
+            tokens = self.encoders.tokens(use["tower_pixels"]) if cached is None else cached.to(latents.device)
             dr = draw(latents, gen, num_train_timesteps=self.timesteps, cond_dropout=self.diffusion.cond_dropout,
                       noise_offset=self.diffusion.noise_offset)
             loss = self.engine(latents, tokens, dr.noise, dr.timesteps, dr.drop)
