@@ -17,7 +17,8 @@ datasets' rows, and a row repeated in a mixture is tokenized once.
 On R ranks: rank 0 finds the rows missing, every rank tokenizes 1/R of them (records read in batches through
 `get_many`, text only: no image is opened), the slices are gathered, rank 0 writes the tables (temporary name, then
 rename), and after a barrier every rank memory-maps them. A source with no identity on local disk (an in-memory
-`RecordList`, a remote dataset) is tokenized in memory, as before.
+`RecordList`, a remote dataset) is tokenized in memory, as before. Mixtures and views (dedup, decontamination)
+are followed down to the datasets that hold their records, so they share those datasets' tables.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ import numpy as np
 import torch.distributed as dist
 
 from mmdata.dataset import Dataset
-from mmdata.mixture import Mixture
+from mmdata.view import View, flat
 from trainer.features import dataset_key
 
 MISSING = np.uint32(0xFFFFFFFF)
@@ -56,7 +57,7 @@ class _Part:
     """One source dataset of the data: which positions it serves, from which of its rows, and its table file."""
 
     dataset: Dataset
-    positions: np.ndarray | None  # positions of the data it serves (None: all, in row order)
+    positions: np.ndarray  # positions of the data it serves
     rows: np.ndarray
     path: Path
 
@@ -89,24 +90,24 @@ def _key_hash(obj: Any) -> str:
 
 
 def _parts(source: Any, cache: Path, settings_key: str) -> list[_Part] | None:
-    """The data's source datasets with their table paths, or None when the source cannot be cached."""
-    if isinstance(source, Mixture):
-        index = source.index
-        which = index["dataset"]
-        parts = []
-        for d, ds in enumerate(source.datasets):
-            positions = np.flatnonzero(which == d)
-            parts.append(_Part(ds, positions, index["row"][positions].astype(np.int64), Path()))
-    elif isinstance(source, Dataset):
-        parts = [_Part(source, None, np.arange(len(source), dtype=np.int64), Path())]
-    else:
+    """The datasets holding the data's records (through any mixture or view), each with the positions it serves,
+    their rows and its table path; None when the source cannot be cached."""
+    if not isinstance(source, (Dataset, View)):
         return None
-    for p in parts:
-        key = dataset_key(p.dataset)
+    bases, index = flat(source)
+    by_path: dict[Path, _Part] = {}  # a dataset reached through two sources of a view is one table
+    for d, ds in enumerate(bases):
+        key = dataset_key(ds)
         if not key:  # no manifest on local disk: nothing identifies its rows
             return None
-        p.path = cache / f"{key}-{settings_key}.npy"
-    return parts
+        positions = np.flatnonzero(index["dataset"] == d)
+        part = _Part(ds, positions, index["row"][positions].astype(np.int64), cache / f"{key}-{settings_key}.npy")
+        if part.path in by_path:
+            old = by_path[part.path]
+            part.positions, part.rows = (np.concatenate([old.positions, positions]),
+                                         np.concatenate([old.rows, part.rows]))
+        by_path[part.path] = part
+    return list(by_path.values())
 
 
 def _load(part: _Part) -> np.ndarray | None:
@@ -164,10 +165,7 @@ def expanded_lengths(data: Any, cache: str | Path | None, *, rank: int = 0,
         if (values == MISSING).any():  # another run rewrote the table meanwhile with fewer rows: not ours to trust
             raise OSError(f"{p.path}: rows are missing after the lengths were written (another run replaced the "
                           "file at the same time?); rerun")
-        if p.positions is None:
-            out[:] = values
-        else:
-            out[p.positions] = values
+        out[p.positions] = values
     return data.checked(out).tolist(), LengthStats(missing, cache)
 
 

@@ -78,6 +78,22 @@ def test_second_run_reuses_the_table_and_plans_the_same_packs(train_world: Train
     assert stats.computed == calls[0] == len(vqa) - used and whole == _data(vqa, model).lengths()
 
 
+def test_a_view_of_the_mixture_reads_the_same_tables(train_world: TrainWorld, model, calls: list[int],
+                                                     tmp_path: Path) -> None:
+    from mmdata.dedup import DedupOptions, dedup
+    from mmdata.view import View
+
+    mixture = Mixture(train_world.mixture)
+    expanded_lengths(_data(mixture, model), tmp_path / "cache")
+    dedup([train_world.mixture], tmp_path / "view", DedupOptions(images="none", text="exact", workers=1,
+                                                                  cache=tmp_path / "sig"))
+    view = View(tmp_path / "view")
+    assert 0 < len(view) < len(mixture)  # the mixture's repeats removed
+    calls[0] = 0
+    lengths, stats = expanded_lengths(_data(view, model), tmp_path / "cache")
+    assert stats.computed == calls[0] == 0 and lengths == _data(view, model).lengths()
+
+
 @pytest.mark.parametrize("change", ["tokenizer", "template", "max_length", "num_image_tokens"])
 def test_a_change_to_what_sets_lengths_recomputes(train_world: TrainWorld, model, calls: list[int], tmp_path: Path,
                                                   change: str) -> None:
