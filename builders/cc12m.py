@@ -35,7 +35,6 @@ import dataclasses
 import html
 import io
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -57,6 +56,7 @@ from mmdata.options import opt
 from mmdata.outdir import temp_path
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, Reject, Turn
+from mmdata.storage import Storage
 
 PERSON = "<PERSON>"
 # MetaMorph's pool was not released; its one example is the first pair. Varied wording keeps the model from
@@ -599,14 +599,12 @@ def convert(options: CC12MOptions, row: dict[str, Any], image: bytes, ext: str, 
                   media=[Media(path=f"{shard}/{rid}.{ext}", data=image)], meta=meta)
 
 
-def keep_stats(options: CC12MOptions, out: Path) -> None:
+def keep_stats(options: CC12MOptions, out: Storage) -> None:
     """Copy img2dataset's per-shard `_stats.json` into `<out>/img2dataset/`: the dataset carries its download report
     (success rate, error counts per reason) even after the download folder is deleted."""
     folder = Path(options.from_img2dataset) if options.from_img2dataset else Path(options.download_dir) / "shards"  # type: ignore[arg-type]
-    dst = out / "img2dataset"
-    dst.mkdir(exist_ok=True)
     for stats in sorted(folder.glob("*_stats.json")):
-        shutil.copyfile(stats, dst / stats.name)
+        out.write_bytes(f"img2dataset/{stats.name}", stats.read_bytes())
 
 
 register(Builder(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from mmdata.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
 from mmdata.outdir import clear_temp_files, locked, recover, staging, swap_in
 from mmdata.registry import Builder, get
-from mmdata.storage import LocalStorage
+from mmdata.storage import LocalStorage, Location, Storage, as_location, is_url, open_storage
 from mmdata.storage_errors import writing
 from mmdata.writer import FORMATS, RESUME_HINT, ShardConfig
 
@@ -37,7 +39,7 @@ class BuildError(InputError):
 
 @dataclass(frozen=True)
 class BuildSettings:
-    out: Path
+    out: Location  # a local folder or a URL prefix
     format: str = "jsonl"
     workers: int = 1
     copy_media: bool = False
@@ -46,8 +48,10 @@ class BuildSettings:
     overwrite: bool = False
     engine: str = "local"  # where units run (mmdata.executors); never changes what the build writes
     ray_address: str = "auto"
+    storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # never stored
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "out", as_location(self.out))
         if self.engine not in ENGINES:
             raise BuildError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
         if self.format not in FORMATS:
@@ -70,6 +74,34 @@ def _identity(builder: Builder, options: Any, settings: BuildSettings) -> dict[s
         "shard_size": settings.shard_size,
         "limit": settings.limit,
     }
+
+
+def _prepare_remote(storage: Storage, identity: dict[str, Any], overwrite: bool) -> None:
+    """`_prepare_out` for a URL prefix. An object store has no rename: `--overwrite` empties the prefix first."""
+    storage.check()
+    marker = ".build.json"
+    if not storage.empty():
+        same = storage.exists(marker) and orjson.loads(storage.read_bytes(marker)) == identity
+        if same and not overwrite:
+            return  # same build: resume
+        started = storage.exists(MANIFEST) or any_done(storage)
+        if (not storage.exists(marker) or started) and not overwrite:
+            what = "a different build" if storage.exists(marker) else "files that are not an mmdata build"
+            raise BuildError(f"{storage.where()}: output holds {what}; choose another --out or pass --overwrite")
+        storage.clear()
+    storage.write_bytes(marker, orjson.dumps(identity, option=orjson.OPT_INDENT_2))
+
+
+@contextmanager
+def _exclusive(out: Location, what: str) -> Iterator[None]:
+    """The output lock and the recovery of a half-done swap, for a local folder (an object store offers no lock:
+    run one writer per prefix)."""
+    if is_url(out):
+        yield
+        return
+    with locked(Path(out), what):
+        recover(Path(out), MANIFEST)
+        yield
 
 
 def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> Path:
@@ -103,8 +135,7 @@ def _clear(out: Path) -> None:
 
 def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
     """Build (or resume) a dataset and return its manifest."""
-    with writing(settings.out, RESUME_HINT), locked(settings.out, "mmdata build"):
-        recover(settings.out, MANIFEST)
+    with writing(settings.out, RESUME_HINT), _exclusive(settings.out, "mmdata build"):
         return _build(builder_name, options, settings, progress)
 
 
@@ -117,17 +148,22 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
         if not media_root.is_dir():
             raise BuildError(f"--media-root {media_root}: directory not found")
     # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
-    out = _prepare_out(settings.out, identity, settings.overwrite)
-    clear_temp_files(out)
+    out: Location = settings.out
+    if is_url(out):
+        _prepare_remote(open_storage(out, settings.storage_options), identity, settings.overwrite)
+    else:
+        out = _prepare_out(Path(out), identity, settings.overwrite)
+        clear_temp_files(out)
     with make_executor(settings.engine, settings.workers, settings.ray_address) as executor:
         # Before planning too: a worker that cannot see an input or --out fails the build before any work.
         executor.check_paths(shared_paths(options, out))
         units = list(builder.units(options, settings.shard_size, settings.limit))
-        storage = LocalStorage(out)
+        storage = open_storage(out, settings.storage_options)
         provenance = Provenance(options, units, storage, str(settings.out))
         if builder.start is not None:
             units = builder.start(options, settings.shard_size, settings.limit, units)
-        cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"])
+        cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"],
+                          settings.storage_options)
 
         results: dict[int, ShardResult] = {}
         todo: list[Todo] = []
@@ -140,25 +176,25 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
         storage.close()
         if todo:
             # The dataset changes: until its new manifest is written, it is not complete.
-            (out / MANIFEST).unlink(missing_ok=True)
+            storage.remove(MANIFEST)
         remove_shards_from(storage, len(units))  # a shorter input leaves fewer shards
         ready = partial(builder.ready, options) if builder.ready is not None else None
         with _Progress(progress, len(units), len(results)) as bar:
             for r in executor.run(Job(builder.name, options, cfg), todo, ready):
                 results[r.index] = r
                 bar.advance(r)
-    tidy(out)
+    tidy(storage)
     if builder.finish is not None:
-        builder.finish(options, out)
-    manifest = _finish(out, identity, cfg, [results[k] for k in range(len(units))])
+        builder.finish(options, storage)
+    manifest = _finish(storage, identity, cfg, [results[k] for k in range(len(units))])
     if out != settings.out:
-        swap_in(out, settings.out)
+        swap_in(Path(out), Path(settings.out))
     return manifest
 
 
-def _finish(out: Path, identity: dict[str, Any], cfg: ShardConfig, shards: list[ShardResult]) -> Manifest:
+def _finish(storage: Storage, identity: dict[str, Any], cfg: ShardConfig, shards: list[ShardResult]) -> Manifest:
     rejects = b"".join(orjson.dumps(r) + b"\n" for s in shards for r in s.rejects)
-    write_bytes(rejects, out / "rejects.jsonl")
+    storage.write_bytes("rejects.jsonl", rejects)
     tasks: Counter[str] = Counter()
     sources: Counter[str] = Counter()
     for s in shards:
@@ -183,7 +219,7 @@ def _finish(out: Path, identity: dict[str, Any], cfg: ShardConfig, shards: list[
         sources=dict(sorted(sources.items())),
         shards=[s.entry() for s in shards],
     )
-    manifest.save(out)
+    manifest.save(storage)
     return manifest
 
 
@@ -233,6 +269,7 @@ class DatasetWriter:
     def __init__(self, out: str | Path, *, media_root: str | Path | None = None, format: str = "jsonl",
                  copy_media: bool = False, shard_size: int = DEFAULT_SHARD_SIZE, name: str = "records") -> None:
         settings = BuildSettings(out=Path(out), format=format, shard_size=shard_size)  # validates the flags
+        assert isinstance(settings.out, Path)
         root = Path(media_root).resolve() if media_root is not None else None
         if root is not None and not root.is_dir():
             raise BuildError(f"media_root {root}: directory not found")
@@ -279,6 +316,6 @@ class DatasetWriter:
             if self._shard is not None:
                 self.results.append(self._shard.commit())
                 self._shard = None
-            self.manifest = _finish(self.out, self.identity, self.cfg, self.results)
+            self.manifest = _finish(LocalStorage(self.out), self.identity, self.cfg, self.results)
         finally:
             self._lock.__exit__(None, None, None)

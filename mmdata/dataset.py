@@ -1,12 +1,13 @@
-"""Read a built dataset lazily: `mmdata.open(path)` → `len`, `[i]`, iteration, `to_pandas()`, images.
+"""Read a built dataset lazily: `mmdata.open(path or URL)` → `len`, `[i]`, iteration, `to_pandas()`, images.
 
 Opening reads the manifest only; the first random read loads the shards' uint64 offset indexes (8 bytes a record).
-`[i]` is one slice of a memory-mapped shard, for JSONL shards and webdataset tars alike; the shard format itself
-is `mmdata.layout`'s.
+`[i]` is one slice of a memory-mapped shard (locally) or one ranged GET (on object storage), for JSONL shards and
+webdataset tars alike; the shard format itself is `mmdata.layout`'s, the backends `mmdata.storage`'s.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 from collections.abc import Iterator, Sequence
@@ -16,12 +17,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from mmdata.errors import DamagedData, InputError, NotFound
+from mmdata.errors import DamagedData, InputError, NotFound, UserError
 from mmdata.layout import Form, ShardReader, decoder
-from mmdata.manifest import Manifest
+from mmdata.manifest import MANIFEST, Manifest, read_manifest
 from mmdata.media import to_rgb
 from mmdata.schema import Record
-from mmdata.storage import LocalStorage
+from mmdata.storage import Location, as_location, is_url, join, open_storage
+
+
+class MediaUnreachable(UserError):
+    """A JSONL dataset's media root (a local folder of the machine that built it) is not here. Not an `OSError`:
+    a trainer that skips unreadable images must stop on this instead of skipping every record."""
 
 # What damaged stored bytes raise while decoding (bad JSON or tar, a record that no longer validates).
 DAMAGE = (ValueError, KeyError, TypeError, AssertionError, IndexError, EOFError, tarfile.TarError)
@@ -31,14 +37,19 @@ class Dataset(Sequence[Record]):
     """A built dataset. Records come from the JSONL shards when present, else from the webdataset tars (whose
     records carry their media bytes in `Media.data`); `form` picks one of a `--format both` build."""
 
-    def __init__(self, root: str | Path, form: Form | None = None) -> None:
-        self.root = Path(root)
-        self.manifest = Manifest.load(self.root)
+    def __init__(self, root: Location, form: Form | None = None, *, storage_options: dict[str, Any] | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        self.root = as_location(root)
+        self.storage = open_storage(self.root, storage_options, cache_dir)
+        raw = read_manifest(self.storage)
+        self.manifest = Manifest.parse(raw, self.storage.where(MANIFEST))
+        self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
+        if cache_dir is not None:  # blocks of a rebuilt dataset are filed apart from the old ones
+            self.storage.cache_key = self.manifest_sha256  # type: ignore[attr-defined]
         if form is not None and form not in self.manifest.formats:
             raise InputError(f"{self.root}: form {form!r} was not built (formats: {', '.join(self.manifest.formats)})")
         self.form: Form = form or ("jsonl" if "jsonl" in self.manifest.formats else "wds")
         self.media_root = self.manifest.resolve_media_root(self.root)
-        self.storage = LocalStorage(self.root)
         self.shards = ShardReader(self.storage, self.manifest.shards, self.form)
         self.decode = decoder(self.form)  # stored bytes -> Record
 
@@ -56,13 +67,13 @@ class Dataset(Sequence[Record]):
             raise self.damaged(i % len(self), e) from None
 
     def __iter__(self) -> Iterator[Record]:
-        for s in range(len(self.shards.names)):
-            for j, data in enumerate(self.shards.scan(s)):
-                try:
-                    record = self.decode(data)
-                except DAMAGE as e:
-                    raise self.damaged(int(self.shards.starts[s]) + j, e) from None
-                yield record
+        decode = self.decode
+        for row, data in enumerate(self.shards.scan_all()):  # rows in order: shard after shard, each streamed
+            try:
+                record = decode(data)
+            except DAMAGE as e:
+                raise self.damaged(row, e) from None
+            yield record
 
     def raw(self, i: int) -> bytes:
         """The stored bytes of record `i` (its JSON line, or its tar members), undecoded."""
@@ -108,16 +119,45 @@ class Dataset(Sequence[Record]):
         self.storage.close()
 
     # ---------------------------------------------------------------- media
-    def media_path(self, record: Record, j: int) -> Path:
+    def media_path(self, record: Record, j: int) -> Location:
         if self.media_root is None:
             raise NotFound(f"{self.root}: dataset has no media root")
-        return self.media_root / record.media[j].path
+        return join(self.media_root, record.media[j].path)
+
+    def check_media(self) -> None:
+        """Raise `MediaUnreachable` if this dataset's media live in a local folder that is not here."""
+        root = self.media_root
+        if self.form == "jsonl" and root is not None and not is_url(root) and not Path(root).is_dir():
+            raise MediaUnreachable(
+                f"{self.root}: its media are referenced in place under {root}, a folder of the machine that built "
+                "it, which is not reachable here; rebuild it with --copy-media (media stored with the dataset) or "
+                "--format wds (media inside the shards), or mount that folder at the same path")
+
+    def media_bytes(self, record: Record, j: int) -> bytes:
+        """The encoded bytes of media `j` of `record` (from the tar, the dataset's own media, or the media root)."""
+        m = record.media[j]
+        if m.data is not None:
+            return m.data
+        path = self.media_path(record, j)
+        if not is_url(path):
+            self.check_media()
+            return Path(path).read_bytes()
+        prefix = f"{self.root}/"
+        if str(path).startswith(prefix):
+            return self.storage.read_bytes(str(path)[len(prefix):])  # media copied under the dataset's prefix
+        assert self.media_root is not None
+        return open_storage(self.media_root).read_bytes(m.path)
 
     def image(self, record: Record, j: int) -> Image.Image:
         """Media `j` of `record` as shown, in 8-bit RGB (from the tar bytes or the media root): EXIF rotation
         applied, 16-bit and float samples scaled rather than clipped."""
         m = record.media[j]
-        src: Any = io.BytesIO(m.data) if m.data is not None else self.media_path(record, j)
+        src: Any
+        if m.data is None and not is_url(self.media_root or ""):
+            self.check_media()
+            src = self.media_path(record, j)  # a local file: opened, not read whole
+        else:
+            src = io.BytesIO(self.media_bytes(record, j))
         with Image.open(src) as im:
             return to_rgb(im)
 

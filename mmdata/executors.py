@@ -29,9 +29,9 @@ import orjson
 
 from mmdata.errors import InputError
 from mmdata.layout import SHARDS, ShardResult, shard_name
-from mmdata.media import write_bytes
 from mmdata.orphans import exit_with_parent
 from mmdata.registry import get
+from mmdata.storage import LocalStorage, Location, Storage, is_url, open_storage
 from mmdata.writer import ShardConfig, write_shard
 
 ENGINES = ("local", "ray")
@@ -64,20 +64,25 @@ class Todo(NamedTuple):
 def run_unit(job: Job, todo: Todo, node: dict[str, Any]) -> ShardResult:
     """Write shard `todo.index` from its unit, wherever this runs (`node` says where, for `.done.json`)."""
     index = todo.index
-    marker = job.cfg.out / RUNNING / f"{shard_name(index)}.json"
-    write_bytes(orjson.dumps({**node, "started": time.time()}), marker)
+    storage = open_storage(job.cfg.out, job.cfg.storage_options)
+    marker = f"{RUNNING}/{shard_name(index)}.json"
+    storage.write_bytes(marker, orjson.dumps({**node, "started": time.time()}))
     try:
         return write_shard(job.cfg, index, get(job.builder).records(job.options, todo.unit), node=node,
                            inputs=todo.inputs)
     finally:
-        marker.unlink(missing_ok=True)
+        storage.remove(marker)
 
 
-def tidy(out: Path) -> None:
+def tidy(storage: Storage) -> None:
     """After every unit is done: drop the running markers and the temporary files of processes killed mid-shard
-    (their retries wrote the shard under its final name)."""
-    shutil.rmtree(out / RUNNING, ignore_errors=True)
-    for tmp in (out / SHARDS).glob("*.tmp"):
+    (their retries wrote the shard under its final name; an object store has no such files)."""
+    if not isinstance(storage, LocalStorage):
+        for name in storage.list(RUNNING, ".json"):
+            storage.remove(name)
+        return
+    shutil.rmtree(storage.root / RUNNING, ignore_errors=True)
+    for tmp in (storage.root / SHARDS).glob("*.tmp"):
         tmp.unlink(missing_ok=True)
 
 
@@ -322,9 +327,9 @@ def _probe(paths: list[tuple[str, str]]) -> tuple[str, list[int]]:
     return where, missing
 
 
-def shared_paths(options: Any, out: Path) -> list[tuple[str, Path]]:
+def shared_paths(options: Any, out: Location) -> list[tuple[str, Path]]:
     """The paths every worker must see, as (flag, path): each path-valued builder option that exists on the
-    driver, and --out."""
+    driver, and --out (unless it is a URL: every node reaches an object store by itself)."""
     paths: list[tuple[str, Path]] = []
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
@@ -332,4 +337,4 @@ def shared_paths(options: Any, out: Path) -> list[tuple[str, Path]]:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, Path) and v.exists():
                 paths.append((flag, v.resolve()))
-    return [*paths, ("--out", out.resolve())]
+    return paths if is_url(out) else [*paths, ("--out", Path(out).resolve())]

@@ -57,7 +57,8 @@ class ExportResult:
     image_folder: Path | None = None  # what relative paths are relative to (LLaVA's --image_folder)
 
 
-def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = False) -> ExportResult:
+def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = False,
+           storage_options: dict[str, Any] | None = None) -> ExportResult:
     """Write every record of the dataset or mixture at `path` that format `to` can express into `out`."""
     import mmdata
     from mmdata.view import View
@@ -68,7 +69,7 @@ def export(path: str | Path, to: str, out: str | Path, absolute_paths: bool = Fa
     if out.suffix != fmt.suffix:
         container = "a JSONL file (one record per line)" if fmt.suffix == ".jsonl" else "one JSON array"
         raise InputError(f"--out {out}: the {to} loader reads {container}; name it *{fmt.suffix}")
-    ds = mmdata.open(path)
+    ds = mmdata.open(path, storage_options=storage_options)
     is_mixture = isinstance(ds, View)
     if is_mixture and not absolute_paths:
         raise InputError(f"{path} is a mixture or view: its sources have different media roots; pass --absolute-paths")

@@ -6,7 +6,6 @@ import hashlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -185,10 +184,8 @@ class ValidationReport:
 
 def _media_bytes(source: Any, record: Record, j: int) -> bytes:
     m = record.media[j]
-    if m.data is not None:
-        return m.data
     try:
-        return Path(source.media_path(record, j)).read_bytes()
+        return source.media_bytes(record, j)
     except FileNotFoundError:
         raise MediaError(f"media[{j}] {m.path!r}: file not found") from None
 

@@ -19,7 +19,7 @@ import tarfile
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import numpy as np
 import orjson
@@ -33,7 +33,6 @@ Form = Literal["jsonl", "wds"]
 SHARDS = "shards"
 _SUFFIX: dict[str, str] = {"jsonl": ".jsonl", "wds": ".tar"}
 _DONE = ".done.json"
-_SCAN_CHUNK = 256
 
 
 # ---------------------------------------------------------------------------------------------- names
@@ -348,14 +347,34 @@ class ShardReader:
         offsets = self.offsets
         return self.storage.read_ranges([self.names[s]], [int(offsets[row + s])], [int(offsets[row + s + 1])])[0]
 
-    def scan(self, shard: int) -> Iterator[bytes]:
-        """Shard `shard` front to back (JSONL: its lines, read as a stream)."""
-        if self.form == "jsonl":
-            with self.storage.stream(self.names[shard]) as f:
+    def open_stream(self, shard: int) -> BinaryIO:
+        return self.storage.stream(self.names[shard], self.sizes[shard])
+
+    def scan(self, shard: int, stream: BinaryIO | None = None) -> Iterator[bytes]:
+        """Shard `shard` front to back, read as one stream (`stream`, if already opened): JSONL lines, or each
+        record's tar members cut at the index's offsets (a tar shard's media need not fit in memory)."""
+        with stream or self.open_stream(shard) as f:
+            if self.form == "jsonl":
                 yield from f
-        else:  # a chunk of records at a time: a tar shard's media need not fit in memory
-            for lo in range(0, self.counts[shard], _SCAN_CHUNK):
-                yield from self.read(shard, range(lo, min(lo + _SCAN_CHUNK, self.counts[shard])))
+                return
+            base = int(self.starts[shard]) + shard
+            bounds = self.offsets[base:base + self.counts[shard] + 1].tolist()
+            f.read(bounds[0])  # 0: a tar's first record starts the file
+            for begin, end in zip(bounds, bounds[1:]):
+                yield f.read(end - begin)
+
+    def scan_all(self) -> Iterator[bytes]:
+        """Every shard in order; the next shard's stream is opened (so, remotely, its first chunks requested)
+        when the current one starts."""
+        n = len(self.names)
+        following = self.open_stream(0) if n else None
+        try:
+            for s in range(n):
+                current, following = following, self.open_stream(s + 1) if s + 1 < n else None
+                yield from self.scan(s, current)
+        finally:
+            if following is not None:
+                following.close()
 
 
 def decoder(form: Form) -> Callable[[bytes], Record]:
@@ -369,17 +388,37 @@ _decode_jsonl = RECORD_DECODER.decode  # typed: the line's types are checked whi
 def _decode_tar(data: bytes) -> Record:
     record: Record | None = None
     blobs: dict[int, bytes] = {}
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-        for member in tar:
-            content = tar.extractfile(member)
-            assert content is not None, member.name
-            parts = member.name.split(".")
-            if parts[-1] == "json" and len(parts) == 2:
-                record = _decode_jsonl(content.read())
-            else:
-                blobs[int(parts[1])] = content.read()
+    for name, content in _tar_members(data):
+        parts = name.split(".")
+        if parts[-1] == "json" and len(parts) == 2:
+            record = _decode_jsonl(content)
+        else:
+            blobs[int(parts[1])] = content
     assert record is not None, "tar sample without a .json member"
     for i, m in enumerate(record.media):
         m.data = blobs.get(i)
     return record
 
+
+def _tar_members(data: bytes) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of the regular files of one record's tar members. `TarSink` writes plain USTAR headers, read
+    here by slicing (`tarfile` costs more than the rest of decoding); any other header goes through `tarfile`."""
+    pos, end = 0, len(data)
+    while pos + 512 <= end and data[pos] != 0:  # a zero block: the end-of-archive marker after a shard's last record
+        kind = data[pos + 156:pos + 157]
+        if kind not in (b"0", b"\0") or data[pos + 257:pos + 262] != b"ustar":
+            with tarfile.open(fileobj=io.BytesIO(data[pos:]), mode="r:") as tar:
+                for member in tar:
+                    content = tar.extractfile(member)
+                    if content is not None:
+                        yield member.name, content.read()
+            return
+        header = data[pos:pos + 512]
+        name = header[:100].split(b"\0", 1)[0].decode()
+        prefix = header[345:500].split(b"\0", 1)[0]
+        if prefix:
+            name = f"{prefix.decode()}/{name}"
+        size = int(header[124:136].split(b"\0", 1)[0].strip() or b"0", 8)
+        pos += 512
+        yield name, data[pos:pos + size]
+        pos += -(-size // 512) * 512

@@ -10,7 +10,7 @@ import orjson
 
 from mmdata.errors import InputError, NotFound
 from mmdata.layout import ShardEntry
-from mmdata.media import write_bytes
+from mmdata.storage import Location, Storage, as_storage, is_url, resolve
 
 SCHEMA_VERSION = 1
 MANIFEST = "dataset.json"
@@ -29,28 +29,41 @@ class Manifest:
     sources: dict[str, int] = field(default_factory=dict)
     shards: list[ShardEntry] = field(default_factory=list)
 
-    def save(self, out: Path) -> None:
-        write_bytes(orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2) + b"\n", out / MANIFEST)
+    def save(self, out: Location | Storage) -> None:
+        as_storage(out).write_bytes(MANIFEST, orjson.dumps(asdict(self), option=orjson.OPT_INDENT_2) + b"\n")
 
     @classmethod
-    def load(cls, root: Path) -> Manifest:
-        path = root / MANIFEST
-        if not path.is_file():
-            if (root / ".build.json").is_file():
-                raise NotFound(f"{root}: build is incomplete (no {MANIFEST}); rerun the same build command "
-                                        "to resume it")
-            raise NotFound(f"{root}: not an mmdata dataset ({MANIFEST} not found)")
-        data = orjson.loads(path.read_bytes())
+    def load(cls, root: Location | Storage, options: dict[str, Any] | None = None) -> Manifest:
+        storage = as_storage(root, options)
+        return cls.parse(read_manifest(storage), storage.where(MANIFEST))
+
+    @classmethod
+    def parse(cls, raw: bytes, where: str = MANIFEST) -> Manifest:
+        data = orjson.loads(raw)
         version = data.get("schema_version")
         if version != SCHEMA_VERSION:
-            raise InputError(f"{path}: schema_version {version!r} is not supported (this mmdata reads "
+            raise InputError(f"{where}: schema_version {version!r} is not supported (this mmdata reads "
                              f"{SCHEMA_VERSION})")
         known = {f.name for f in fields(cls)}
         manifest = cls(**{k: v for k, v in data.items() if k in known})
         manifest.shards = [ShardEntry.from_dict(s) for s in data.get("shards", [])]
         return manifest
 
-    def resolve_media_root(self, root: Path) -> Path | None:
+    def resolve_media_root(self, root: Location) -> Location | None:
+        """Where the media are: under the dataset (`media`, copied there), or the source's root, in place."""
         if self.media_root is None:
             return None
-        return (root / self.media_root).resolve()
+        if is_url(root) or is_url(self.media_root):
+            return resolve(root, self.media_root)
+        return (Path(root) / self.media_root).resolve()
+
+
+def read_manifest(storage: Storage) -> bytes:
+    """The bytes of the dataset's `dataset.json`; a one-line error if there is none (an unfinished build says so)."""
+    if not storage.exists(MANIFEST):
+        storage.check()
+        where = storage.where()
+        if storage.exists(".build.json"):
+            raise NotFound(f"{where}: build is incomplete (no {MANIFEST}); rerun the same build command to resume it")
+        raise NotFound(f"{where}: not an mmdata dataset ({MANIFEST} not found)")
+    return storage.read_bytes(MANIFEST)

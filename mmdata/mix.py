@@ -33,6 +33,7 @@ from mmdata.media import write_bytes
 from mmdata.outdir import locked, recover, staging, swap_in, temp_path
 from mmdata.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
 from mmdata.schema import Record
+from mmdata.storage import Location, Storage, as_location, as_storage, is_url, open_storage, relative
 from mmdata.storage_errors import writing
 from mmdata.view import INDEX, INDEX_DTYPE, MIXTURE, manifest_sha256, open_any
 
@@ -44,7 +45,7 @@ SMALL_WARNING = 0.01  # proportion under which a source is flagged as probably n
 @dataclass
 class SourcePlan:
     name: str
-    path: Path
+    path: Location
     length: int  # records in the dataset
     mode: str  # "weight" | "epochs"
     requested: float  # the recipe's weight or epochs
@@ -73,7 +74,7 @@ class MixPlan:
     recipe: MixRecipe
     sources: list[SourcePlan]
     total: int
-    out: Path | None
+    out: Location | None
     warnings: list[str] = field(default_factory=list)
 
     def manifest(self) -> MixtureManifest:
@@ -82,7 +83,7 @@ class MixPlan:
             recipe_file=str(self.recipe.file), recipe_sha256=self.recipe.sha256, seed=self.recipe.seed,
             total=self.total, index=INDEX,
             sources=[MixtureSource(
-                name=s.name, path=os.path.relpath(s.path, self.out) if self.out is not None else str(s.path),
+                name=s.name, path=relative(s.path, self.out) if self.out is not None else str(s.path),
                 abs_path=str(s.path), length=s.length, dataset_sha256=s.dataset_sha256, mode=s.mode,
                 requested=s.requested, max=s.cap, requested_count=s.target,
                 requested_proportion=s.target_proportion, count=s.count, proportion=s.proportion,
@@ -132,15 +133,16 @@ class MixtureManifest:
     warnings: list[str]
 
     @classmethod
-    def load(cls, root: Path) -> MixtureManifest:
-        path = root / MIXTURE
-        if not path.is_file():
-            raise NotFound(f"{root}: not a mixture ({MIXTURE} not found); run `mmdata mix recipe.yaml "
-                                    f"--out {root}`")
-        data = orjson.loads(path.read_bytes())
+    def load(cls, root: Location | Storage) -> MixtureManifest:
+        storage = as_storage(root)
+        if not storage.exists(MIXTURE):
+            storage.check()
+            raise NotFound(f"{storage.where()}: not a mixture ({MIXTURE} not found); run `mmdata mix recipe.yaml "
+                           f"--out {storage.where()}`")
+        data = orjson.loads(storage.read_bytes(MIXTURE))
         if data.get("version") != MIXTURE_VERSION:
-            raise InputError(f"{path}: mixture version {data.get('version')!r} is not supported (this mmdata "
-                             f"reads {MIXTURE_VERSION}); re-run `mmdata mix`")
+            raise InputError(f"{storage.where(MIXTURE)}: mixture version {data.get('version')!r} is not supported "
+                             f"(this mmdata reads {MIXTURE_VERSION}); re-run `mmdata mix`")
         return cls(**{**data, "sources": [MixtureSource(**src) for src in data["sources"]]})
 
 
@@ -149,18 +151,24 @@ def default_out(recipe: MixRecipe) -> Path:
     return Path("mixtures") / recipe.name
 
 
-def mix(recipe_path: Path, out: Path | None = None, dry_run: bool = False) -> MixPlan:
-    """Plan the mixture of `recipe_path` and, unless `dry_run`, write `out/mixture.json` + `out/index.npy`."""
-    recipe = load_recipe(recipe_path)
-    target = None if dry_run else Path(out) if out is not None else default_out(recipe)
-    plan = make_plan(recipe, target)
+def mix(recipe_path: Path, out: Location | None = None, dry_run: bool = False,
+        storage_options: dict[str, Any] | None = None) -> MixPlan:
+    """Plan the mixture of `recipe_path` and, unless `dry_run`, write `out/mixture.json` + `out/index.npy`.
+    `out` and the recipe's source paths may be URLs; `storage_options` (credentials) stay in memory."""
+    recipe = load_recipe(recipe_path, storage_options=storage_options)
+    target = None if dry_run else as_location(out) if out is not None else default_out(recipe)
+    plan = make_plan(recipe, target, storage_options)
     if target is not None:
-        write_mixture(plan, build_index(plan), target)
+        if is_url(target):
+            write_remote_mixture(plan, build_index(plan), open_storage(target, storage_options))
+        else:
+            write_mixture(plan, build_index(plan), Path(target))
     return plan
 
 
-def make_plan(recipe: MixRecipe, out: Path | None = None) -> MixPlan:
-    sources = [_source_plan(s, i, recipe) for i, s in enumerate(recipe.sources)]
+def make_plan(recipe: MixRecipe, out: Location | None = None,
+              storage_options: dict[str, Any] | None = None) -> MixPlan:
+    sources = [_source_plan(s, i, recipe, storage_options) for i, s in enumerate(recipe.sources)]
     fixed = 0
     for s in sources:
         if s.mode == "epochs":
@@ -197,8 +205,9 @@ def make_plan(recipe: MixRecipe, out: Path | None = None) -> MixPlan:
     return MixPlan(recipe=recipe, sources=sources, total=total, out=out, warnings=warnings)
 
 
-def _source_plan(spec: SourceSpec, i: int, recipe: MixRecipe) -> SourcePlan:
-    source = open_any(spec.path)  # a dataset or a view: only its manifest is read, unless filters must look
+def _source_plan(spec: SourceSpec, i: int, recipe: MixRecipe, storage_options: dict[str, Any] | None) -> SourcePlan:
+    # a dataset or a view: only its manifest is read, unless filters must look
+    source = open_any(spec.path, storage_options=storage_options)
     available = length = len(source)
     if length == 0:
         raise RecipeError(f"{recipe.file}: sources[{i}].path: {spec.path} holds no records; remove it or rebuild it")
@@ -212,7 +221,7 @@ def _source_plan(spec: SourceSpec, i: int, recipe: MixRecipe) -> SourcePlan:
     mode, requested = ("weight", spec.weight) if spec.weight is not None else ("epochs", spec.epochs)
     assert requested is not None
     return SourcePlan(name=spec.name, path=spec.path, length=length, mode=mode, requested=requested, cap=spec.max,
-                      target=0.0, dataset_sha256=manifest_sha256(spec.path), available=available,
+                      target=0.0, dataset_sha256=manifest_sha256(spec.path, storage_options), available=available,
                       filtered=filtered, rows=rows)
 
 
@@ -313,6 +322,26 @@ def write_mixture(plan: MixPlan, index: np.ndarray, out: Path) -> None:
         write_bytes(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n", target / MIXTURE)
         if target != out:
             swap_in(target, out)
+
+
+def write_remote_mixture(plan: MixPlan, index: np.ndarray, storage: Storage) -> None:
+    """`write_mixture` for a URL prefix: the index, then the manifest, each one upload that appears whole or not at
+    all, so a mix killed midway leaves no `mixture.json` and the same command starts again."""
+    foreign = any(name not in (INDEX, MIXTURE) for name in storage.list("", ""))
+    if foreign and not storage.exists(MIXTURE):
+        raise RecipeError(f"{storage.where()}: output holds files that are not a mixture; choose another --out")
+    with writing(storage.where(), "rerun the same command"):
+        storage.check()
+        plan.out = storage.where()
+        storage.remove(MIXTURE)
+        f = storage.create(INDEX)
+        try:
+            np.save(f, index, allow_pickle=False)  # type: ignore[arg-type]
+            f.commit()
+        except BaseException:
+            f.abort()
+            raise
+        storage.write_bytes(MIXTURE, orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
 
 
 def plan_table(plan: MixPlan) -> Any:

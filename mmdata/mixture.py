@@ -8,9 +8,10 @@ time as they are handed out, so no more of them are alive at once than a sequent
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 from mmdata.mix import MixtureManifest
+from mmdata.storage import Location, Storage, open_storage
 from mmdata.view import MIXTURE, View
 
 
@@ -19,11 +20,11 @@ class Mixture(View):
     kind = "mixture"
 
     @staticmethod
-    def is_mixture(root: Path) -> bool:
-        return (root / MIXTURE).is_file()
+    def is_mixture(root: Location, storage_options: dict[str, Any] | None = None) -> bool:
+        return open_storage(root, storage_options).exists(MIXTURE)
 
     @staticmethod
-    def load_manifest(root: Path) -> MixtureManifest:
+    def load_manifest(root: Location | Storage) -> MixtureManifest:
         return MixtureManifest.load(root)
 
     def __repr__(self) -> str:

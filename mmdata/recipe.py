@@ -35,6 +35,7 @@ from mmdata.config import ConfigError, from_dict
 from mmdata.errors import NotFound
 from mmdata.filters import Filters
 from mmdata.manifest import MANIFEST
+from mmdata.storage import basename, open_storage, resolve
 from mmdata.view import VIEW, manifest_file
 from mmdata.yaml12 import safe_load
 
@@ -45,7 +46,7 @@ class RecipeError(ConfigError):
 
 @dataclass
 class SourceSpec:
-    path: Path  # a built dataset's folder, relative to the recipe file (absolute once loaded)
+    path: Any  # str in YAML: a built dataset's folder relative to the recipe file, or a URL; a `Location` once loaded
     name: str | None = None  # unique in the recipe (default: the folder's name); seeds this source's permutations
     weight: float | None = None  # a share of the recipe's `size`
     epochs: float | None = None  # instead of a weight: this many passes over the whole source
@@ -101,7 +102,8 @@ class MixRecipe:
         return hashlib.sha256(orjson.dumps(self.data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def load_recipe(path: str | Path, *, check_paths: bool = True) -> MixRecipe:
+def load_recipe(path: str | Path, *, check_paths: bool = True,
+                storage_options: dict[str, Any] | None = None) -> MixRecipe:
     """Read and validate a recipe. `check_paths=False` skips "is every source a built dataset" (for linting
     recipes whose datasets are built elsewhere)."""
     file = Path(path)
@@ -111,10 +113,11 @@ def load_recipe(path: str | Path, *, check_paths: bool = True) -> MixRecipe:
         data = safe_load(file.read_text())
     except yaml.YAMLError as e:
         raise RecipeError(f"{file}: not valid YAML: {e}") from None
-    return parse_recipe(data, file, check_paths=check_paths)
+    return parse_recipe(data, file, check_paths=check_paths, storage_options=storage_options)
 
 
-def parse_recipe(data: Any, file: Path, *, check_paths: bool = True) -> MixRecipe:
+def parse_recipe(data: Any, file: Path, *, check_paths: bool = True,
+                 storage_options: dict[str, Any] | None = None) -> MixRecipe:
     def fail(key: str, msg: str) -> RecipeError:
         return RecipeError(f"{file}: {key}: {msg}")
 
@@ -124,9 +127,11 @@ def parse_recipe(data: Any, file: Path, *, check_paths: bool = True) -> MixRecip
         raise RecipeError(f"{file}: {e}") from None
     recipe.file, recipe.data = file, data
     recipe.name = recipe.name or file.stem
-    for s in recipe.sources:
-        s.path = (file.parent / s.path).resolve()
-        s.name = s.name or s.path.name
+    for i, s in enumerate(recipe.sources):
+        if not isinstance(s.path, str) or not s.path:
+            raise fail(f"sources[{i}].path", f"must be a path or a URL, got {s.path!r}")
+        s.path = resolve(file.parent, s.path)
+        s.name = s.name or basename(s.path)
 
     seen: dict[str, int] = {}
     for i, s in enumerate(recipe.sources):
@@ -143,8 +148,10 @@ def parse_recipe(data: Any, file: Path, *, check_paths: bool = True) -> MixRecip
                    "`size` or give some sources a `weight:`")
     if check_paths:
         for i, s in enumerate(recipe.sources):
-            if manifest_file(s.path) is None:
-                what = "does not exist" if not s.path.exists() else \
+            if manifest_file(s.path, storage_options) is None:
+                storage = open_storage(s.path, storage_options)
+                storage.check()
+                what = "does not exist" if storage.empty() else \
                     f"is not a built mmdata dataset or view (no {MANIFEST} or {VIEW})"
                 raise fail(f"sources[{i}].path", f"{s.path} {what}; build it with `mmdata build` or fix the path "
                            "(relative paths are relative to the recipe file)")

@@ -37,7 +37,8 @@ class Builder:
     # a unit only once it is, so workers never wait. Raises when it never will be (the download died).
     ready: Callable[[Any, Any], bool] | None = None
     # finish(options, out): after every shard is written, before the manifest; e.g. to keep a tool's own reports.
-    finish: Callable[[Any, Path], None] | None = None
+    # `out` is the dataset's `mmdata.storage.Storage` (a local folder or a URL prefix).
+    finish: Callable[[Any, Any], None] | None = None
 
 
 BUILDERS: dict[str, Builder] = {}

@@ -22,6 +22,7 @@ from mmdata.manifest import Manifest
 from mmdata.mix import MixtureManifest
 from mmdata.plots import figures, figures_html
 from mmdata.schema import IMAGE, Record
+from mmdata.storage import Storage
 from mmdata.view import View, ViewManifest
 
 _STYLE = """
@@ -75,14 +76,13 @@ def _table(rows: list[tuple[str, Any]], head: tuple[str, str]) -> str:
     return f"<table><tr><th>{head[0]}</th><th>{head[1]}</th></tr>{cells}</table>"
 
 
-def _reject_reasons(root: Path, top: int = 10) -> list[tuple[str, int]]:
-    path = root / "rejects.jsonl"
-    if not path.is_file():
+def _reject_reasons(storage: Storage, top: int = 10) -> list[tuple[str, int]]:
+    if not storage.exists("rejects.jsonl"):
         return []
     import orjson
 
     reasons: Counter[str] = Counter()
-    with open(path, "rb") as f:
+    with storage.stream("rejects.jsonl") as f:
         for line in f:
             reason = orjson.loads(line)["reason"]
             # group by the reason's shape, not its particulars (paths, ids, numbers)
@@ -112,7 +112,7 @@ def removal_reasons(manifest: ViewManifest) -> list[tuple[str, int]]:
     return sorted(rows, key=lambda kv: (-kv[1], kv[0]))
 
 
-def _manifest_html(root: Path, manifest: Manifest | MixtureManifest | ViewManifest) -> list[str]:
+def _manifest_html(storage: Storage, manifest: Manifest | MixtureManifest | ViewManifest) -> list[str]:
     if isinstance(manifest, ViewManifest):  # what was kept of each input, and why the rest was not
         rows = [(src.name, f"{src.length:,} records ({src.path})") for src in manifest.sources]
         return [f"<p>{html.escape(manifest.kind)} view</p>", _table(list(manifest.counts.items()), ("count", "value")),
@@ -125,7 +125,7 @@ def _manifest_html(root: Path, manifest: Manifest | MixtureManifest | ViewManife
             f"<p class=cap>warning: {html.escape(warning)}</p>" for warning in manifest.warnings]
     sections = [_table(list(manifest.counts.items()), ("count", "value")),
                 "<h2>Per task</h2>" + _table(sorted(manifest.tasks.items(), key=lambda kv: -kv[1]), ("task", "records"))]
-    reasons = _reject_reasons(root)
+    reasons = _reject_reasons(storage)
     if reasons:
         sections.append("<h2>Most common reject reasons</h2>" + _table(reasons, ("reason", "rejects")))
     return sections
@@ -135,11 +135,11 @@ def write_report(ds: Dataset | View, out: Path, n: int = 24, seed: int = 0) -> P
     if isinstance(ds.manifest, ViewManifest):
         reasons = [("Removal reasons", removal_reasons(ds.manifest))]
     elif isinstance(ds.manifest, Manifest):
-        reasons = [("Reject reasons", _reject_reasons(ds.root))]
+        reasons = [("Reject reasons", _reject_reasons(ds.storage))]
     else:
         reasons = []
     sections = [f"<h1>{html.escape(str(ds.root))}</h1>", f"<p>{len(ds):,} records</p>",
-                "<h2>At a glance</h2>", figures_html(figures(ds, reasons)), *_manifest_html(ds.root, ds.manifest)]
+                "<h2>At a glance</h2>", figures_html(figures(ds, reasons)), *_manifest_html(ds.storage, ds.manifest)]
     picked = sample_indices(ds, n, seed) if len(ds) else []
     sections.append(f"<h2>{len(picked)} sampled records (seed {seed})</h2>"
                     "<p class=cap>blue frame: input image · orange frame: generation target</p>")

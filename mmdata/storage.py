@@ -3,7 +3,11 @@
 `Storage` is what a backend provides: whole-file reads and atomic writes, staged files that become visible under
 their final name only on `commit()`, a streaming read for sequential scans, and `read_ranges` — many byte ranges of
 many files in one call, which a local backend serves from memory maps and an object store serves as concurrent
-ranged GETs. Names are '/'-separated and relative to the dataset root. `LocalStorage` is the only backend today.
+ranged GETs. Names are '/'-separated and relative to the dataset root.
+
+A location is a local path or a URL (`s3://bucket/prefix`, any fsspec protocol): `open_storage` picks the backend
+(`LocalStorage`, or `mmdata.objectstore.FsspecStorage`) and the helpers below join and relate locations of either
+kind. Nothing else in mmdata looks at a location's scheme.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
+import posixpath
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
@@ -23,6 +29,67 @@ _POPULATE_MAX = 256 << 20  # pre-fault JSONL-sized files; a multi-GB tar of imag
 _MAX_MAPS = 1024  # bound memory maps on datasets with thousands of shards (vm.max_map_count is ~65k)
 
 
+Location = str | Path  # a local path, or a URL kept as a string (`Path` would fold `s3://` into `s3:/`)
+
+
+def is_url(location: Location) -> bool:
+    return isinstance(location, str) and "://" in location
+
+
+def as_location(location: Location) -> Location:
+    """A URL as its string (without a trailing '/'), anything else as a `Path`."""
+    return location.rstrip("/") if is_url(location) else Path(location)  # type: ignore[union-attr]
+
+
+def join(location: Location, name: str) -> Location:
+    """`name` ('/'-separated, may hold '..') under `location`."""
+    if is_url(location):
+        scheme, path = str(location).split("://", 1)
+        return f"{scheme}://{posixpath.normpath(posixpath.join(path, name))}"
+    return Path(location) / name
+
+
+def resolve(base: Location, location: Location) -> Location:
+    """`location` as given when it is a URL or absolute, else relative to `base` (made absolute when local)."""
+    if is_url(location):
+        return as_location(location)
+    if is_url(base):
+        return join(base, str(location)) if not Path(location).is_absolute() else Path(location)
+    return (Path(base) / Path(location).expanduser()).resolve()
+
+
+def relative(location: Location, start: Location) -> str:
+    """`location` relative to `start` when both are on one filesystem (one bucket), else `location` itself."""
+    if is_url(location) != is_url(start):
+        return str(location)
+    if not is_url(location):
+        return os.path.relpath(location, start)
+    (s1, p1), (s2, p2) = (str(x).split("://", 1) for x in (location, start))
+    if s1 != s2 or p1.split("/", 1)[0] != p2.split("/", 1)[0]:
+        return str(location)
+    return posixpath.relpath(p1, p2)
+
+
+def basename(location: Location) -> str:
+    return str(location).rstrip("/").rsplit("/", 1)[-1]
+
+
+def open_storage(location: Location, options: dict[str, Any] | None = None,
+                 cache_dir: str | Path | None = None) -> Storage:
+    """The backend for `location`. `options` (credentials, endpoint; fsspec's `storage_options`) and `cache_dir`
+    (a local block cache for repeated reads) only apply to URLs; options stay in memory, never in a file."""
+    if is_url(location):
+        from mmdata.objectstore import FsspecStorage
+
+        return FsspecStorage(str(location), options, cache_dir)
+    return LocalStorage(location)
+
+
+def as_storage(where: Location | Storage, options: dict[str, Any] | None = None) -> Storage:
+    """`where` itself if it is a `Storage` already, else the backend for that location."""
+    return open_storage(where, options) if isinstance(where, (str, Path)) else where
+
+
 class StagedFile(Protocol):
     """A file being written: invisible under its final name until `commit()`; `abort()` leaves no trace."""
 
@@ -32,11 +99,15 @@ class StagedFile(Protocol):
 
 
 class Storage(Protocol):
+    def where(self, name: str = "") -> str: ...  # `name`'s location, for messages (never a credential)
+    def check(self) -> None: ...  # raise a one-line error if the root itself cannot be reached (a missing bucket)
+    def empty(self) -> bool: ...  # nothing stored under the root yet
+    def clear(self) -> None: ...  # remove everything under the root
     def exists(self, name: str) -> bool: ...
     def read_bytes(self, name: str) -> bytes: ...
     def write_bytes(self, name: str, data: bytes) -> None: ...  # atomic: the old content or the new, never half
     def create(self, name: str) -> StagedFile: ...
-    def stream(self, name: str) -> BinaryIO: ...
+    def stream(self, name: str, size: int | None = None) -> BinaryIO: ...  # `size`, if known, saves a request
     def list(self, folder: str, suffix: str) -> list[str]: ...
     def remove(self, name: str) -> None: ...  # no error if absent
     def read_ranges(self, names: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[bytes]: ...
@@ -74,6 +145,19 @@ class LocalStorage:
     def path(self, name: str) -> Path:
         return self.root / name
 
+    def where(self, name: str = "") -> str:
+        return str(self.root / name) if name else str(self.root)
+
+    def check(self) -> None:
+        pass
+
+    def empty(self) -> bool:
+        return not self.root.is_dir() or not any(self.root.iterdir())
+
+    def clear(self) -> None:
+        for child in self.root.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
     def exists(self, name: str) -> bool:
         return (self.root / name).is_file()
 
@@ -86,11 +170,11 @@ class LocalStorage:
     def create(self, name: str) -> _LocalStaged:
         return _LocalStaged(self.root / name)
 
-    def stream(self, name: str) -> BinaryIO:
+    def stream(self, name: str, size: int | None = None) -> BinaryIO:
         return open(self.root / name, "rb")
 
     def list(self, folder: str, suffix: str) -> list[str]:
-        return sorted(f"{folder}/{p.name}" for p in (self.root / folder).glob(f"*{suffix}"))
+        return sorted(f"{folder}/{p.name}" if folder else p.name for p in (self.root / folder).glob(f"*{suffix}"))
 
     def remove(self, name: str) -> None:
         (self.root / name).unlink(missing_ok=True)

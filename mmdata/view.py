@@ -13,6 +13,7 @@ same rows, and opening the view says so instead of serving other records.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,6 +30,7 @@ from mmdata.manifest import MANIFEST
 from mmdata.media import write_bytes
 from mmdata.outdir import temp_path
 from mmdata.schema import Record
+from mmdata.storage import LocalStorage, Location, Storage, as_location, as_storage, basename, open_storage, resolve
 
 VIEW = "view.json"
 MIXTURE = "mixture.json"
@@ -39,28 +41,31 @@ INDEX_DTYPE = np.dtype([("dataset", "<u4"), ("row", "<u8")])  # packed: 12 bytes
 _CHUNK = 4096  # samples resolved per batched read when iterating
 
 
-def manifest_file(root: Path) -> Path | None:
-    """The manifest that makes `root` readable (a dataset's, a view's or a mixture's), or None."""
-    return next((root / name for name in (MANIFEST, VIEW, MIXTURE) if (root / name).is_file()), None)
+def manifest_file(root: Location, storage_options: dict[str, Any] | None = None) -> str | None:
+    """The name of the manifest that makes `root` readable (a dataset's, a view's or a mixture's), or None."""
+    storage = open_storage(root, storage_options)
+    return next((name for name in (MANIFEST, VIEW, MIXTURE) if storage.exists(name)), None)
 
 
-def open_any(path: str | Path) -> Dataset | View:
-    """A built dataset, a view or a mixture, by what its directory holds."""
-    root = Path(path)
-    if (root / MIXTURE).is_file():
+def open_any(path: Location, *, storage_options: dict[str, Any] | None = None,
+             cache_dir: str | Path | None = None) -> Dataset | View:
+    """A built dataset, a view or a mixture, by what its directory (or URL prefix) holds."""
+    kw: dict[str, Any] = {"storage_options": storage_options, "cache_dir": cache_dir}
+    storage = open_storage(path, storage_options)
+    if storage.exists(MIXTURE):
         from mmdata.mixture import Mixture
 
-        return Mixture(root)
-    if (root / VIEW).is_file():
-        return View(root)
-    return Dataset(root)
+        return Mixture(path, **kw)
+    if storage.exists(VIEW):
+        return View(path, **kw)
+    return Dataset(path, **kw)
 
 
-def manifest_sha256(root: Path) -> str:
-    file = manifest_file(root)
-    if file is None:
+def manifest_sha256(root: Location, storage_options: dict[str, Any] | None = None) -> str:
+    name = manifest_file(root, storage_options)
+    if name is None:
         raise NotFound(f"{root}: not a built dataset, view or mixture (no {MANIFEST}, {VIEW} or {MIXTURE})")
-    return hashlib.sha256(file.read_bytes()).hexdigest()
+    return hashlib.sha256(open_storage(root, storage_options).read_bytes(name)).hexdigest()
 
 
 @dataclass
@@ -95,14 +100,14 @@ class ViewManifest:
     name: str = ""
 
     @classmethod
-    def load(cls, root: Path) -> ViewManifest:
-        path = root / VIEW
-        if not path.is_file():
-            raise NotFound(f"{root}: not a view ({VIEW} not found)")
-        data = orjson.loads(path.read_bytes())
+    def load(cls, root: Location | Storage) -> ViewManifest:
+        storage = as_storage(root)
+        if not storage.exists(VIEW):
+            raise NotFound(f"{storage.where()}: not a view ({VIEW} not found)")
+        data = orjson.loads(storage.read_bytes(VIEW))
         if data.get("version") != VIEW_VERSION:
-            raise InputError(f"{path}: view version {data.get('version')!r} is not supported (this mmdata reads "
-                             f"{VIEW_VERSION}); re-run the command that made it")
+            raise InputError(f"{storage.where(VIEW)}: view version {data.get('version')!r} is not supported (this "
+                             f"mmdata reads {VIEW_VERSION}); re-run the command that made it")
         return cls(**{**data, "sources": [ViewSource(**s) for s in data["sources"]]})
 
 
@@ -131,32 +136,39 @@ class View(Sequence[Record]):
     manifest: Any  # ViewManifest, or MixtureManifest for a mixture
     kind = "view"
 
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-        self.manifest = self.load_manifest(self.root)
+    def __init__(self, root: Location, *, storage_options: dict[str, Any] | None = None,
+                 cache_dir: str | Path | None = None) -> None:
+        self.root = as_location(root)
+        self.storage_options, self.cache_dir = storage_options, cache_dir  # in memory only, for the sources
+        self.storage = open_storage(self.root, storage_options)
+        self.manifest = self.load_manifest(self.storage)
         self.names: list[str] = [s.name for s in self.manifest.sources]
         self.datasets: list[Dataset | View] = [self._open_source(s) for s in self.manifest.sources]
         self._index: np.ndarray | None = None
 
     @staticmethod
-    def load_manifest(root: Path) -> Any:
+    def load_manifest(root: Location | Storage) -> Any:
         return ViewManifest.load(root)
 
     def _open_source(self, s: Any) -> Dataset | View:
-        # Relative first, so a folder holding datasets and views can move as a whole.
-        root = next((p for p in (self.root / s.path, Path(s.abs_path)) if manifest_file(p) is not None), None)
+        # Relative first, so a folder (or prefix) holding datasets and views can move as a whole.
+        where = (resolve(self.root, s.path), as_location(s.abs_path))
+        root = next((p for p in where if manifest_file(p, self.storage_options) is not None), None)
         if root is None:
             raise NotFound(f"{self.root}: source {s.name!r} not found at {s.path} (relative to "
                            f"this {self.kind}) nor {s.abs_path}; restore it or re-make the {self.kind}")
-        if manifest_sha256(root) != s.dataset_sha256:
+        if manifest_sha256(root, self.storage_options) != s.dataset_sha256:
             raise InputError(f"{self.root}: source {s.name!r} ({root}) was rebuilt after this {self.kind} was made, "
                              f"so its rows no longer mean the same records; re-make the {self.kind}")
-        return open_any(root)
+        return open_any(root, storage_options=self.storage_options, cache_dir=self.cache_dir)
 
     @property
     def index(self) -> np.ndarray:
         if self._index is None:
-            index = np.load(self.root / self.manifest.index, mmap_mode="r", allow_pickle=False)
+            if isinstance(self.storage, LocalStorage):
+                index = np.load(self.storage.path(self.manifest.index), mmap_mode="r", allow_pickle=False)
+            else:  # 12 bytes a sample, fetched once
+                index = np.load(io.BytesIO(self.storage.read_bytes(self.manifest.index)), allow_pickle=False)
             if index.dtype != INDEX_DTYPE or len(index) != self.manifest.total:
                 raise InputError(f"{self.root}: {INDEX} does not match its manifest; re-make {self.root}")
             self._index = index
@@ -171,7 +183,7 @@ class View(Sequence[Record]):
         if i < 0:
             i += n
         if not 0 <= i < n:
-            raise IndexError(f"sample {i} out of range for {self.root.name} ({n} samples)")
+            raise IndexError(f"sample {i} out of range for {basename(self.root)} ({n} samples)")
         d, row = self.index[i].tolist()
         return d, row
 
@@ -208,7 +220,7 @@ class View(Sequence[Record]):
         n = len(self)
         pos = np.asarray(positions, dtype=np.int64)
         if pos.size and (pos.min() < -n or pos.max() >= n):
-            raise IndexError(f"a position in {positions!r} is out of range for {self.root.name} ({n} samples)")
+            raise IndexError(f"a position in {positions!r} is out of range for {basename(self.root)} ({n} samples)")
         return [(dataset.decode(data), dataset) for data, dataset in self.located(self.index[pos % max(n, 1)])]
 
     def located_rows(self, rows: Sequence[int] | np.ndarray) -> list[tuple[bytes, Dataset]]:
@@ -239,6 +251,12 @@ class View(Sequence[Record]):
             index["dataset"][where] = sub["dataset"][rows] + offset
             index["row"][where] = sub["row"][rows]
         return bases, index
+
+    def check_media(self) -> None:
+        """Raise `MediaUnreachable` if a source's media live in a local folder that is not here (before training,
+        rather than at the first image)."""
+        for d in self.datasets:
+            d.check_media()
 
     def close(self) -> None:
         for d in self.datasets:

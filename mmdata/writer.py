@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,12 @@ import orjson
 from mmdata.layout import SINKS, Form, ShardResult, shard_pattern, write_done
 from mmdata.media import MediaError, decode, inside, place, read_media
 from mmdata.schema import Media, Record, RecordError, Reject, Turn
-from mmdata.storage import LocalStorage
+from mmdata.storage import LocalStorage, Location, join, open_storage
 from mmdata.storage_errors import writing
 
 RESUME_HINT = "free space (or make it writable) and rerun the same command: complete shards are kept"
+
+_UPLOAD_BATCH = 64 << 20  # media bytes held before they are uploaded
 
 FORMATS: dict[str, tuple[Form, ...]] = {"jsonl": ("jsonl",), "wds": ("wds",), "both": ("jsonl", "wds")}
 
@@ -30,10 +33,12 @@ FORMATS: dict[str, tuple[Form, ...]] = {"jsonl": ("jsonl",), "wds": ("wds",), "b
 class ShardConfig:
     """Everything a worker needs to write shards; plain data so it crosses process boundaries."""
 
-    out: Path
+    out: Location  # a local folder or a URL prefix
     formats: tuple[Form, ...]
     media_root: Path | None  # where the source's media live (in-place references resolve here)
     copy_media: bool  # store media under <out>/media (always true for builders that generate media)
+    # Credentials for a URL `out`: handed to worker processes in memory, never written or shown.
+    storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)
 
 
 class ShardWriter:
@@ -44,7 +49,9 @@ class ShardWriter:
                  inputs: dict[str, Any] | None = None) -> None:
         self.cfg = cfg
         self.result = ShardResult(index, node=node or {}, inputs=inputs or {})
-        self.storage = LocalStorage(cfg.out)
+        self.storage = open_storage(cfg.out, cfg.storage_options)
+        self._uploads: list[tuple[str, bytes]] = []  # media for an object store, sent in parallel batches
+        self._upload_bytes = 0
         self.sinks = {fmt: SINKS[fmt](self.storage, index) for fmt in cfg.formats}
         self._sinks = list(self.sinks.values())
         self._tasks: Counter[str] = Counter()
@@ -93,7 +100,7 @@ class ShardWriter:
         for sink in self._sinks:
             sink.add(line, item, blobs)
         if generated and self.cfg.copy_media and "jsonl" in self.cfg.formats:
-            self._store_media(item, generated)
+            self._store_media(item, generated, blobs)
         self.result.written += 1
         self._tasks[item.task] += 1
         self._sources[item.source] += 1
@@ -129,8 +136,15 @@ class ShardWriter:
             m.path = found
         return data
 
-    def _store_media(self, record: Record, generated: list[bool]) -> None:
-        media_dir = self.cfg.out / "media"
+    def _store_media(self, record: Record, generated: list[bool], blobs: list[bytes]) -> None:
+        if not isinstance(self.storage, LocalStorage):  # uploaded under the dataset's prefix
+            for m, blob in zip(record.media, blobs):
+                self._uploads.append((f"media/{m.path}", blob))
+                self._upload_bytes += len(blob)
+            if self._upload_bytes > _UPLOAD_BATCH:
+                self._upload()
+            return
+        media_dir = Path(self.cfg.out) / "media"
         for m, made in zip(record.media, generated):
             dst = media_dir / m.path
             if not made:  # a source file: linked (or copied), never re-encoded
@@ -142,7 +156,15 @@ class ShardWriter:
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(m.data)
 
+    def _upload(self) -> None:
+        # Before the shard's .done.json, like every media file: a shard never counts done without its media.
+        if self._uploads:
+            with ThreadPoolExecutor(8) as pool:
+                list(pool.map(lambda item: self.storage.write_bytes(*item), self._uploads))
+            self._uploads, self._upload_bytes = [], 0
+
     def commit(self) -> ShardResult:
+        self._upload()
         for fmt, sink in self.sinks.items():
             self.result.files[fmt] = sink.commit()
         self.result.tasks = dict(sorted(self._tasks.items()))
@@ -199,7 +221,7 @@ def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject],
                 node: dict[str, Any] | None = None, inputs: dict[str, Any] | None = None) -> ShardResult:
     """Write shard `index`; its `.done.json` records `node` (where) and `inputs` (the fingerprints of what it read,
     so a rerun can trust it even if the driver that asked for it died before seeing it finish)."""
-    with writing(cfg.out / shard_pattern(index), RESUME_HINT), ShardWriter(cfg, index, node, inputs) as w:
+    with writing(join(cfg.out, shard_pattern(index)), RESUME_HINT), ShardWriter(cfg, index, node, inputs) as w:
         for item in items:
             w.add(item)
     return w.result

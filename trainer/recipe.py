@@ -20,6 +20,7 @@ import yaml
 
 from mmdata.config import ConfigError, from_dict, parse_overrides, set_key
 from mmdata.errors import NotFound
+from mmdata.storage import is_url
 from mmdata.yaml12 import safe_load
 from trainer.config import STAGES, ModelConfig, StageConfig
 
@@ -31,7 +32,7 @@ T = TypeVar("T")
 
 @dataclass
 class DataSection:
-    mixture: str  # a directory written by `mmdata mix` (or a dedup/decontamination view, or a dataset)
+    mixture: str  # a directory written by `mmdata mix` (or a dedup/decontamination view, or a dataset), or a URL (s3://…)
     max_length: int = 4096
     on_error: Literal["raise", "skip"] = "skip"
     num_workers: int = 0
@@ -244,7 +245,7 @@ def read_recipe(path: str | Path, overrides: dict[str, Any] | None, *, build: Ca
         _resolve_path(raw, keys, path.parent)
     try:
         for dotted, value in (overrides or {}).items():
-            if tuple(dotted.split(".")) in path_keys and isinstance(value, str):
+            if tuple(dotted.split(".")) in path_keys and isinstance(value, str) and not is_url(value):
                 value = str(Path(value).expanduser().resolve())  # a path typed on the command line: cwd-relative
             set_key(raw, dotted, value)
         return build(raw)
@@ -262,6 +263,6 @@ def _resolve_path(raw: dict[str, Any], keys: tuple[str, ...], base: Path) -> Non
     node: Any = raw
     for k in keys[:-1]:
         node = node.get(k) if isinstance(node, dict) else None
-    if isinstance(node, dict) and isinstance(node.get(keys[-1]), str):
+    if isinstance(node, dict) and isinstance(node.get(keys[-1]), str) and not is_url(node[keys[-1]]):
         p = Path(node[keys[-1]]).expanduser()
         node[keys[-1]] = str(p if p.is_absolute() else (base / p).resolve())

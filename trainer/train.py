@@ -106,6 +106,7 @@ def _train(recipe: TrainRecipe) -> RunResult:
     loaded = prepare_model(recipe)
     model = loaded.model
     mixture = mmdata.open(recipe.data.mixture)  # a mixture, a view or a dataset
+    mixture.check_media()  # media left on the machine that built a dataset: one message now, not a skip per record
     features = None
     if recipe.data.vision_features is not None:
         from trainer.features import FeatureStore

@@ -12,9 +12,10 @@ from rich.markup import escape
 
 from mmdata.cli import build as build_cli
 from mmdata.cli import quality as quality_cli
-from mmdata.cli._errors import user_errors
+from mmdata.cli._errors import STORAGE_OPTIONS, parse_storage_options, user_errors
 from mmdata.config import describe
 from mmdata.recipe import MixRecipe
+from mmdata.storage import basename, is_url
 
 app = typer.Typer(
     name="mmdata",
@@ -31,7 +32,8 @@ console = Console()
 @app.command()
 @user_errors
 def inspect(
-    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    storage_options: Optional[str] = STORAGE_OPTIONS,
     n: int = typer.Option(3, "--n", "-n", help="How many records to print"),
     start: int = typer.Option(0, "--start", help="Index of the first record printed"),
 ) -> None:
@@ -39,7 +41,7 @@ def inspect(
     import mmdata
     from mmdata.inspect import record_panel, summary_table
 
-    ds = mmdata.open(path)
+    ds = mmdata.open(path, storage_options=parse_storage_options(storage_options))
     for renderable in summary_table(ds):
         console.print(renderable)
     for i in range(start, min(start + n, len(ds))):
@@ -49,7 +51,8 @@ def inspect(
 @app.command()
 @user_errors
 def validate(
-    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    storage_options: Optional[str] = STORAGE_OPTIONS,
     no_media: bool = typer.Option(False, "--no-media", help="Check records only, do not decode media"),
 ) -> None:
     """Re-check every record and decode every media file; exit 1 with a summary on any problem."""
@@ -58,7 +61,7 @@ def validate(
     import mmdata
     from mmdata.inspect import validate as run_validate
 
-    ds = mmdata.open(path)
+    ds = mmdata.open(path, storage_options=parse_storage_options(storage_options))
     report = run_validate(ds, check_media=not no_media,
                           progress=iter(track(range(len(ds)), description="validating", console=Console(stderr=True),
                                               transient=True)))
@@ -79,7 +82,8 @@ def validate(
 @app.command()
 @user_errors
 def stats(
-    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    storage_options: Optional[str] = STORAGE_OPTIONS,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables"),
 ) -> None:
@@ -89,7 +93,7 @@ def stats(
     import mmdata
     from mmdata.inspect import stats as compute
 
-    result = compute(mmdata.open(path), limit)
+    result = compute(mmdata.open(path, storage_options=parse_storage_options(storage_options)), limit)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
@@ -104,8 +108,10 @@ def stats(
 @app.command()
 @user_errors
 def report(
-    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [default: PATH/report.html]"),
+    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    storage_options: Optional[str] = STORAGE_OPTIONS,
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="HTML file [default: PATH/report.html, ./NAME-report.html for a URL]"),
     n: int = typer.Option(24, "--n", "-n", help="How many records to show, spread over tasks"),
     seed: int = typer.Option(0, "--seed", help="Which records are sampled"),
 ) -> None:
@@ -113,14 +119,17 @@ def report(
     import mmdata
     from mmdata.report import write_report
 
-    written = write_report(mmdata.open(path), out or path / "report.html", n=n, seed=seed)
+    ds = mmdata.open(path, storage_options=parse_storage_options(storage_options))
+    default = Path(f"{basename(path)}-report.html") if is_url(path) else Path(path) / "report.html"
+    written = write_report(ds, out or default, n=n, seed=seed)
     typer.echo(f"report: {written}")
 
 
 @app.command()
 @user_errors
 def export(
-    path: Path = typer.Argument(..., help="A built dataset or a mixture directory"),
+    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    storage_options: Optional[str] = STORAGE_OPTIONS,
     to: str = typer.Option(..., "--to", help="Target loader format: metamorph (JSONL) or llava (LLaVA-1.5 JSON array)"),
     out: Path = typer.Option(..., "--out", "-o", help="File to write (metamorph: *.jsonl, llava: *.json)"),
     absolute_paths: bool = typer.Option(False, "--absolute-paths",
@@ -129,7 +138,7 @@ def export(
     """Write the records a reference loader can read, in its format; the others are refused with a reason."""
     from mmdata.export import export as run_export
 
-    result = run_export(path, to, out, absolute_paths)
+    result = run_export(path, to, out, absolute_paths, storage_options=parse_storage_options(storage_options))
     typer.echo(f"{result.out}: {result.written:,} written, {sum(result.refused.values()):,} refused")
     for reason, n in result.refused.most_common():
         typer.echo(f"  refused {n:,}: {reason} (e.g. {result.examples[reason]})", err=True)
@@ -142,14 +151,15 @@ def export(
 @user_errors
 def mix(
     recipe: Path = typer.Argument(..., help="A mixture recipe (YAML)"),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Mixture directory"),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Mixture directory or URL (s3://bucket/prefix)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, write nothing"),
+    storage_options: Optional[str] = STORAGE_OPTIONS,
 ) -> None:
     """Resolve a recipe into a weighted, seeded, deterministic mixture of built datasets."""
     from mmdata.mix import mix as run_mix
     from mmdata.mix import plan_table
 
-    plan = run_mix(recipe, out, dry_run)
+    plan = run_mix(recipe, out, dry_run, parse_storage_options(storage_options))
     console.print(plan_table(plan))
     for warning in plan.warnings:
         typer.secho(f"warning: {warning}", err=True, fg="yellow")

@@ -4,12 +4,32 @@ bug and keeps its traceback. Shared by `mmdata` and `mmtrain`."""
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 
-from mmdata.errors import UserError
+from mmdata.errors import InputError, UserError
+
+STORAGE_OPTIONS: Any = typer.Option(
+    None, "--storage-options", metavar="JSON",
+    help='fsspec options for URLs, e.g. \'{"endpoint_url": "http://minio:9000", "key": "…", "secret": "…"}\' '
+         "(default: the AWS environment and config); never written anywhere")
+
+
+def parse_storage_options(text: str | None) -> dict[str, Any] | None:
+    """`--storage-options` JSON → a dict. The message never echoes the text: it may hold a secret."""
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise InputError("--storage-options: not valid JSON; expected an object such as "
+                         '\'{"endpoint_url": "http://host:9000"}\'') from None
+    if not isinstance(value, dict):
+        raise InputError(f"--storage-options: expected a JSON object, got {type(value).__name__}")
+    return value
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -5,21 +5,21 @@ from __future__ import annotations
 import inspect
 import types
 import typing
-from pathlib import Path
 from typing import Any, Literal, Optional
 
 import typer
 
 from mmdata.build import DEFAULT_SHARD_SIZE, BuildSettings, build
-from mmdata.cli._errors import user_errors
+from mmdata.cli._errors import STORAGE_OPTIONS, parse_storage_options, user_errors
 from mmdata.config import from_dict, keys
 from mmdata.registry import Builder, discover
+from mmdata.storage import join
 
 app = typer.Typer(help="Convert a raw source into a dataset (JSONL + index and/or webdataset tars).",
                   no_args_is_help=True)
 
 _COMMON: list[tuple[str, Any, Any]] = [
-    ("out", Path, typer.Option(..., "--out", "-o", help="Output dataset directory")),
+    ("out", str, typer.Option(..., "--out", "-o", help="Output dataset directory or URL (s3://bucket/prefix)")),
     ("format", Literal["jsonl", "wds", "both"], typer.Option("jsonl", "--format",
                                                          help="jsonl (+ offset index), wds (webdataset tars) or both")),
     ("workers", int, typer.Option(1, "--workers", "-w", help="Worker processes (--engine local); the output does "
@@ -34,6 +34,7 @@ _COMMON: list[tuple[str, Any, Any]] = [
     ("limit", Optional[int], typer.Option(None, "--limit", help="Read at most this many input items")),
     ("overwrite", bool, typer.Option(False, "--overwrite", help="Replace an existing, different build in --out")),
     ("quiet", bool, typer.Option(False, "--quiet", "-q", help="No progress bar")),
+    ("storage_options", Optional[str], STORAGE_OPTIONS),
 ]
 
 
@@ -68,11 +69,12 @@ def _command(builder: Builder) -> Any:
         settings = BuildSettings(out=kwargs["out"], format=kwargs["format"], workers=kwargs["workers"],
                                  copy_media=kwargs["copy_media"], shard_size=kwargs["shard_size"],
                                  limit=kwargs["limit"], overwrite=kwargs["overwrite"], engine=kwargs["engine"],
-                                 ray_address=kwargs["ray_address"])
+                                 ray_address=kwargs["ray_address"],
+                                 storage_options=parse_storage_options(kwargs["storage_options"]))
         manifest = build(builder.name, options, settings, progress=not kwargs["quiet"])
         c = manifest.counts
         typer.echo(f"{settings.out}: {c['written']:,} written, {c['rejected']:,} rejected of {c['read']:,} read"
-                   + (f" (reasons in {settings.out / 'rejects.jsonl'})" if c["rejected"] else ""))
+                   + (f" (reasons in {join(settings.out, 'rejects.jsonl')})" if c["rejected"] else ""))
 
     run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     run.__doc__ = builder.help

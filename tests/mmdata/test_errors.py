@@ -53,7 +53,7 @@ def test_internal_errors_are_not_swallowed(bug: Exception) -> None:
 
 
 def test_mmdata_cli_shows_a_traceback_for_a_bug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(path: Path) -> None:
+    def broken(path: Path, **_: object) -> None:
         raise KeyError("an internal lookup")
 
     monkeypatch.setattr(mmdata, "open", broken)

@@ -78,6 +78,7 @@ def prepare(recipe: VisualizerRecipe) -> Session:
     if recipe.data.vision_features is not None:
         features = open_features(recipe.data.vision_features, encoders.tower, encoders.processor, spec)
     source = open_dataset(recipe.data.source)
+    source.check_media()  # media left on the machine that built a dataset: one message now, not a skip per record
     data = RecordDataset(source, VisTransform(encoders.processor, recipe.diffusion.resolution,
                                               images=recipe.data.images, on_error=recipe.data.on_error,
                                               features=features))
