@@ -86,7 +86,7 @@ def card_markdown(path: str | Path, licenses: list[str] | None = None) -> str:
         out += [_table(("count", "records"), list(m.counts.items())), "", "### Tasks", "",
                 _table(("task", "records"), sorted(m.tasks.items(), key=lambda kv: -kv[1])), "", "### Sources", "",
                 _table(("source", "records"), sorted(m.sources.items(), key=lambda kv: -kv[1]))]
-        reasons = _reject_reasons(ds.root)
+        reasons = _reject_reasons(ds.storage)
         out += ["", "## Reject reasons (most common)", "",
                 _table(("reason", "records"), reasons) if reasons else "No record was rejected."]
     elif isinstance(m, MixtureManifest):
