@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from mmdata.errors import InputError
-from mmdata.schema import IMAGE, Media, Record, RecordError, Turn
-from mmdata.sources import Span, plan
+from mmdata.media import MediaError
+from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
+from mmdata.sources import Item, Span, iter_span, plan
 
 T = TypeVar("T")
 
@@ -122,3 +123,16 @@ def edit_record(rid: str, source: str, instruction: Any, before: Media, after: M
         raise RecordError(f"record {rid!r}: field {field!r} is empty or missing ({instruction!r})")
     return Record(id=rid, source=source, task="edit", media=[before, after], meta=meta,
                   conversations=[Turn("human", f"{IMAGE} {instruction.strip()}"), Turn("gpt", IMAGE)])
+
+
+def span_records(span: Span, convert: Callable[[Item], Record], typed: Any = None) -> Iterator[Record | Reject]:
+    """Each item of a JSON/JSONL span converted to a Record, or a Reject with the reason: an item that does not parse
+    or does not convert is counted, never a stop of the build."""
+    for item in iter_span(span, typed):
+        if item.error is not None:
+            yield Reject(item.ref, item.error)
+            continue
+        try:
+            yield convert(item)
+        except (RecordError, MediaError) as e:
+            yield Reject(item.ref, str(e))

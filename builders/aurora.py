@@ -16,11 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builders._common import Draws, InputSpan, edit_record, plan_inputs
+from builders._common import Draws, InputSpan, edit_record, plan_inputs, span_records
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import Media, Record, RecordError, Reject
-from mmdata.sources import iter_span
 
 INSTRUCTION_KEYS = ("instruction", "prompt")  # train.json; valid.json and test.json
 
@@ -38,14 +37,8 @@ def units(options: AuroraOptions, shard_size: int, limit: int | None) -> list[In
 
 
 def records(options: AuroraOptions, unit: InputSpan) -> Iterator[Record | Reject]:
-    for item in iter_span(unit.span):
-        if item.error is not None:
-            yield Reject(item.ref, item.error)
-            continue
-        try:
-            yield convert(item.value, f"{unit.label}:{item.number}", item.ref, options.seed)
-        except RecordError as e:
-            yield Reject(item.ref, str(e))
+    yield from span_records(unit.span,
+                            lambda item: convert(item.value, f"{unit.label}:{item.number}", item.ref, options.seed))
 
 
 RESERVED = ("ref", "instructions", "extra", "case_resolved", "media_notes")  # meta keys this builder or the writer set

@@ -20,12 +20,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builders._common import ROLES, InputSpan, plan_inputs
+from builders._common import ROLES, InputSpan, plan_inputs, span_records
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject
 from mmdata.schema import ROLES as RECORD_ROLES
-from mmdata.sources import iter_span
 
 
 @dataclass
@@ -39,14 +38,8 @@ def units(options: CambrianOptions, shard_size: int, limit: int | None) -> list[
 
 
 def records(options: CambrianOptions, unit: InputSpan) -> Iterator[Record | Reject]:
-    for item in iter_span(unit.span, LLAVA_DECODER):
-        if item.error is not None:
-            yield Reject(item.ref, item.error)
-            continue
-        try:
-            yield convert(item.value, f"{unit.label}:{item.number}", item.ref)
-        except RecordError as e:
-            yield Reject(item.ref, str(e))
+    yield from span_records(unit.span, lambda item: convert(item.value, f"{unit.label}:{item.number}", item.ref),
+                            LLAVA_DECODER)
 
 
 def convert(raw: Any, key: str, ref: str) -> Record:

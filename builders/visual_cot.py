@@ -33,13 +33,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builders._common import Draws, InputSpan, plan_inputs
+from builders._common import Draws, InputSpan, plan_inputs, span_records
 from builders.cambrian import convert as convert_llava
 from mmdata.media import DEEP_MODES, MediaError, decode, decode_image, inside, orientation, read_media, resolve_case, to_rgb
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import iter_span
 
 # MetaMorph keeps the question as Visual-CoT writes it (`<image>\n{question}`) behind one of 13 human prefixes (one
 # empty) and answers with one of 16 gpt prefixes (one empty) + `<image>` (the crop) + the answer. Our own wording, as
@@ -100,14 +99,7 @@ def units(options: VisualCotOptions, shard_size: int, limit: int | None) -> list
 
 
 def records(options: VisualCotOptions, unit: InputSpan) -> Iterator[Record | Reject]:
-    for item in iter_span(unit.span):
-        if item.error is not None:
-            yield Reject(item.ref, item.error)
-            continue
-        try:
-            yield convert(options, item.value, unit.label, item.number, item.ref)
-        except (RecordError, MediaError) as e:
-            yield Reject(item.ref, str(e))
+    yield from span_records(unit.span, lambda item: convert(options, item.value, unit.label, item.number, item.ref))
 
 
 def convert(options: VisualCotOptions, raw: Any, label: str, number: int, ref: str) -> Record:

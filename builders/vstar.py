@@ -34,14 +34,13 @@ from typing import Any, Literal
 
 from PIL import Image, ImageDraw
 
-from builders._common import Draws, InputSpan, plan_inputs
+from builders._common import Draws, InputSpan, plan_inputs, span_records
 from builders.cambrian import convert as convert_llava
 from builders.visual_cot import _safe
-from mmdata.media import MediaError, decode_image, read_media
+from mmdata.media import decode_image, read_media
 from mmdata.options import opt
 from mmdata.registry import Builder, register
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import iter_span
 
 HUMAN_PREFIXES: tuple[str, ...] = (
     "Search the image for what matters, then answer:",
@@ -80,14 +79,7 @@ def units(options: VStarOptions, shard_size: int, limit: int | None) -> list[Inp
 
 
 def records(options: VStarOptions, unit: InputSpan) -> Iterator[Record | Reject]:
-    for item in iter_span(unit.span):
-        if item.error is not None:
-            yield Reject(item.ref, item.error)
-            continue
-        try:
-            yield convert(options, item.value, unit.label, item.number, item.ref)
-        except (RecordError, MediaError) as e:
-            yield Reject(item.ref, str(e))
+    yield from span_records(unit.span, lambda item: convert(options, item.value, unit.label, item.number, item.ref))
 
 
 def convert(options: VStarOptions, raw: Any, label: str, number: int, ref: str) -> Record:
