@@ -617,4 +617,5 @@ register(Builder(
     ready=ready,
     generates_media=True,
     finish=keep_stats,
+    reads_urls=False,
 ))

@@ -369,4 +369,5 @@ register(Builder(
     records=records,
     media_root=media_root,
     generates_media=True,
+    reads_urls=False,
 ))

@@ -21,6 +21,7 @@ import orjson
 from mmdata.errors import InputError
 from mmdata.executors import ENGINES, Job, Todo, make_executor, shared_paths, tidy
 from mmdata.freshness import Provenance, jsonable
+from mmdata.inputs import cache_dir, refuse_urls, stage_inputs
 from mmdata.layout import ShardResult, any_done, remove_shards_from
 from mmdata.manifest import MANIFEST, SCHEMA_VERSION, Manifest
 from mmdata.media import write_bytes
@@ -141,12 +142,17 @@ def build(builder_name: str, options: Any, settings: BuildSettings, progress: bo
 
 def _build(builder_name: str, options: Any, settings: BuildSettings, progress: bool) -> Manifest:
     builder = get(builder_name)
-    identity = _identity(builder, options, settings)
+    identity = _identity(builder, options, settings)  # before staging: the manifest names the URLs
+    if not builder.reads_urls:
+        refuse_urls(builder.name, options)
     media_root = builder.media_root(options)
-    if media_root is not None:
+    if is_url(media_root):
+        open_storage(media_root, settings.storage_options).check()
+    elif media_root is not None:
         media_root = Path(media_root).resolve()
         if not media_root.is_dir():
             raise BuildError(f"--media-root {media_root}: directory not found")
+    options = stage_inputs(options, cache_dir(settings.out), settings.storage_options)
     # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
     out: Location = settings.out
     if is_url(out):

@@ -178,6 +178,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 raise _Mismatch from None
         raise _Mismatch
     if tp is Path:
+        if isinstance(value, str) and "://" in value:
+            return value.rstrip("/")  # a URL stays a string: `Path` would fold `s3://` into `s3:/`
         if isinstance(value, (str, Path)):
             return Path(value)
         raise _Mismatch

@@ -8,6 +8,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -113,12 +114,18 @@ def check_file(path: Path) -> tuple[int, int, str]:
     return check_bytes(data, str(path))
 
 
-def read_media(root: Path | None, rel: str, what: str) -> tuple[bytes, str]:
+def read_media(root: Path | str | None, rel: str, what: str,
+               storage_options: dict[str, Any] | None = None) -> tuple[bytes, str]:
     """The bytes of `rel` under the media root, and its on-disk spelling: when `rel` is not there as written, a
     letter-case mismatch is resolved (`resolve_case`). The path must stay inside the root (`inside`), checked
-    before anything is opened. A `MediaError` starting with `what` says why not."""
+    before anything is opened. A `MediaError` starting with `what` says why not.
+
+    A URL root (`s3://bucket/prefix`) is read through its storage, one GET per file, after the same checks on the
+    name (no request is made for a refused name); letter case is resolved on a miss only, by listing."""
     if root is None:
         raise MediaError(f"{what}: no media root given (pass --media-root)")
+    if isinstance(root, str) and "://" in root:
+        return _read_remote(root, rel, what, storage_options)
     try:
         path = inside(root, rel, what)
         if not path.is_file():
@@ -135,6 +142,16 @@ def inside(root: Path, rel: str, what: str) -> Path:
     """`root / rel` with symlinks followed, if it stays inside `root`; else a `MediaError` starting with `what`
     (which names the path) says why. Nothing is opened: an absolute path, `..`, a NUL byte, a component too long
     for any filesystem, or a symlink leaving the root is refused from the name alone."""
+    check_name(rel, what)
+    base = os.path.realpath(root)
+    real = os.path.realpath(os.path.join(base, rel))
+    if real != base and not real.startswith(base.rstrip("/") + "/"):
+        raise MediaError(f"{what}: resolves to {real} (through a symlink), outside the media root {base}")
+    return Path(real)
+
+
+def check_name(rel: str, what: str) -> None:
+    """`inside`'s checks on the name alone (relative, no `..`, no NUL, components a file system can hold)."""
     if not isinstance(rel, str) or not rel:
         raise MediaError(f"{what}: expected a non-empty relative path")
     if "\0" in rel:
@@ -148,11 +165,35 @@ def inside(root: Path, rel: str, what: str) -> Path:
     if long is not None:
         raise MediaError(f"{what}: a path component is {len(long.encode('utf-8', 'surrogateescape'))} bytes, more "
                          f"than the {NAME_MAX} a file name can have")
-    base = os.path.realpath(root)
-    real = os.path.realpath(os.path.join(base, rel))
-    if real != base and not real.startswith(base.rstrip("/") + "/"):
-        raise MediaError(f"{what}: resolves to {real} (through a symlink), outside the media root {base}")
-    return Path(real)
+
+
+_REMOTE: dict[str, Any] = {}  # one storage (one connection pool) per URL media root, per process
+
+
+def _read_remote(root: str, rel: str, what: str, storage_options: dict[str, Any] | None) -> tuple[bytes, str]:
+    """`read_media` under a URL: one GET; on a miss only, one listing per path component to resolve letter case."""
+    from mmdata.errors import NotFound
+    from mmdata.storage import open_storage
+
+    check_name(rel, what)  # before any request
+    if root not in _REMOTE:  # the storage itself reconnects in a forked process
+        _REMOTE[root] = open_storage(root, storage_options)
+    store = _REMOTE[root]
+    try:
+        return bytes(store.read_bytes(rel)), rel
+    except NotFound:
+        pass
+    folder = ""
+    for part in PurePosixPath(rel).parts:
+        names = [n.rsplit("/", 1)[-1] for n in store.list(folder, "")]
+        matches = [n for n in names if n == part] or sorted(n for n in names if n.lower() == part.lower())
+        if not matches:
+            raise MediaError(f"{what}: file not found under media root {root}")
+        folder = f"{folder}/{matches[0]}" if folder else matches[0]
+    try:
+        return bytes(store.read_bytes(folder)), folder
+    except NotFound:  # a "folder" of that name, not an object
+        raise MediaError(f"{what}: file not found under media root {root}") from None
 
 
 def resolve_case(root: Path, rel: str) -> str | None:

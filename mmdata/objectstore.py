@@ -123,6 +123,11 @@ class FsspecStorage:
             except FileNotFoundError:
                 return False
 
+    def info(self, name: str) -> dict[str, Any]:
+        """The object's metadata (`size`, `type`, `ETag`…); a missing one is `NotFound` naming the URL."""
+        with self._errors(name):
+            return dict(self.fs.info(self._path(name)))
+
     def empty(self) -> bool:
         with self._errors(""):
             try:

@@ -30,6 +30,10 @@ class Builder:
     media_root: Callable[[Any], Path | None] = lambda options: None
     # True when records carry media bytes (crops, frames, parquet images): they are stored under <out>/media.
     generates_media: bool = False
+    # False when the builder opens its inputs or media with local-only tools (decord, folders): URL options are
+    # refused with one message (mmdata.inputs); else URL inputs are staged locally and a URL media root is read
+    # through the storage.
+    reads_urls: bool = True
     # start(options, shard_size, limit, units) -> units: in the build's main process after planning, before any shard
     # is written: background work the shards wait for (cc12m's download). Planning itself has no side effects.
     start: Callable[[Any, int, int | None, list[Any]], list[Any]] | None = None

@@ -35,7 +35,7 @@ class ShardConfig:
 
     out: Location  # a local folder or a URL prefix
     formats: tuple[Form, ...]
-    media_root: Path | None  # where the source's media live (in-place references resolve here)
+    media_root: Location | None  # where the source's media live (in-place references resolve here; may be a URL)
     copy_media: bool  # store media under <out>/media (always true for builders that generate media)
     # Credentials for a URL `out`: handed to worker processes in memory, never written or shown.
     storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)
@@ -130,7 +130,7 @@ class ShardWriter:
 
     def _read_source(self, record: Record, i: int) -> bytes:
         m = record.media[i]
-        data, found = read_media(self.cfg.media_root, m.path, f"media[{i}] {m.path!r}")
+        data, found = read_media(self.cfg.media_root, m.path, f"media[{i}] {m.path!r}", self.cfg.storage_options)
         if found != m.path:
             record.meta.setdefault("case_resolved", []).append({"from": m.path, "to": found})
             m.path = found
@@ -147,14 +147,13 @@ class ShardWriter:
         media_dir = Path(self.cfg.out) / "media"
         for m, made in zip(record.media, generated):
             dst = media_dir / m.path
-            if not made:  # a source file: linked (or copied), never re-encoded
-                assert self.cfg.media_root is not None
+            if not made and isinstance(self.cfg.media_root, Path):  # a local source file: linked, never re-encoded
                 place(inside(self.cfg.media_root, m.path, f"media {m.path!r}"), dst)  # a symlink's target, never the link
             else:
                 # Written in place, not via temp + rename: a media file only counts once the shard's .done.json
                 # exists, and a rerun of an unfinished shard rewrites the same paths.
                 dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(m.data)
+                dst.write_bytes(m.data)  # generated, or read from a URL media root
 
     def _upload(self) -> None:
         # Before the shard's .done.json, like every media file: a shard never counts done without its media.

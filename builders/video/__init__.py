@@ -217,4 +217,5 @@ register(Builder(
     # source media root: a same-named file there would otherwise be linked instead of the frame.
     media_root=lambda o: None,
     generates_media=True,
+    reads_urls=False,
 ))

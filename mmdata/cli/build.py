@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import types
 import typing
+from pathlib import Path
 from typing import Any, Literal, Optional
 
 import typer
@@ -43,6 +44,10 @@ def _annotation(tp: Any) -> Any:
     if typing.get_origin(tp) in (types.UnionType, typing.Union):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         return Optional[_annotation(inner[0])]
+    if tp is Path:  # parsed by `config.from_dict`, which keeps a URL (`s3://…`) intact; Typer's Path would not
+        return str
+    if typing.get_origin(tp) is list:
+        return list[_annotation(typing.get_args(tp)[0])]  # type: ignore[misc]
     return tp
 
 
@@ -54,7 +59,7 @@ def _command(builder: Builder) -> Any:
         ann = _annotation(key.type)
         is_list = typing.get_origin(ann) is list
         default = ... if key.required else None if is_list else key.default  # an empty list is "not given"
-        metavar = "PATH" if is_list else None  # not "<list[Path]>"; repeat the flag
+        metavar = "PATH" if is_list or "Path" in str(key.type) else None  # not "<list[Path]>"; repeat the flag
         option = typer.Option(default, key.metadata.get("flag") or "--" + key.name.replace("_", "-"),
                               help=key.help, metavar=metavar)
         params.append(inspect.Parameter(key.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=ann))

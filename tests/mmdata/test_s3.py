@@ -246,3 +246,84 @@ def test_build_killed_during_an_upload_resumes_to_the_uninterrupted_result(
     assert rerun.returncode == 0, rerun.stderr
     assert _objects(url) == _objects(reference)
     assert FAKE_SECRET.encode() not in b"".join(_objects(url).values())
+
+
+# ---------------------------------------------------------------- --input and --media-root as URLs
+def _upload_world(world: World, prefix: str) -> tuple[str, str]:
+    """The world's JSONL and images under `s3://mmdata-test/<prefix>`: (input URL, media root URL)."""
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    for p in sorted(world.media_root.rglob("*")):
+        if p.is_file():
+            fs.pipe_file(f"mmdata-test/{prefix}/images/{p.relative_to(world.media_root).as_posix()}", p.read_bytes())
+    fs.pipe_file(f"mmdata-test/{prefix}/{world.jsonl.name}", world.jsonl.read_bytes())
+    return f"s3://mmdata-test/{prefix}/{world.jsonl.name}", f"s3://mmdata-test/{prefix}/images"
+
+
+def _shard_files(root: Path) -> dict[str, bytes]:
+    """Shards, indexes, media and rejects (not `.done.json`: it fingerprints the input by its local path)."""
+    return {k: v for k, v in _files(root).items()
+            if (k.startswith(("shards/", "media/")) and not k.endswith(".done.json")) or k == "rejects.jsonl"}
+
+
+@pytest.mark.parametrize("copy_media", [False, True])
+def test_build_from_an_s3_input_and_media_root_equals_the_local_build(
+        s3: S3Server, llava_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_media: bool) -> None:
+    monkeypatch.delenv("MMDATA_CACHE", raising=False)
+    url, media = _upload_world(llava_world, f"src-{copy_media}")
+    settings = dict(format="both", copy_media=copy_media, shard_size=5)
+    local = build("cambrian", _options(llava_world), BuildSettings(out=tmp_path / "local", **settings))  # type: ignore[arg-type]
+    remote_options = CambrianOptions(input=[url], media_root=media)  # type: ignore[list-item, arg-type]
+    remote = build("cambrian", remote_options, BuildSettings(out=tmp_path / "remote", **settings))  # type: ignore[arg-type]
+
+    want, got = _shard_files(tmp_path / "local"), _shard_files(tmp_path / "remote")
+    want["rejects.jsonl"] = want["rejects.jsonl"].replace(str(llava_world.media_root).encode(), media.encode())
+    assert got == want and remote.counts == local.counts
+    assert remote.args["input"] == [url] and remote.args["media_root"] == media  # the URLs, not the cache
+    staged = list((tmp_path / ".inputs").rglob(llava_world.jsonl.name))
+    assert len(staged) == 1 and staged[0].read_bytes() == llava_world.jsonl.read_bytes()
+    assert any(k.startswith("media/") for k in got) == copy_media  # the bytes, stored under the dataset
+
+
+def test_a_rerun_reuses_the_staged_input_and_a_changed_object_is_rebuilt(
+        s3: S3Server, llava_world: World, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MMDATA_CACHE", str(tmp_path / "cache"))
+    url, media = _upload_world(llava_world, "rerun")
+    options = CambrianOptions(input=[url], media_root=media)  # type: ignore[list-item, arg-type]
+    settings = BuildSettings(out=tmp_path / "out", shard_size=5)
+    first = build("cambrian", options, settings)
+    key = url.split("://", 1)[1]
+    before = len(s3.requests)
+    build("cambrian", options, settings)
+    assert s3.count("GET", since=before) == 0  # nothing fetched: the staged input and every shard are reused
+
+    lines = llava_world.jsonl.read_bytes().splitlines(keepends=True)
+    fsspec.filesystem("s3", skip_instance_cache=True).pipe_file(key, b"".join(lines[:-1]))  # the last line dropped
+    changed = build("cambrian", options, settings)
+    assert changed.counts["read"] == first.counts["read"] - 1
+    assert len(list((tmp_path / "cache" / "inputs").rglob(llava_world.jsonl.name))) == 2
+
+
+def test_a_media_path_leaving_the_root_is_a_reject_with_no_request(s3: S3Server, tmp_path: Path) -> None:
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    lines = [{"id": "up", "image": "../secret-up.jpg", "conversations": [{"from": "human", "value": "<image>\nq"},
+                                                                         {"from": "gpt", "value": "a"}]},
+             {"id": "abs", "image": "/secret-abs.jpg", "conversations": [{"from": "human", "value": "<image>\nq"},
+                                                                         {"from": "gpt", "value": "a"}]}]
+    fs.pipe_file("mmdata-test/escape/in.jsonl", b"".join(orjson.dumps(x) + b"\n" for x in lines))
+    before = len(s3.requests)
+    options = CambrianOptions(input=["s3://mmdata-test/escape/in.jsonl"],  # type: ignore[list-item]
+                              media_root="s3://mmdata-test/escape/images")  # type: ignore[arg-type]
+    manifest = build("cambrian", options, BuildSettings(out=tmp_path / "out"))
+    assert manifest.counts == {"read": 2, "written": 0, "rejected": 2}
+    reasons = [orjson.loads(x)["reason"] for x in (tmp_path / "out" / "rejects.jsonl").read_bytes().splitlines()]
+    assert "escapes the media root" in reasons[0] and "is absolute" in reasons[1]
+    assert not [r for r in s3.requests[before:] if "secret" in r[1]]
+
+
+def test_a_video_build_with_an_s3_media_root_gives_one_clear_message(s3: S3Server, tmp_path: Path) -> None:
+    (tmp_path / "ann.json").write_text("[]")
+    result = CliRunner().invoke(app, ["build", "video", "--input", str(tmp_path / "ann.json"), "--media-root",
+                                      "s3://mmdata-test/videos", "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert "--media-root s3://mmdata-test/videos" in result.output and "download it" in result.output
+    assert not (tmp_path / "out").exists()
