@@ -49,7 +49,9 @@ def urls(options: Any) -> list[tuple[str, str]]:
 
 def refuse_urls(builder: str, options: Any) -> None:
     """One clear error for a builder that can only open local files (decord, folders of frames or parquet)."""
-    for flag, url in urls(options):
+    found = urls(options)
+    if found:
+        flag, url = found[0]
         raise InputError(f"mmdata build {builder}: {flag} {url}: this builder opens its files locally and cannot "
                          f"read a URL; download it (aws s3 cp --recursive / sync) or mount the bucket (s3fs, "
                          f"mountpoint-s3) and pass the local path")

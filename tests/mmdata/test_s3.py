@@ -282,6 +282,9 @@ def test_build_from_an_s3_input_and_media_root_equals_the_local_build(
     staged = list((tmp_path / ".inputs").rglob(llava_world.jsonl.name))
     assert len(staged) == 1 and staged[0].read_bytes() == llava_world.jsonl.read_bytes()
     assert any(k.startswith("media/") for k in got) == copy_media  # the bytes, stored under the dataset
+    ds, here = mmdata.open(tmp_path / "remote"), mmdata.open(tmp_path / "local")
+    i = next(i for i in range(len(ds)) if ds[i].media)
+    assert ds.image(ds[i], 0).tobytes() == here.image(here[i], 0).tobytes()  # from the bucket, or the copy
 
 
 def test_a_rerun_reuses_the_staged_input_and_a_changed_object_is_rebuilt(
