@@ -178,7 +178,7 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
             if done is not None:
                 results[k] = done
             else:
-                todo.append(Todo(k, unit, provenance.wanted(k)))
+                todo.append(Todo(k, unit, provenance.pending(k)))
         storage.close()
         if todo:
             # The dataset changes: until its new manifest is written, it is not complete.

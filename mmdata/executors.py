@@ -28,6 +28,7 @@ from typing import Any, NamedTuple, Protocol
 import orjson
 
 from mmdata.errors import InputError
+from mmdata.freshness import fingerprint_spans
 from mmdata.layout import SHARDS, ShardResult, shard_name
 from mmdata.orphans import exit_with_parent
 from mmdata.registry import get
@@ -54,7 +55,7 @@ class Job:
 
 
 class Todo(NamedTuple):
-    """One unit to run: its shard index, the unit, and the fingerprints of its inputs for its `.done.json`."""
+    """One unit to run: its shard index, the unit, and its inputs for `.done.json` (`Provenance.pending`)."""
 
     index: int
     unit: Any
@@ -68,8 +69,9 @@ def run_unit(job: Job, todo: Todo, node: dict[str, Any]) -> ShardResult:
     marker = f"{RUNNING}/{shard_name(index)}.json"
     storage.write_bytes(marker, orjson.dumps({**node, "started": time.time()}))
     try:
+        inputs = fingerprint_spans(todo.inputs)  # before reading: the bytes hashed are the bytes the unit reads
         return write_shard(job.cfg, index, get(job.builder).records(job.options, todo.unit), node=node,
-                           inputs=todo.inputs)
+                           inputs=inputs)
     finally:
         storage.remove(marker)
 

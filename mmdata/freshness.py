@@ -61,6 +61,12 @@ def fingerprint(path: Path, span: tuple[int, int] | None = None, known: Iterable
     return fp
 
 
+def fingerprint_spans(inputs: dict[str, Any]) -> dict[str, Any]:
+    """`Provenance.pending(k)` with each span not yet hashed replaced by its fingerprint (run where the unit runs)."""
+    files = {p: fp if "sha256" in fp else fingerprint(Path(p), tuple(fp["span"])) for p, fp in inputs["files"].items()}
+    return {**inputs, "files": files}
+
+
 def same_content(a: dict[str, Any], b: dict[str, Any]) -> bool:
     """The same bytes were read: a touched file is unchanged, and so is a span of a file grown after it."""
     if a.get("span") != b.get("span") or a.get("sha256") != b.get("sha256"):
@@ -147,18 +153,28 @@ class Provenance:
         self.digests = [unit_digest(d) for d in described]
         self.feeds = unit_inputs(described, inputs)
         self.done = [read_done(storage, k) for k in range(len(units))]
-        known: dict[str, list[dict[str, Any]]] = {}
+        self.known: dict[str, list[dict[str, Any]]] = {}
         for d in self.done:
             for path, fp in (d.inputs.get("files", {}) if d is not None else {}).items():
-                known.setdefault(path, []).append(fp)
+                self.known.setdefault(path, []).append(fp)
         self.prints: dict[tuple[str, tuple[int, int] | None], dict[str, Any]] = {}
-        for feeds in self.feeds:
-            for path, span in feeds.items():
-                if (path, span) not in self.prints:
-                    self.prints[path, span] = fingerprint(Path(path), span, known.get(path, ()))
+
+    def _print(self, path: str, span: tuple[int, int] | None) -> dict[str, Any]:
+        # Lazy: only shards that have a .done.json to check, and whole files, are fingerprinted in the driver.
+        if (path, span) not in self.prints:
+            self.prints[path, span] = fingerprint(Path(path), span, self.known.get(path, ()))
+        return self.prints[path, span]
 
     def wanted(self, k: int) -> dict[str, Any]:
-        return {"unit": self.digests[k], "files": {p: self.prints[p, span] for p, span in self.feeds[k].items()}}
+        return {"unit": self.digests[k], "files": {p: self._print(p, span) for p, span in self.feeds[k].items()}}
+
+    def pending(self, k: int) -> dict[str, Any]:
+        """What shard k's `.done.json` will record, with its spans still to be hashed by the worker that reads them
+        (`fingerprint_spans`): a fresh build then hashes its input in parallel, not serially before any work
+        starts. Whole files (a labels file every unit reads) are hashed once, here."""
+        files = {p: {"span": list(span)} if span is not None else self._print(p, None)
+                 for p, span in self.feeds[k].items()}
+        return {"unit": self.digests[k], "files": files}
 
     def reusable(self, k: int) -> ShardResult | None:
         """Shard k's result if it can be kept as is, else None (it is rebuilt; a warning says why)."""
