@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from mmdata.errors import InputError
 from mmdata.media import MediaError
 from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import Item, Span, iter_span, plan
+from mmdata.sources import Batch, Item, Span, iter_batches, plan
 
 T = TypeVar("T")
 
@@ -125,14 +125,23 @@ def edit_record(rid: str, source: str, instruction: Any, before: Media, after: M
                   conversations=[Turn("human", f"{IMAGE} {instruction.strip()}"), Turn("gpt", IMAGE)])
 
 
-def span_records(span: Span, convert: Callable[[Item], Record], typed: Any = None) -> Iterator[Record | Reject]:
+def span_records(span: Span, convert: Callable[[Item], Record], typed: Any = None,
+                 convert_batch: Callable[[Batch], list[Record | Reject]] | None = None
+                 ) -> Iterator[list[Record | Reject]]:
     """Each item of a JSON/JSONL span converted to a Record, or a Reject with the reason: an item that does not parse
-    or does not convert is counted, never a stop of the build."""
-    for item in iter_span(span, typed):
-        if item.error is not None:
-            yield Reject(item.ref, item.error)
-            continue
-        try:
-            yield convert(item)
-        except (RecordError, MediaError) as e:
-            yield Reject(item.ref, str(e))
+    or does not convert is counted, never a stop of the build. Comes in batches (lists) for the writer;
+    `convert_batch`, if given, converts a batch of `typed` values at once and must equal `convert` on each."""
+    for batch in iter_batches(span, typed):
+        if batch.items is None and convert_batch is not None:
+            yield convert_batch(batch)
+        else:
+            yield [_convert(convert, item) for item in batch]
+
+
+def _convert(convert: Callable[[Item], Record], item: Item) -> Record | Reject:
+    if item.error is not None:
+        return Reject(item.ref, item.error)
+    try:
+        return convert(item)
+    except (RecordError, MediaError) as e:
+        return Reject(item.ref, str(e))

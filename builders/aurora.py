@@ -18,8 +18,8 @@ from typing import Any
 
 from builders._common import Draws, InputSpan, edit_record, plan_inputs, span_records
 from mmdata.options import opt
-from mmdata.registry import Builder, register
-from mmdata.schema import Media, Record, RecordError, Reject
+from mmdata.registry import Builder, Output, register
+from mmdata.schema import Media, Record, RecordError
 
 INSTRUCTION_KEYS = ("instruction", "prompt")  # train.json; valid.json and test.json
 
@@ -36,7 +36,7 @@ def units(options: AuroraOptions, shard_size: int, limit: int | None) -> list[In
     return plan_inputs(options.input, shard_size, limit, "aurora")
 
 
-def records(options: AuroraOptions, unit: InputSpan) -> Iterator[Record | Reject]:
+def records(options: AuroraOptions, unit: InputSpan) -> Iterator[Output]:
     yield from span_records(unit.span,
                             lambda item: convert(item.value, f"{unit.label}:{item.number}", item.ref, options.seed))
 

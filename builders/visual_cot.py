@@ -37,8 +37,8 @@ from builders._common import Draws, InputSpan, plan_inputs, span_records
 from builders.cambrian import convert as convert_llava
 from mmdata.media import DEEP_MODES, MediaError, decode, decode_image, inside, orientation, read_media, resolve_case, to_rgb
 from mmdata.options import opt
-from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
+from mmdata.registry import Builder, Output, register
+from mmdata.schema import IMAGE, Media, Record, RecordError, Turn
 
 # MetaMorph keeps the question as Visual-CoT writes it (`<image>\n{question}`) behind one of 13 human prefixes (one
 # empty) and answers with one of 16 gpt prefixes (one empty) + `<image>` (the crop) + the answer. Our own wording, as
@@ -98,7 +98,7 @@ def units(options: VisualCotOptions, shard_size: int, limit: int | None) -> list
     return plan_inputs(options.input, shard_size, limit, "visual_cot")
 
 
-def records(options: VisualCotOptions, unit: InputSpan) -> Iterator[Record | Reject]:
+def records(options: VisualCotOptions, unit: InputSpan) -> Iterator[Output]:
     yield from span_records(unit.span, lambda item: convert(options, item.value, unit.label, item.number, item.ref))
 
 

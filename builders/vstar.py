@@ -39,8 +39,8 @@ from builders.cambrian import convert as convert_llava
 from builders.visual_cot import _safe
 from mmdata.media import decode_image, read_media
 from mmdata.options import opt
-from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
+from mmdata.registry import Builder, Output, register
+from mmdata.schema import IMAGE, Media, Record, RecordError, Turn
 
 HUMAN_PREFIXES: tuple[str, ...] = (
     "Search the image for what matters, then answer:",
@@ -78,7 +78,7 @@ def units(options: VStarOptions, shard_size: int, limit: int | None) -> list[Inp
     return plan_inputs(options.input, shard_size, limit, "vstar")
 
 
-def records(options: VStarOptions, unit: InputSpan) -> Iterator[Record | Reject]:
+def records(options: VStarOptions, unit: InputSpan) -> Iterator[Output]:
     yield from span_records(unit.span, lambda item: convert(options, item.value, unit.label, item.number, item.ref))
 
 

@@ -20,7 +20,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -69,9 +69,11 @@ def run_unit(job: Job, todo: Todo, node: dict[str, Any]) -> ShardResult:
     marker = f"{RUNNING}/{shard_name(index)}.json"
     storage.write_bytes(marker, orjson.dumps({**node, "started": time.time()}))
     try:
-        inputs = fingerprint_spans(todo.inputs)  # before reading: the bytes hashed are the bytes the unit reads
-        return write_shard(job.cfg, index, get(job.builder).records(job.options, todo.unit), node=node,
-                           inputs=inputs)
+        # Hashed beside the conversion (reading and sha256 release the GIL); `.done.json` waits for it.
+        with ThreadPoolExecutor(1, thread_name_prefix="fingerprint") as pool:
+            inputs = pool.submit(fingerprint_spans, todo.inputs)
+            return write_shard(job.cfg, index, get(job.builder).records(job.options, todo.unit), node=node,
+                               inputs=inputs.result)
     finally:
         storage.remove(marker)
 

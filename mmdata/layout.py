@@ -132,32 +132,36 @@ def remove_shards_from(storage: Storage, first: int) -> None:
 
 # ---------------------------------------------------------------------------------------------- writing
 class _Hashing:
-    """A staged file that hashes what it writes and knows its size (for the manifest's checksums). The hash runs
-    on a thread of its own (hashlib releases the GIL on large buffers), beside the conversion."""
+    """A staged file that hashes what it writes and knows its size (for the manifest's checksums). Large writes and
+    their hashing run on a thread of their own (both release the GIL), beside the conversion; one at a time, so
+    they stay in order and a failed write (a full disk) is raised by the next call."""
 
     def __init__(self, storage: Storage, name: str) -> None:
         self.name = name
         self.f: StagedFile = storage.create(name)
         self.sha = hashlib.sha256()
         self.size = 0
-        self._hasher: ThreadPoolExecutor | None = None
-        self._hashed: Future[None] | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None
 
     def write(self, data: bytes) -> int:
-        self.f.write(data)
+        self._wait()
         if len(data) < 1 << 16:
-            self._wait()
-            self.sha.update(data)
-        else:  # one thread: the updates stay in order
-            self._hasher = self._hasher or ThreadPoolExecutor(1, thread_name_prefix="sha256")
-            self._hashed = self._hasher.submit(self.sha.update, data)
+            self._put(data)
+        else:
+            self._thread = self._thread or ThreadPoolExecutor(1, thread_name_prefix="shard-write")
+            self._pending = self._thread.submit(self._put, data)
         self.size += len(data)
         return len(data)
 
+    def _put(self, data: bytes) -> None:
+        self.f.write(data)
+        self.sha.update(data)
+
     def _wait(self) -> None:
-        if self._hashed is not None:
-            self._hashed.result()
-            self._hashed = None
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
 
     def tell(self) -> int:
         return self.size
@@ -169,13 +173,17 @@ class _Hashing:
         return ShardFile(self.name, self.size, self.sha.hexdigest())
 
     def abort(self) -> None:
+        try:
+            self._wait()
+        except Exception:
+            pass
         self._close()
         self.f.abort()
 
     def _close(self) -> None:
-        if self._hasher is not None:
-            self._hasher.shutdown()
-            self._hasher = None
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None
 
 
 def _write_index(storage: Storage, data: str, offsets: Sequence[int] | np.ndarray) -> None:
@@ -191,8 +199,8 @@ def _write_index(storage: Storage, data: str, offsets: Sequence[int] | np.ndarra
 class JsonlSink:
     """`NNNNNN.jsonl`, one record per line, and its `.idx`. The index is committed before the data.
 
-    Lines are buffered (~4 MiB): each flush is one write, one hash update and one vectorised pass for the offsets,
-    so the per-record cost is appending to a list."""
+    Lines are buffered (~4 MiB): each flush is one write, one hash update and one vectorised pass for the offsets
+    (a stored line never holds a raw newline), so the per-record cost is appending to a list."""
 
     _FLUSH = 1 << 22
 
@@ -200,24 +208,31 @@ class JsonlSink:
         self.storage = storage
         self.data = _Hashing(storage, data_name(index, "jsonl"))
         self.offsets: list[np.ndarray] = []
-        self.buffer: list[bytes] = []
+        self.buffer: list[bytes] = []  # lines, each followed by its newline
         self.pending = 0  # bytes in `buffer`
 
     def add(self, line: bytes, record: Record, blobs: list[bytes]) -> None:
         self.add_line(line, record.id)
 
     def add_line(self, line: bytes, rid: str) -> None:
-        self.buffer.append(line)
-        self.pending += len(line)
+        self.buffer += (line, b"\n")
+        self.pending += len(line) + 1
+        if self.pending > self._FLUSH:
+            self._flush()
+
+    def add_lines(self, lines: bytes, rids: list[str]) -> None:
+        """Several lines at once: `lines` holds one per id, each ending with a newline."""
+        self.buffer.append(lines)
+        self.pending += len(lines)
         if self.pending > self._FLUSH:
             self._flush()
 
     def _flush(self) -> None:
         if self.buffer:
-            sizes = np.fromiter(map(len, self.buffer), np.int64, len(self.buffer)) + 1
-            self.offsets.append(self.data.size + np.cumsum(sizes) - sizes)
-            self.buffer.append(b"")
-            self.data.write(b"\n".join(self.buffer))
+            data = b"".join(self.buffer)
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+            self.offsets.append(self.data.size + np.concatenate(([0], ends[:-1] + 1)))
+            self.data.write(data)
             self.buffer, self.pending = [], 0
 
     def commit(self) -> ShardFile:
@@ -227,7 +242,6 @@ class JsonlSink:
 
     def abort(self) -> None:
         self.data.abort()
-
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _EXT = re.compile(r"[a-z0-9]{1,10}")
@@ -250,6 +264,11 @@ class TarSink:
             if not _EXT.fullmatch(ext):  # a tar member name holds 100 bytes: the decoded format's name instead
                 ext = decode_media(blob, m.path).ext
             self._member(f"{key}.{i}.{ext}", blob)
+
+    def add_lines(self, lines: bytes, rids: list[str]) -> None:
+        """Several media-free records at once: `lines` holds one per id, each ending with a newline."""
+        for line, rid in zip(lines.split(b"\n"), rids):
+            self.add_line(line, rid)
 
     def add_line(self, line: bytes, rid: str) -> str:
         # webdataset splits the key at the first dot of the member name: the key must have none.

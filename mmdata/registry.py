@@ -1,8 +1,8 @@
 """The builder registry: one dict, name → `Builder`. Every module in `builders/` registers itself on import.
 
 A builder is a source format and nothing else: it splits its input into independent units (one output shard each)
-and yields `Record | Reject` for a unit. Sharding, media checks, resume, workers and the manifest belong to
-`mmdata.build`.
+and yields `Record | Reject` for a unit, alone or in batches. Sharding, media checks, resume, workers and the
+manifest belong to `mmdata.build`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,10 @@ from typing import Any
 
 from mmdata.schema import Record, Reject
 
+# What a builder's `records` yields: a Record or a Reject per input item, or a list of them (a batch, in order:
+# the writer checks and encodes a batch of plain records in a few passes).
+Output = Record | Reject | list[Record | Reject]
+
 
 @dataclass(frozen=True)
 class Builder:
@@ -24,8 +28,9 @@ class Builder:
     options: type  # a dataclass; its fields become `mmdata build <name>` flags (see mmdata.cli)
     # units(options, shard_size, limit) -> picklable units, in a stable order; unit k becomes shard k.
     units: Callable[[Any, int, int | None], Sequence[Any]]
-    # records(options, unit) -> the unit's records and rejects; every input item yields exactly one of them.
-    records: Callable[[Any, Any], Iterator[Record | Reject]]
+    # records(options, unit) -> the unit's records and rejects, alone or in batches; every input item yields
+    # exactly one of them.
+    records: Callable[[Any, Any], Iterator[Output]]
     # Where the source's media live, referenced in place unless --copy-media (None: the builder makes its media).
     media_root: Callable[[Any], Path | None] = lambda options: None
     # True when records carry media bytes (crops, frames, parquet images): they are stored under <out>/media.

@@ -8,8 +8,10 @@ Stored records decode straight into `Record` (`RECORD_DECODER`), LLaVA/Cambrian 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import attrgetter
+from itertools import accumulate, chain, repeat
+from operator import attrgetter, getitem
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
@@ -102,9 +104,8 @@ class Record(msgspec.Struct):
         if not turns:
             raise self._error("field 'conversations' is empty")
         start = 1 if turns[0].role == "system" else 0
-        placeholders = _placeholders_if_valid(turns, start)
-        if placeholders is None:  # a turn breaks a rule: say which, turn by turn
-            placeholders = self._check_turns(start)
+        checked = _turns_if_valid((self,))  # None: a turn breaks a rule, and the walk says which
+        placeholders = checked[0][0] if checked is not None else self._check_turns(start)
         if len(turns) == start:
             raise self._error("field 'conversations' has no human turn")
         if start and IMAGE in turns[0].value:
@@ -233,24 +234,60 @@ class Record(msgspec.Struct):
         return out
 
 
+_ID, _SOURCE, _TASK, _TURNS, _MEDIA = map(attrgetter, ("id", "source", "task", "conversations", "media"))
 _ROLE_OF, _VALUE_OF = attrgetter("role"), attrgetter("value")
-_ORDER = ["system", *TURN_ORDER * 512]  # an optional system turn, then alternating turns (longer: turn by turn)
+# The role sequence a valid record's turns follow, by its first role: an optional system turn, then alternating
+# turns. Longer conversations than these are checked turn by turn.
+_ORDER = {"human": [*TURN_ORDER * 512], "system": ["system", *TURN_ORDER * 512]}
 
 
-def _placeholders_if_valid(turns: list[Turn], start: int) -> int | None:
-    """`Record._check_turns` for turns that pass, as a few whole-list operations in C (a Python step per turn
-    costs more than the rest of a text record): the `<image>` count, or None if a turn may break a rule. A test
-    holds the two to the same verdict."""
-    n = len(turns)
-    if list(map(_ROLE_OF, turns)) != _ORDER[1 - start:n + 1 - start]:
-        return None
-    values = list(map(_VALUE_OF, turns))
+def _turns_if_valid(records: Sequence[Record]) -> tuple[list[int], bool] | None:
+    """`Record._check_turns` for records whose turns all pass, as a few whole-batch operations in C (a Python step
+    per turn costs more than the rest of a text record): each record's `<image>` count, and whether any record
+    opens with a system turn; None if some turn may break a rule. A test holds the two to the same verdict."""
     try:
-        if not all(map(str.strip, values)):  # empty or only whitespace (TypeError: not a string)
+        turns = list(map(_TURNS, records))
+        lengths = list(map(len, turns))
+        if 0 in lengths:
             return None
-        return "\0".join(values).count(IMAGE)  # "\0": no placeholder spans two turns
-    except TypeError:
+        roles = list(map(_ROLE_OF, chain.from_iterable(turns)))
+        half = len(roles) // 2
+        if not any(map((1).__and__, lengths)) and roles[::2].count("human") == roles[1::2].count("gpt") == half:
+            starts, system = None, False  # the common case: human/gpt pairs throughout, so every record alternates
+        else:
+            starts = [0, *accumulate(lengths[:-1])]
+            firsts = list(map(roles.__getitem__, starts))
+            expected = chain.from_iterable(map(getitem, map(_ORDER.__getitem__, firsts), map(slice, lengths)))
+            if roles != list(expected):
+                return None
+            system = "system" in firsts
+        values = list(map(_VALUE_OF, chain.from_iterable(turns)))
+        text = "\0".join(values)  # (TypeError: a value is not a string)
+        if not all(map(str.strip, values)):  # empty or only whitespace
+            return None
+    except (KeyError, TypeError, AttributeError):
         return None
+    if "<" not in text:  # one fast scan: no placeholder anywhere
+        return [0] * len(records), system
+    counts = list(map(str.count, values, repeat(IMAGE)))
+    starts = starts if starts is not None else [0, *accumulate(lengths[:-1])]
+    return [sum(counts[a:b]) for a, b in zip(starts, [*starts[1:], len(counts)])], system
+
+
+def valid_without_media(records: Sequence[Record]) -> bool:
+    """Whether every record is media-free and passes `Record.validate`, decided for the whole batch in a few C
+    passes; False means "check them one by one", not that one is invalid."""
+    try:
+        for field in (_ID, _SOURCE, _TASK):
+            values = list(map(field, records))
+            if set(map(type, values)) != {str} or "" in values:
+                return False
+        if any(map(len, map(_MEDIA, records))):  # (TypeError: not a list)
+            return False
+    except (TypeError, AttributeError):
+        return False
+    checked = _turns_if_valid(records)
+    return checked is not None and not checked[1] and not any(checked[0])
 
 
 def _llava_turns(convs: Any, rid: str) -> list[Turn]:

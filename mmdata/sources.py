@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +250,30 @@ def _skip_ws(buf: str, i: int) -> int:
     return i
 
 
+_BATCH = 1024  # items per batch: enough to make per-batch work vanish, small enough to stay in cache
+
+
+@dataclass(slots=True)
+class Batch:
+    """Consecutive items of one span. Either `values`: the typed decodes of items `first`, `first + 1`, … (the
+    common case: every line of the batch took the type); or `items`, one by one (errors and untyped items)."""
+
+    name: str  # the input file's name, for refs
+    first: int
+    values: list[Any]
+    items: list[Item] | None = None
+
+    def refs(self) -> list[str]:
+        """`Item.ref` of each of `values`."""
+        name = self.name
+        return [f"{name}:{k}" for k in range(self.first, self.first + len(self.values))]
+
+    def __iter__(self) -> Iterator[Item]:
+        if self.items is not None:
+            return iter(self.items)
+        return (Item(f"{self.name}:{k}", k, v) for k, v in enumerate(self.values, self.first))
+
+
 def iter_span(span: Span, typed: msgspec.json.Decoder | None = None) -> Iterator[Item]:
     """Yield the span's items in order; an item that is not valid JSON (or not exactly representable: non-UTF-8
     bytes, NaN, an integer beyond 64 bits, nesting too deep) comes out as an `Item` with an error.
@@ -256,40 +281,69 @@ def iter_span(span: Span, typed: msgspec.json.Decoder | None = None) -> Iterator
     With `typed`, a JSONL line is first decoded as that decoder's type (types checked while parsing, in C): the
     common case. A line the type does not take is read as plain JSON, with every check above, so `typed` never
     changes what is accepted; its type must hold no integer beyond 64 bits and be at most a few levels deep."""
+    for batch in iter_batches(span, typed):
+        yield from batch
+
+
+def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Iterator[Batch]:
+    """`iter_span` in batches of up to `_BATCH` items: a run of JSONL lines that all take `typed` is decoded in one
+    C loop and comes as `values`."""
     with open(span.path, "rb") as f:
         f.seek(span.start)
         data = f.read(span.end - span.start)
     name = Path(span.path).name
-    if span.kind == "jsonl":
-        if span.start == 0 and data.startswith(_BOM):
-            data = data[3:]
-        loads = orjson.loads
-        decode = typed.decode if typed is not None else None
-        long_digits = None  # whether the span holds a run of 19+ digits: found on the first untyped line
-        for number, raw in enumerate(data.split(b"\n"), span.first):
-            if not raw or raw.isspace():
-                continue
-            if decode is not None:
-                try:
-                    yield Item(f"{name}:{number}", number, decode(raw))
-                    continue
-                except msgspec.DecodeError:  # (ValidationError included): read as plain JSON below
-                    pass
-            try:
-                value = loads(raw)
-            except orjson.JSONDecodeError as e:
-                yield Item(f"{name}:{number}", number, error=f"invalid JSON: {e}")
-                continue
-            if long_digits is None:
-                long_digits = _long_digits(data)
-            if (long_digits and _long_digits(raw)) or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
-                error = (_wide_int_line(raw) if long_digits and _long_digits(raw) else None) or _too_deep(value)
-                if error is not None:
-                    yield Item(f"{name}:{number}", number, error=error)
-                    continue
-            yield Item(f"{name}:{number}", number, value)
+    if span.kind != "jsonl":
+        items = _array_items(span, data, name)
+        while batch := list(islice(items, _BATCH)):
+            yield Batch(name, batch[0].number, [], batch)
         return
-    yield from _array_items(span, data, name)
+    if span.start == 0 and data.startswith(_BOM):
+        data = data[3:]
+    lines = data.split(b"\n")
+    if lines and not lines[-1]:
+        lines.pop()  # the last line's newline
+    plain = _PlainLines(data, name)
+    for at in range(0, len(lines), _BATCH):
+        chunk, first = lines[at:at + _BATCH], span.first + at
+        if typed is not None:
+            try:
+                yield Batch(name, first, list(map(typed.decode, chunk)))
+                continue
+            except msgspec.DecodeError:  # (ValidationError included; a blank line too): line by line below
+                pass
+        yield Batch(name, first, [], [item for number, raw in enumerate(chunk, first)
+                                      if (item := plain.item(number, raw, typed)) is not None])
+
+
+class _PlainLines:
+    """JSONL lines one at a time: typed if they take the type, else plain JSON with every check."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self.data, self.name = data, name
+        self.long_digits: bool | None = None  # whether the span holds a run of 19+ digits: found when first needed
+
+    def item(self, number: int, raw: bytes, typed: msgspec.json.Decoder | None) -> Item | None:
+        """The item on line `number`, or None for a blank line."""
+        if not raw or raw.isspace():
+            return None
+        ref = f"{self.name}:{number}"
+        if typed is not None:
+            try:
+                return Item(ref, number, typed.decode(raw))
+            except msgspec.DecodeError:  # (ValidationError included): read as plain JSON below
+                pass
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            return Item(ref, number, error=f"invalid JSON: {e}")
+        if self.long_digits is None:
+            self.long_digits = _long_digits(self.data)
+        long_digits = self.long_digits and _long_digits(raw)
+        if long_digits or raw.count(b"[") + raw.count(b"{") > MAX_DEPTH:
+            error = (_wide_int_line(raw) if long_digits else None) or _too_deep(value)
+            if error is not None:
+                return Item(ref, number, error=error)
+        return Item(ref, number, value)
 
 
 def _reject_constant(name: str) -> Any:

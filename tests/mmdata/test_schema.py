@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from mmdata.schema import IMAGE, Media, Record, RecordError, Turn, llava_image_paths
@@ -83,27 +85,72 @@ def test_from_llava_rejects_unusable_conversations() -> None:
         Record.from_llava({"id": 1, "image": 5, "conversations": [{"from": "human", "value": "x"}]}, source="s")
 
 
-def test_the_whole_list_turn_check_agrees_with_the_turn_by_turn_rules() -> None:
-    """`validate` checks turns with a few C-level list operations and only walks them to say what is wrong:
-    both must give the same verdict (and placeholder count) on any turns."""
-    import random
-
-    from mmdata.schema import RecordError, _placeholders_if_valid
-
-    rng = random.Random(0)
+def _random_record(rng: random.Random, n: int) -> Record:
     roles = ["system", "human", "gpt", "user", "Human", 3, None]
     values = ["", " ", "\x1c", "\u2003", "\n\t", "a", " b ", IMAGE, "<ima", "ge>", f"x{IMAGE}y{IMAGE}", 5, None, b"a"]
+    turns = [Turn(rng.choice(roles[:3] if rng.random() < 0.8 else roles),
+                  rng.choice(values[:1] + values[5:11] if rng.random() < 0.8 else values))
+             for _ in range(rng.randint(1, 6))]
+    media = [Media(f"{n}.jpg")] * rng.choice((0, 0, 0, 1, 2))
+    ids = ["r", "", 5, "x y"]
+    return Record(id=rng.choice(ids) if rng.random() < 0.1 else f"r{n}", source="s" if rng.random() < 0.95 else "",
+                  task="t", conversations=turns, media=media)
+
+
+def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None:
+    """`validate` and the writer check turns with a few C-level operations over a whole batch and only walk them
+    to say what is wrong: both must give the same verdict (and placeholder counts) on any turns."""
+    from mmdata.schema import RecordError, _turns_if_valid
+
+    rng = random.Random(0)
     agreed = 0
     for _ in range(20_000):
-        turns = [Turn(rng.choice(roles[:3] if rng.random() < 0.8 else roles),
-                      rng.choice(values[:1] + values[5:11] if rng.random() < 0.8 else values))
-                 for _ in range(rng.randint(1, 6))]
-        record = Record(id="r", source="s", task="t", conversations=turns)
+        record = _random_record(rng, 0)
+        turns = record.conversations
         start = 1 if turns[0].role == "system" else 0
         try:
             expected: int | None = record._check_turns(start)
         except RecordError:
             expected = None
-        assert _placeholders_if_valid(turns, start) == expected, turns
+        checked = _turns_if_valid([record])
+        assert (None if checked is None else checked[0][0]) == expected, turns
         agreed += expected is not None
     assert agreed > 1000  # both verdicts were exercised
+    for _ in range(3000):  # batches: a verdict for all, and every record's count
+        batch = [_random_record(rng, i) for i in range(rng.randint(1, 5))]
+        counts = []
+        for r in batch:
+            try:
+                counts.append(r._check_turns(1 if r.conversations[0].role == "system" else 0))
+            except RecordError:
+                counts = None
+                break
+        checked = _turns_if_valid(batch)
+        assert (None if checked is None else checked[0]) == counts, batch
+
+
+def test_the_batch_check_of_media_free_records_never_passes_an_invalid_one() -> None:
+    """`valid_without_media` (the writer's fast path) says True only when every record of the batch validates,
+    and says it for the common case."""
+    from mmdata.schema import RecordError, valid_without_media
+
+    rng = random.Random(1)
+    passed = 0
+    for _ in range(5000):
+        batch = [_random_record(rng, i) if rng.random() < 0.2 else
+                 Record(f"r{i}", "s", "text", [Turn(("human", "gpt")[k % 2], rng.choice(("a", " b", "c\n")))
+                                               for k in range(rng.choice((2, 4)))]) for i in range(rng.randint(1, 4))]
+        if valid_without_media(batch):
+            passed += 1
+            for r in batch:
+                assert not r.media
+                r.validate()  # raises if the batch check was wrong
+        else:
+            try:
+                for r in batch:
+                    r.validate()
+            except RecordError:
+                continue
+            # All valid, yet sent one by one: only media or a system turn may cause that.
+            assert any(r.media or r.conversations[0].role == "system" for r in batch), batch
+    assert passed > 200

@@ -57,8 +57,9 @@ def _drain(records: Any, out: Path, root: Path | None) -> None:
     """Every yielded item is a Record or a Reject, and the writer takes it without raising."""
     with ShardWriter(ShardConfig(out, ("jsonl", "wds"), root, False), 0) as w:
         for item in records:
-            assert isinstance(item, (Record, Reject)), type(item)
-            w.add(item)
+            batch = item if type(item) is list else [item]
+            assert all(isinstance(x, (Record, Reject)) for x in batch), batch
+            w.add_many(batch)
     assert w.result.read == w.result.written + w.result.rejected
 
 

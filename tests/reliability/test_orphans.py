@@ -20,11 +20,14 @@ REPO = Path(__file__).resolve().parents[2]
 SLOW = """
 import time
 import mmdata.writer as w
-_add = w.ShardWriter.add
+_add, _add_many = w.ShardWriter.add, w.ShardWriter.add_many
 def add(self, item):
     time.sleep(0.05)
     return _add(self, item)
-w.ShardWriter.add = add
+def add_many(self, items):
+    time.sleep(0.05 * len(items))
+    return _add_many(self, items)
+w.ShardWriter.add, w.ShardWriter.add_many = add, add_many
 """
 
 
