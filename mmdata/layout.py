@@ -221,15 +221,16 @@ class JsonlSink:
             self._flush()
 
     def add_lines(self, lines: bytes, rids: list[str]) -> None:
-        """Several lines at once: `lines` holds one per id, each ending with a newline."""
+        """Several lines at once: `lines` holds one per id, each ending with a newline. A large run is written as
+        it is, not copied into the buffer."""
         self.buffer.append(lines)
         self.pending += len(lines)
-        if self.pending > self._FLUSH:
+        if self.pending > self._FLUSH or len(lines) > 1 << 16:
             self._flush()
 
     def _flush(self) -> None:
         if self.buffer:
-            data = b"".join(self.buffer)
+            data = b"".join(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
             ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
             self.offsets.append(self.data.size + np.concatenate(([0], ends[:-1] + 1)))
             self.data.write(data)

@@ -37,7 +37,7 @@ class RecordError(InputError):
 # The types are msgspec Structs: stored lines decode straight into them (types checked while parsing, in C) and
 # building one costs a fraction of a dataclass. Structs check no types when built in Python: `Record.validate`
 # holds every rule, for records decoded and records built alike.
-class Media(msgspec.Struct):
+class Media(msgspec.Struct, gc=False):
     """One image or video frame. `path` is relative to the dataset's media root and never escapes it.
 
     `data` holds encoded bytes for media a builder produces itself (a crop, a frame, a parquet image): the writer
@@ -72,7 +72,7 @@ class Media(msgspec.Struct):
         )
 
 
-class Turn(msgspec.Struct):
+class Turn(msgspec.Struct, gc=False):
     role: str = msgspec.field(name="from")  # "system" | "human" | "gpt"
     value: str
 
@@ -250,7 +250,8 @@ def _turns_if_valid(records: Sequence[Record]) -> tuple[list[int], bool] | None:
         lengths = list(map(len, turns))
         if 0 in lengths:
             return None
-        roles = list(map(_ROLE_OF, chain.from_iterable(turns)))
+        flat = list(chain.from_iterable(turns))
+        roles = list(map(_ROLE_OF, flat))
         half = len(roles) // 2
         if not any(map((1).__and__, lengths)) and roles[::2].count("human") == roles[1::2].count("gpt") == half:
             starts, system = None, False  # the common case: human/gpt pairs throughout, so every record alternates
@@ -261,7 +262,7 @@ def _turns_if_valid(records: Sequence[Record]) -> tuple[list[int], bool] | None:
             if roles != list(expected):
                 return None
             system = "system" in firsts
-        values = list(map(_VALUE_OF, chain.from_iterable(turns)))
+        values = list(map(_VALUE_OF, flat))
         text = "\0".join(values)  # (TypeError: a value is not a string)
         if not all(map(str.strip, values)):  # empty or only whitespace
             return None
@@ -305,7 +306,7 @@ def _llava_turns(convs: Any, rid: str) -> list[Turn]:
     return turns
 
 
-class LlavaRecord(msgspec.Struct, forbid_unknown_fields=True):
+class LlavaRecord(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     """A LLaVA / Cambrian record as typed JSON: what most lines of those files are. A line this type does not take
     (another key, an unusual type, a value too wide) is read as plain JSON instead and takes the dict path of
     `Record.from_llava`, so the typed decoder only ever makes the common case faster."""

@@ -8,6 +8,7 @@ file in memory: planning reads in blocks, iteration reads one span.
 from __future__ import annotations
 
 import json
+import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -81,54 +82,57 @@ def plan(path: Path, per_span: int, limit: int | None = None) -> list[Span]:
 
 
 def _plan_jsonl(path: Path, per_span: int, limit: int | None) -> list[Span]:
-    # Items are non-blank lines. Each block is split with numpy, so planning runs near memory speed: Python only
-    # steps from span to span (and looks at lines that start with whitespace).
+    # Items are non-blank lines. The file is mapped, not read, and each block's newlines are found with numpy, so
+    # planning runs near memory speed: Python only steps from span to span (and looks at lines that start with
+    # whitespace).
     size = _size(path)
+    if size == 0:
+        return []
     spans: list[Span] = []
     count = total = first = start = 0  # items in the open span, items in all; the open span's first item
-    line = base = 0  # lines before `carry`, and its offset in the file
-    carry = b""
-    with open(path, "rb") as f:
-        while True:
-            block = f.read(_PLAN_BLOCK)
-            buf = carry + block
-            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10) + len(carry)  # no newline in `carry`
-            if not block and len(buf):
-                ends = np.append(ends, len(buf))  # the last line, without a newline
-            if len(ends):
-                starts = np.concatenate(([0], ends[:-1] + 1))
+    line = 0  # lines before the block
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        data = np.frombuffer(mm, np.uint8)
+        try:
+            begin = 0  # where the block's first line starts
+            while begin < size:
+                stop = min(begin + _PLAN_BLOCK, size)
+                ends = np.flatnonzero(data[begin:stop] == 10) + begin  # each line's newline
+                if stop == size and data[size - 1] != 10:
+                    ends = np.append(ends, size)  # the last line, without a newline
+                if not len(ends):  # a line longer than the block: look further
+                    stop = mm.find(b"\n", stop)
+                    ends = np.array([size if stop < 0 else stop])
+                starts = np.concatenate(([begin], ends[:-1] + 1))
                 # A line is an item if its first byte is not whitespace; only the others (empty lines, indented
-                # ones) are looked at one by one.
-                lead = np.frombuffer(buf, np.uint8)[np.minimum(starts, len(buf) - 1)] if len(buf) else starts
-                doubt = np.flatnonzero((starts == ends) | _WHITESPACE[lead])
-                if base == 0 and buf.startswith(_BOM) and (not len(doubt) or doubt[0] != 0):
+                # ones, a BOM) are looked at one by one.
+                doubt = np.flatnonzero((starts == ends) | _WHITESPACE[data[np.minimum(starts, size - 1)]])
+                if begin == 0 and mm[:3] == _BOM and (not len(doubt) or doubt[0] != 0):
                     doubt = np.concatenate(([0], doubt))
-                keep = np.ones(len(ends), dtype=bool)
-                for j in doubt.tolist():
-                    raw = buf[starts[j]:ends[j]]
-                    keep[j] = bool((raw[3:] if base == 0 and j == 0 and raw.startswith(_BOM) else raw).strip())
-                items = np.flatnonzero(keep)
-                numbers = (line + 1 + items).tolist()
-                begins = (base + starts[items]).tolist()
-                finishes = np.minimum(base + ends[items] + 1, size).tolist()
-                k, n = 0, len(items)
-                while k < n:
+                items = None  # every line is an item
+                if len(doubt):
+                    keep = np.ones(len(ends), dtype=bool)
+                    for j in doubt.tolist():
+                        raw = mm[int(starts[j]):int(ends[j])]
+                        keep[j] = bool((raw[3:] if starts[j] == 0 and raw.startswith(_BOM) else raw).strip())
+                    items = np.flatnonzero(keep)
+                k, n = 0, len(ends) if items is None else len(items)
+                while k < n:  # one step per span boundary, not per line
                     if count == 0:
-                        first, start = numbers[k], begins[k]
+                        j = k if items is None else int(items[k])
+                        first, start = line + 1 + j, int(starts[j])
                     take = min(per_span - count, n - k, n if limit is None else limit - total)
                     count, total, k = count + take, total + take, k + take
                     if count == per_span or total == limit:
-                        spans.append(Span(str(path), "jsonl", start, finishes[k - 1], first, count))
+                        j = k - 1 if items is None else int(items[k - 1])
+                        spans.append(Span(str(path), "jsonl", start, min(int(ends[j]) + 1, size), first, count))
                         count = 0
                         if total == limit:
                             return spans
                 line += len(ends)
-                cut = int(ends[-1]) + 1
-                base, carry = base + cut, buf[cut:]
-            else:
-                carry = buf
-            if not block:
-                break
+                begin = int(ends[-1]) + 1
+        finally:
+            del data  # the map closes only once no array views it
     if count:
         spans.append(Span(str(path), "jsonl", start, size, first, count))
     return spans
@@ -287,7 +291,7 @@ def iter_span(span: Span, typed: msgspec.json.Decoder | None = None) -> Iterator
 
 def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Iterator[Batch]:
     """`iter_span` in batches of up to `_BATCH` items: a run of JSONL lines that all take `typed` is decoded in one
-    C loop and comes as `values`."""
+    C call and comes as `values`."""
     with open(span.path, "rb") as f:
         f.seek(span.start)
         data = f.read(span.end - span.start)
@@ -299,20 +303,32 @@ def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Itera
         return
     if span.start == 0 and data.startswith(_BOM):
         data = data[3:]
-    lines = data.split(b"\n")
-    if lines and not lines[-1]:
-        lines.pop()  # the last line's newline
-    plain = _PlainLines(data, name)
-    for at in range(0, len(lines), _BATCH):
-        chunk, first = lines[at:at + _BATCH], span.first + at
-        if typed is not None:
+    if not data:
+        return
+    raw = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(raw == 10)  # each line's newline
+    if data[-1] != 10:
+        ends = np.append(ends, len(data))  # the last line, without one
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    # A run of lines that each start with `{` and end with `}` holds one value per line when decoding the run gives
+    # as many values as lines: no value can go on past a `}` at a line's end into a line starting with `{`.
+    simple = (starts < ends) & (raw[np.minimum(starts, len(data) - 1)] == 123) & (raw[ends - 1] == 125)
+    firsts = range(0, len(ends), _BATCH)
+    whole = np.logical_and.reduceat(simple, firsts).tolist()  # per batch: every line simple
+    view, plain = memoryview(data), _PlainLines(data, name)
+    for at, simple_batch in zip(firsts, whole):
+        stop = min(at + _BATCH, len(ends))
+        if typed is not None and simple_batch:
             try:
-                yield Batch(name, first, list(map(typed.decode, chunk)))
-                continue
-            except msgspec.DecodeError:  # (ValidationError included; a blank line too): line by line below
+                values = typed.decode_lines(view[starts[at]:ends[stop - 1]])
+                if len(values) == stop - at:
+                    yield Batch(name, span.first + at, values)
+                    continue
+            except msgspec.DecodeError:  # (ValidationError included): line by line below
                 pass
-        yield Batch(name, first, [], [item for number, raw in enumerate(chunk, first)
-                                      if (item := plain.item(number, raw, typed)) is not None])
+        lines = zip(range(span.first + at, span.first + stop), starts[at:stop].tolist(), ends[at:stop].tolist())
+        yield Batch(name, span.first + at, [], [item for number, a, b in lines
+                                                if (item := plain.item(number, data[a:b], typed)) is not None])
 
 
 class _PlainLines:

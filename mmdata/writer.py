@@ -7,6 +7,7 @@ what goes in them: which records are valid, which are rejected and why, and wher
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -129,13 +130,11 @@ class ShardWriter:
         and return False."""
         if not valid_without_media(records):
             return False
-        metas = list(map(_META, records))
-        ids = list(map(_ID, records))
+        ids, sources, tasks, metas = (list(map(f, records)) for f in (_ID, _SOURCE, _TASK, _META))
         if not _plain_metas(metas):
             return False
         try:
-            blob = _ENCODE_LINES(list(map(_Stored, ids, map(_SOURCE, records), map(_TASK, records),
-                                          repeat([]), map(_TURNS, records), metas)))
+            blob = _ENCODE_LINES(list(map(_Stored, ids, sources, tasks, repeat([]), map(_TURNS, records), metas)))
         except (TypeError, ValueError, OverflowError):
             return False
         for sink in self._sinks:
@@ -143,8 +142,11 @@ class ShardWriter:
         n = len(records)
         self.result.read += n
         self.result.written += n
-        self._tasks.update(map(_TASK, records))
-        self._sources.update(map(_SOURCE, records))
+        for counter, values in ((self._tasks, tasks), (self._sources, sources)):
+            if values.count(values[0]) == n:  # one task, one source: the usual batch
+                counter[values[0]] += n
+            else:
+                counter.update(values)
         return True
 
     def _reject(self, ref: str, reason: str) -> bool:
@@ -214,7 +216,7 @@ class ShardWriter:
         return self.result
 
 
-class _Stored(msgspec.Struct):
+class _Stored(msgspec.Struct, gc=False):
     """A media-free record's fields in their stored order (`Record.to_dict`), for msgspec to encode."""
 
     id: str
@@ -277,29 +279,32 @@ def _unstorable(e: Exception) -> str:
            "lone surrogate in a string"
 
 
-_GC_LOCK = threading.Lock()
-_gc_users = 0
-_gc_saved: tuple[int, int, int] | None = None
+_TUNE_LOCK = threading.Lock()
+_tune_users = 0
+_tune_saved: tuple[tuple[int, int, int], float] | None = None
 
 
 @contextmanager
-def _young_gc_less_often() -> Iterator[None]:
-    """The cyclic GC's youngest generation collected every 50,000 new containers instead of 700 while shards are
-    written: a batch holds ~10k short-lived records, turns and dicts, which the default traverses over and over
-    (a fifth of a text build's time). Nothing is left uncollected; threads writing shards share one setting."""
-    global _gc_users, _gc_saved
-    with _GC_LOCK:
-        if _gc_users == 0:
-            _gc_saved = gc.get_threshold()
-            gc.set_threshold(max(_gc_saved[0], 50_000), *_gc_saved[1:])
-        _gc_users += 1
+def _tuned_for_batches() -> Iterator[None]:
+    """While shards are written: the cyclic GC's youngest generation collected every 50,000 new containers instead
+    of 700 (a batch holds ~10k short-lived records, turns and dicts, which the default traverses over and over),
+    and the GIL handed over within 0.5 ms instead of 5 (the threads writing files, hashing and fingerprinting would
+    otherwise wait up to 5 ms for each step between their C calls). Threads writing shards share one setting."""
+    global _tune_users, _tune_saved
+    with _TUNE_LOCK:
+        if _tune_users == 0:
+            _tune_saved = gc.get_threshold(), sys.getswitchinterval()
+            gc.set_threshold(max(_tune_saved[0][0], 50_000), *_tune_saved[0][1:])
+            sys.setswitchinterval(min(_tune_saved[1], 0.0005))
+        _tune_users += 1
     try:
         yield
     finally:
-        with _GC_LOCK:
-            _gc_users -= 1
-            if _gc_users == 0 and _gc_saved is not None:
-                gc.set_threshold(*_gc_saved)
+        with _TUNE_LOCK:
+            _tune_users -= 1
+            if _tune_users == 0 and _tune_saved is not None:
+                gc.set_threshold(*_tune_saved[0])
+                sys.setswitchinterval(_tune_saved[1])
 
 
 def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject | list[Record | Reject]],
@@ -309,7 +314,7 @@ def write_shard(cfg: ShardConfig, index: int, items: Iterable[Record | Reject | 
     so a rerun can trust it even if the driver that asked for it died before seeing it finish; a callable is
     called once the records are written)."""
     with writing(join(cfg.out, shard_pattern(index)), RESUME_HINT), ShardWriter(cfg, index, node, inputs) as w, \
-            _young_gc_less_often():
+            _tuned_for_batches():
         for item in items:
             if type(item) is list:
                 w.add_many(item)

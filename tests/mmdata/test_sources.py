@@ -130,3 +130,32 @@ def test_the_typed_llava_decoder_accepts_only_what_plain_json_reads_the_same() -
         assert [(t["from"], t["value"]) for t in plain["conversations"]] == \
                [(t.role, t.value) for t in typed.conversations], b
     assert accepted > 500
+
+
+def test_typed_batches_read_every_line_as_the_line_by_line_path_does(tmp_path: Path) -> None:
+    """A batch of lines is decoded in one call when every line starts with `{` and ends with `}`: lines holding two
+    objects, an object spread over lines that each look whole, blank and CRLF lines must still give each line's
+    own item (same refs, values and errors) as reading line by line."""
+    import msgspec
+
+    from mmdata.schema import LLAVA_DECODER
+
+    def rec(i: int) -> str:
+        return f'{{"id":{i},"conversations":[{{"from":"human","value":"q{i}"}},{{"from":"gpt","value":"a"}}]}}'
+
+    rng = random.Random(2)
+    odd = ['{"id":1,"conversations":[{"from":"human","value":"a"}]} {"id":2,"conversations":[]}',  # two on a line
+           '{"id":"x","conversations":[{"from":"human","value":"a"}', '{"from":"gpt","value":"b"}]}',  # one over two
+           '{"conversations":[{"from":"human","value":"a"}],"image":5}', "", " ", rec(7) + "\r", "{}", "{"]
+    for trial in range(200):
+        lines = [rng.choice(odd) if rng.random() < 0.05 else rec(i) for i in range(rng.randint(1, 3000))]
+        path = tmp_path / f"{trial}.jsonl"
+        path.write_text("\n".join(lines) + rng.choice(("", "\n")))
+        for span in plan(path, rng.choice((10, 1000, 5000))):
+            typed = list(iter_span(span, LLAVA_DECODER))
+            plain = list(iter_span(span))
+            assert [(i.ref, i.error is None) for i in typed] == [(i.ref, i.error is None) for i in plain]
+            for t, p in zip(typed, plain):
+                if t.error is None:
+                    value = msgspec.to_builtins(t.value) if not isinstance(t.value, dict) else t.value
+                    assert value.get("conversations") == p.value.get("conversations"), t.ref
