@@ -135,7 +135,8 @@ class _Pending:
 
 
 class LocalExecutor:
-    """This machine: in the driver itself for one worker (or one unit), else a spawn pool of `workers` processes."""
+    """This machine: the driver itself for one worker (or one unit); for N workers, the driver and a spawn pool of
+    N - 1 processes."""
 
     def __init__(self, workers: int = 1) -> None:
         self.workers = workers
@@ -160,19 +161,27 @@ class LocalExecutor:
                     yield run_unit(job, item, local_node())
             return
         ctx = multiprocessing.get_context("spawn")
+        helpers = self.workers - 1  # the driver is a worker too: N workers are N processes, none of them idle
         # exit_with_parent: a `kill -9` of the build must not leave its workers running on.
-        with ProcessPoolExecutor(self.workers, mp_context=ctx, initializer=exit_with_parent,
+        with ProcessPoolExecutor(helpers, mp_context=ctx, initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
             running: set[Future[ShardResult]] = set()
             while pending or running:
-                for item in pending.take(2 * self.workers - len(running)):
+                for item in pending.take(2 * helpers - len(running)):
                     running.add(pool.submit(_run_local, job, item))
-                if not running:
-                    time.sleep(_POLL)
-                    continue
-                done, running = wait(running, timeout=_POLL if pending else None, return_when=FIRST_COMPLETED)
-                for fut in done:
+                finished = {fut for fut in running if fut.done()}
+                running -= finished
+                for fut in finished:
                     yield fut.result()
+                mine = pending.take(1)
+                if mine:  # the pool has its next units queued meanwhile
+                    yield run_unit(job, mine[0], local_node())
+                elif running:
+                    done, running = wait(running, timeout=_POLL if pending else None, return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        yield fut.result()
+                else:
+                    time.sleep(_POLL)  # units that are not ready yet
 
 
 def _run_local(job: Job, todo: Todo) -> ShardResult:
