@@ -310,9 +310,11 @@ def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Itera
     if data[-1] != 10:
         ends = np.append(ends, len(data))  # the last line, without one
     starts = np.concatenate(([0], ends[:-1] + 1))
-    # A run of lines that each start with `{` and end with `}` holds one value per line when decoding the run gives
-    # as many values as lines: no value can go on past a `}` at a line's end into a line starting with `{`.
-    simple = (starts < ends) & (raw[np.minimum(starts, len(data) - 1)] == 123) & (raw[ends - 1] == 125)
+    # A run of lines that each start with `{` and end with `}` (or `}\r`) holds one value per line when decoding the
+    # run gives as many values as lines: no value can go on past a `}` at a line's end into a line starting with `{`.
+    last = raw[ends - 1]
+    closed = (last == 125) | ((last == 13) & (raw[np.maximum(ends - 2, 0)] == 125))
+    simple = (starts < ends) & (raw[np.minimum(starts, len(data) - 1)] == 123) & closed
     firsts = range(0, len(ends), _BATCH)
     whole = np.logical_and.reduceat(simple, firsts).tolist()  # per batch: every line simple
     view, plain = memoryview(data), _PlainLines(data, name)
