@@ -325,6 +325,16 @@ def test_dataset_writer_context_manager(llava_world: World, tmp_path: Path) -> N
     assert [r.id for r in ds] == ["r0", "r2", "r3", "r4", "r5"] and len(ds.manifest.shards) == 3
     assert ds.image(ds[0], 0).size == (64, 48)
 
+    # The same items a batch at a time: the same dataset, byte for byte.
+    items = [rec(0, "coco/000000.jpg"), rec(1, "coco/truncated.jpg"), Reject("mine.csv:7", "no caption"),
+             *(rec(i, None) for i in range(2, 6))]
+    with mmdata.DatasetWriter(tmp_path / "batched", media_root=llava_world.media_root, format="both",
+                              shard_size=3) as w:
+        assert w.add_many(items[:2]) == 1 and w.add_many(items[2:]) == 4
+    for name in ("dataset.json", *(f"shards/{f.name}" for f in (tmp_path / "mine" / "shards").iterdir())):
+        if not name.endswith(".done.json"):
+            assert (tmp_path / "batched" / name).read_bytes() == (tmp_path / "mine" / name).read_bytes(), name
+
     with pytest.raises(RuntimeError), mmdata.DatasetWriter(tmp_path / "broken") as w:
         w.add(rec(9, None))
         raise RuntimeError("killed")
