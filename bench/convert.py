@@ -1,9 +1,10 @@
 """Build throughput beside the fastest baselines for the same input, measured in the same run.
 
 (a) 200,000 text-only Cambrian-style records: `mmdata build cambrian` (every record decoded, converted, validated
-    and written with its index and checksums) on 1 and 2 workers, beside Hugging Face `datasets`' JSON→Arrow
-    conversion of the same file (`load_dataset("json")` + `save_to_disk`, fresh cache each run) and beside parsing
-    each line with orjson. Targets: >= 1.0x `datasets` on 1 worker, >= 0.5x the parse-only rate.
+    and written with its index and checksums) on 1 and 2 workers, and on 1 worker with 1% of the lines broken (cut,
+    empty answer, leading gpt turn, user/assistant roles: rejected or repaired one by one), beside Hugging Face
+    `datasets`' JSON→Arrow conversion of the same file (`load_dataset("json")` + `save_to_disk`, fresh cache each
+    run) and beside parsing each line with orjson. Targets: >= 1.0x `datasets` on 1 worker, >= 0.5x the parse-only rate.
 (b) 2,000 records with 640x480 JPEGs: the build with its media check (every image decoded to its end; a JPEG's
     bitstream at 1/8 scale) vs a bare Pillow open+load loop (target: >= 0.8x), and vs the same loop decoding at
     1/8 scale (the like-for-like figure).
@@ -43,7 +44,9 @@ def sentence(rng: random.Random, lo: int, hi: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(lo, hi))).capitalize() + "."
 
 
-def make_text_jsonl(path: Path, n: int) -> None:
+def make_text_jsonl(path: Path, n: int, broken: float = 0.0) -> None:
+    """LLaVA-style text records; a share `broken` of the lines is what real files hold now and then: a cut line,
+    an empty answer, a leading gpt turn, `user`/`assistant` roles."""
     rng = random.Random(0)
     with open(path, "w") as f:
         for i in range(n):
@@ -51,7 +54,14 @@ def make_text_jsonl(path: Path, n: int) -> None:
             for _ in range(rng.choice((1, 1, 2, 3))):  # LLaVA-like: short questions, longer answers
                 turns.append({"from": "human", "value": sentence(rng, 6, 20)})
                 turns.append({"from": "gpt", "value": " ".join(sentence(rng, 8, 25) for _ in range(rng.randint(1, 4)))})
-            f.write(json.dumps({"id": f"{i:09d}", "conversations": turns}) + "\n")
+            line = json.dumps({"id": f"{i:09d}", "conversations": turns})
+            if broken and rng.random() < broken:
+                kind = rng.randrange(4)
+                line = (line[:len(line) // 2] if kind == 0 else
+                        line.replace(turns[-1]["value"], "") if kind == 1 else
+                        json.dumps({"id": f"{i:09d}", "conversations": [{"from": "gpt", "value": "Hi."}, *turns]})
+                        if kind == 2 else line.replace('"human"', '"user"').replace('"gpt"', '"assistant"'))
+            f.write(line + "\n")
 
 
 def make_image_jsonl(root: Path, n: int) -> None:
@@ -135,9 +145,17 @@ def main() -> None:
             shutil.rmtree(out, ignore_errors=True)
             build("cambrian", CambrianOptions(input=[text]), BuildSettings(out=out, workers=workers))
 
+        dirty = tmp / "dirty.jsonl"
+        make_text_jsonl(dirty, args.records, broken=0.01)
+
+        def build_dirty() -> None:
+            shutil.rmtree(tmp / "out_dirty", ignore_errors=True)
+            build("cambrian", CambrianOptions(input=[dirty]), BuildSettings(out=tmp / "out_dirty", workers=1))
+
         contenders = {"orjson parse only": lambda: parse_only(text),
                       "mmdata build, 1 worker": lambda: build_text(1),
-                      "mmdata build, 2 workers": lambda: build_text(2)}
+                      "mmdata build, 2 workers": lambda: build_text(2),
+                      "1 worker, 1% broken lines": build_dirty}
         if datasets is not None:
             contenders["datasets JSON→Arrow"] = lambda: hf_convert(text, tmp / "hf")
         cpu: dict[str, list[float]] = {name: [] for name in contenders}
@@ -152,6 +170,7 @@ def main() -> None:
             ratio("1 worker / datasets", t["mmdata build, 1 worker"], t["datasets JSON→Arrow"], ">= 1.0x")
             ratio("2 workers / datasets", t["mmdata build, 2 workers"], t["datasets JSON→Arrow"], "")
         ratio("1 worker / orjson parse only", t["mmdata build, 1 worker"], t["orjson parse only"], ">= 0.5x")
+        ratio("1% broken lines / clean", t["1 worker, 1% broken lines"], t["mmdata build, 1 worker"], "")
         ratio("2 workers / orjson parse only", t["mmdata build, 2 workers"], t["orjson parse only"], "")
 
         make_image_jsonl(tmp / "img", args.images)

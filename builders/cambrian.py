@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain, repeat
+from itertools import chain, groupby, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from builders._common import ROLES, InputSpan, plan_inputs, span_records
 from mmdata.options import opt
 from mmdata.registry import Builder, Output, register
-from mmdata.schema import IMAGE, LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject
+from mmdata.schema import IMAGE, LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject, turn_verdicts
 from mmdata.schema import ROLES as RECORD_ROLES
 from mmdata.sources import Batch
 
@@ -50,23 +50,50 @@ _ROLE = attrgetter("role")
 
 
 def convert_batch(batch: Batch, label: str) -> list[Record | Reject]:
-    """`convert` of each of a batch's typed values. When they are all text-only with human/gpt turn pairs, as most
-    lines of these files are (nothing to repair), in a few whole-batch passes in C."""
-    values = batch.values
+    """`convert` of each of a batch's typed values. Runs of values that are text-only with human/gpt turn pairs, as
+    most lines of these files are (nothing to repair), are converted in a few whole-batch passes in C."""
+    values, refs = batch.values, batch.refs()
+    numbers = range(batch.first, batch.first + len(values))
+    fast = _text_pairs(values)
+    if all(fast):
+        return _text_records(values, numbers, refs, label)
+    out: list[Record | Reject] = []
+    at = 0
+    for is_fast, run in groupby(fast):
+        part = slice(at, at + sum(1 for _ in run))
+        out += (_text_records(values[part], numbers[part], refs[part], label) if is_fast else
+                [_convert(value, f"{label}:{number}", ref)
+                 for number, value, ref in zip(numbers[part], values[part], refs[part])])
+        at = part.stop
+    return out
+
+
+def _text_pairs(values: list[LlavaRecord]) -> list[bool]:
+    """For each value: whether it is text-only with valid human/gpt turn pairs (`convert` repairs nothing)."""
     n = len(values)
-    turns = list(map(_TURNS, values))
-    lengths = list(map(len, turns))
-    roles = list(map(_ROLE, chain.from_iterable(turns)))
-    if (list(map(_IMAGE, values)).count(None) != n or list(map(_VIDEO, values)).count(None) != n
-            or 0 in lengths or any(map((1).__and__, lengths))
-            or not roles[::2].count("human") == roles[1::2].count("gpt") == len(roles) // 2):
-        return [_convert(value, f"{label}:{number}", ref)
-                for number, value, ref in zip(range(batch.first, batch.first + n), values, batch.refs())]
+    images, videos = list(map(_IMAGE, values)), list(map(_VIDEO, values))
+    lengths = list(map(len, map(_TURNS, values)))
+    odd = list(map((1).__and__, lengths))
+    if images.count(None) == n and videos.count(None) == n and 0 not in lengths and not any(odd):
+        roles = list(map(_ROLE, chain.from_iterable(map(_TURNS, values))))
+        if roles[::2].count("human") == roles[1::2].count("gpt") == len(roles) // 2:
+            return [True] * n  # the usual batch: human/gpt pairs throughout
+    checked = turn_verdicts(values)  # which values, then
+    if checked is None:
+        return [False] * n
+    return [image is None and video is None and count is not None and not opens_with_system and not trailing
+            for image, video, count, opens_with_system, trailing in zip(images, videos, *checked, odd)]
+
+
+def _text_records(values: list[LlavaRecord], numbers: range, refs: list[str], label: str) -> list[Record]:
+    """`convert` of values that `_text_pairs` passed: the same Records, made a batch at a time."""
     origs = list(map(_ID, values))
     keys = origs if None not in origs else ["" if o is None else o for o in origs]
-    ids = [f"{o}@{label}:{number}" for o, number in zip(keys, range(batch.first, batch.first + n))]
-    metas = [{"orig_id": o, "ref": ref} for o, ref in zip(origs, batch.refs())]
-    return list(map(Record, ids, repeat("cambrian"), repeat("text"), turns, map(list, repeat((), n)), metas))
+    ids = [f"{o}@{label}:{number}" for o, number in zip(keys, numbers)]
+    metas = [{"orig_id": o, "ref": ref} for o, ref in zip(origs, refs)]
+    n = len(values)
+    return list(map(Record, ids, repeat("cambrian"), repeat("text"), map(_TURNS, values), map(list, repeat((), n)),
+                    metas))
 
 
 def _convert(raw: Any, key: str, ref: str) -> Record | Reject:

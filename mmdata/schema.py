@@ -11,11 +11,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain, repeat
-from operator import attrgetter, getitem
+from operator import attrgetter, getitem, ne, not_
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 
 from mmdata.errors import InputError
 
@@ -104,8 +105,9 @@ class Record(msgspec.Struct):
         if not turns:
             raise self._error("field 'conversations' is empty")
         start = 1 if turns[0].role == "system" else 0
-        checked = _turns_if_valid((self,))  # None: a turn breaks a rule, and the walk says which
-        placeholders = checked[0][0] if checked is not None else self._check_turns(start)
+        checked = turn_verdicts((self,))
+        counted = checked[0][0] if checked is not None else None
+        placeholders = counted if counted is not None else self._check_turns(start)  # the walk names what is wrong
         if len(turns) == start:
             raise self._error("field 'conversations' has no human turn")
         if start and IMAGE in turns[0].value:
@@ -237,58 +239,79 @@ class Record(msgspec.Struct):
 _ID, _SOURCE, _TASK, _TURNS, _MEDIA = map(attrgetter, ("id", "source", "task", "conversations", "media"))
 _ROLE_OF, _VALUE_OF = attrgetter("role"), attrgetter("value")
 # The role sequence a valid record's turns follow, by its first role: an optional system turn, then alternating
-# turns. Longer conversations than these are checked turn by turn.
-_ORDER = {"human": [*TURN_ORDER * 512], "system": ["system", *TURN_ORDER * 512]}
+# turns; a record opening with any other role is held to `_NEVER`, which no role equals. Longer conversations than
+# these patterns are checked turn by turn.
+_LONGEST = 1024
+_ORDER = {"human": [*TURN_ORDER * (_LONGEST // 2)], "system": ["system", *TURN_ORDER * (_LONGEST // 2)]}
+_NEVER = [object()] * (_LONGEST + 1)
 
 
-def _turns_if_valid(records: Sequence[Record]) -> tuple[list[int], bool] | None:
-    """`Record._check_turns` for records whose turns all pass, as a few whole-batch operations in C (a Python step
-    per turn costs more than the rest of a text record): each record's `<image>` count, and whether any record
-    opens with a system turn; None if some turn may break a rule. A test holds the two to the same verdict."""
+def turn_verdicts(records: Sequence[Any]) -> tuple[list[int | None], list[bool]] | None:
+    """`Record._check_turns` for each record, as whole-batch operations in C (a Python step per turn costs more
+    than the rest of a text record): its `<image>` count if its turns pass, else None; and whether it opens with a
+    system turn. None when the batch cannot be judged this way (a value that is not a string, a conversation of
+    more than 1024 turns): check its records one by one. A test holds the two to the same verdicts."""
+    n = len(records)
+    if not n:
+        return [], []
     try:
         turns = list(map(_TURNS, records))
         lengths = list(map(len, turns))
-        if 0 in lengths:
-            return None
         flat = list(chain.from_iterable(turns))
         roles = list(map(_ROLE_OF, flat))
-        half = len(roles) // 2
-        if not any(map((1).__and__, lengths)) and roles[::2].count("human") == roles[1::2].count("gpt") == half:
-            starts, system = None, False  # the common case: human/gpt pairs throughout, so every record alternates
-        else:
-            starts = [0, *accumulate(lengths[:-1])]
-            firsts = list(map(roles.__getitem__, starts))
-            expected = chain.from_iterable(map(getitem, map(_ORDER.__getitem__, firsts), map(slice, lengths)))
-            if roles != list(expected):
-                return None
-            system = "system" in firsts
         values = list(map(_VALUE_OF, flat))
         text = "\0".join(values)  # (TypeError: a value is not a string)
-        if not all(map(str.strip, values)):  # empty or only whitespace
-            return None
-    except (KeyError, TypeError, AttributeError):
+        filled = all(map(str.strip, values))  # no value empty or only whitespace
+        starts: list[int] | None = None
+        if (filled and 0 not in lengths and not any(map((1).__and__, lengths))
+                and roles[::2].count("human") == roles[1::2].count("gpt") == len(roles) // 2):
+            ok: list[bool] | None = None  # the common case: human/gpt pairs throughout, every record alternates
+            system = [False] * n
+        else:
+            if max(lengths, default=0) > _LONGEST:
+                return None
+            starts = [0, *accumulate(lengths[:-1])]
+            firsts = [roles[a] if k else None for a, k in zip(starts, lengths)]
+            expected = chain.from_iterable(map(getitem, map(_ORDER.get, firsts, repeat(_NEVER)), map(slice, lengths)))
+            wrong = np.fromiter(map(ne, roles, expected), bool, len(roles))
+            if not filled:
+                wrong |= np.fromiter(map(not_, map(str.strip, values)), bool, len(values))
+            ok = ((np.add.reduceat(np.append(wrong, False), starts) == 0) & (np.array(lengths) > 0)).tolist()
+            system = [first == "system" for first in firsts]
+    except (TypeError, AttributeError, ValueError):
         return None
     if "<" not in text:  # one fast scan: no placeholder anywhere
-        return [0] * len(records), system
-    counts = list(map(str.count, values, repeat(IMAGE)))
-    starts = starts if starts is not None else [0, *accumulate(lengths[:-1])]
-    return [sum(counts[a:b]) for a, b in zip(starts, [*starts[1:], len(counts)])], system
+        counts = [0] * n
+    else:
+        starts = starts if starts is not None else [0, *accumulate(lengths[:-1])]
+        per_value = np.fromiter(map(str.count, values, repeat(IMAGE)), np.int64, len(values))
+        counts = np.add.reduceat(np.append(per_value, 0), starts).tolist()
+    if ok is None:
+        return counts, system
+    return [c if good else None for c, good in zip(counts, ok)], system
 
 
-def valid_without_media(records: Sequence[Record]) -> bool:
-    """Whether every record is media-free and passes `Record.validate`, decided for the whole batch in a few C
-    passes; False means "check them one by one", not that one is invalid."""
+def plain_mask(records: Sequence[Record]) -> list[bool]:
+    """For each record, whether it is media-free and passes `Record.validate`, judged for the whole batch in a few
+    C passes. False means "check it alone" (it may still be valid: one with media, a system turn, ...)."""
+    n = len(records)
+    checked = turn_verdicts(records)
     try:
-        for field in (_ID, _SOURCE, _TASK):
-            values = list(map(field, records))
-            if set(map(type, values)) != {str} or "" in values:
-                return False
-        if any(map(len, map(_MEDIA, records))):  # (TypeError: not a list)
-            return False
+        media = list(map(len, map(_MEDIA, records)))  # (TypeError: not a list)
+        fields = [list(map(f, records)) for f in (_ID, _SOURCE, _TASK)]
     except (TypeError, AttributeError):
-        return False
-    checked = _turns_if_valid(records)
-    return checked is not None and not checked[1] and not any(checked[0])
+        return [False] * n
+    if checked is None:
+        return [False] * n
+    counts, system = checked
+    # Columns whose every value is a non-empty string need no look per record.
+    doubtful = [column for column in fields if set(map(type, column)) != {str} or "" in column]
+    if counts.count(0) == n and not any(system) and not any(media) and not doubtful:
+        return [True] * n
+    mask = [count == 0 and not opens_with_system and not m for count, opens_with_system, m in zip(counts, system, media)]
+    for column in doubtful:
+        mask = [ok and type(x) is str and x != "" for ok, x in zip(mask, column)]
+    return mask
 
 
 def _llava_turns(convs: Any, rid: str) -> list[Turn]:

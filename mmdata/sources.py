@@ -255,6 +255,7 @@ def _skip_ws(buf: str, i: int) -> int:
 
 
 _BATCH = 1024  # items per batch: enough to make per-batch work vanish, small enough to stay in cache
+_RUN = 32  # lines per typed decode inside a batch that holds a line the batch's decode did not take
 
 
 @dataclass(slots=True)
@@ -315,22 +316,59 @@ def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Itera
     last = raw[ends - 1]
     closed = (last == 125) | ((last == 13) & (raw[np.maximum(ends - 2, 0)] == 125))
     simple = (starts < ends) & (raw[np.minimum(starts, len(data) - 1)] == 123) & closed
-    firsts = range(0, len(ends), _BATCH)
-    whole = np.logical_and.reduceat(simple, firsts).tolist()  # per batch: every line simple
     view, plain = memoryview(data), _PlainLines(data, name)
-    for at, simple_batch in zip(firsts, whole):
+
+    def typed_run(at: int, stop: int) -> list[Any] | None:
+        """Lines [at, stop) decoded by `typed` in one call, or None if they are not all simple lines of its type."""
+        if typed is None or not simple[at:stop].all():
+            return None
+        try:
+            values = typed.decode_lines(view[starts[at]:ends[stop - 1]])
+        except msgspec.DecodeError:  # (ValidationError included)
+            return None
+        return values if len(values) == stop - at else None
+
+    for at in range(0, len(ends), _BATCH):
         stop = min(at + _BATCH, len(ends))
-        if typed is not None and simple_batch:
-            try:
-                values = typed.decode_lines(view[starts[at]:ends[stop - 1]])
-                if len(values) == stop - at:
-                    yield Batch(name, span.first + at, values)
+        values = typed_run(at, stop)
+        if values is not None:
+            yield Batch(name, span.first + at, values)
+            continue
+        # Some line of the batch is not a simple typed line: runs of `_RUN` lines are decoded again, then the lines of
+        # a run that fails one by one, so that a bad line costs only itself. Typed values in a row come as one batch
+        # (their lines consecutive), the other items in a row as another.
+        joined: list[Any] = []  # typed values of consecutive lines, the first numbered `first`
+        loose: list[Item] = []
+        first = 0
+        for run in range(at, stop, _RUN):
+            end = min(run + _RUN, stop)
+            values = typed_run(run, end)
+            if values is not None:
+                if loose:
+                    yield Batch(name, loose[0].number, [], loose)
+                    loose = []
+                first = first if joined else span.first + run
+                joined += values
+                continue
+            for number, a, b in zip(range(span.first + run, span.first + end), starts[run:end].tolist(),
+                                    ends[run:end].tolist()):
+                item = plain.item(number, data[a:b], typed)
+                if item is not None and item.error is None and typed is not None and type(item.value) is typed.type:
+                    if loose:
+                        yield Batch(name, loose[0].number, [], loose)
+                        loose = []
+                    first = first if joined else number
+                    joined.append(item.value)
                     continue
-            except msgspec.DecodeError:  # (ValidationError included): line by line below
-                pass
-        lines = zip(range(span.first + at, span.first + stop), starts[at:stop].tolist(), ends[at:stop].tolist())
-        yield Batch(name, span.first + at, [], [item for number, a, b in lines
-                                                if (item := plain.item(number, data[a:b], typed)) is not None])
+                if joined:  # a blank line too: the values on either side are not consecutive
+                    yield Batch(name, first, joined)
+                    joined = []
+                if item is not None:
+                    loose.append(item)
+        if joined:
+            yield Batch(name, first, joined)
+        if loose:
+            yield Batch(name, loose[0].number, [], loose)
 
 
 class _PlainLines:

@@ -24,7 +24,7 @@ import orjson
 
 from mmdata.layout import SINKS, Form, ShardResult, shard_pattern, write_done
 from mmdata.media import MediaError, decode, inside, place, read_media
-from mmdata.schema import Media, Record, RecordError, Reject, Turn, valid_without_media
+from mmdata.schema import Media, Record, RecordError, Reject, Turn, plain_mask
 from mmdata.storage import LocalStorage, Location, join, open_storage
 from mmdata.storage_errors import writing
 
@@ -114,29 +114,42 @@ class ShardWriter:
         return True
 
     def add_many(self, items: list[Record | Reject]) -> None:
-        """`add` on each item, in order, with the same outcome. A batch of valid media-free records (text
-        conversion's common case) is checked and encoded in a few whole-batch passes in C instead."""
+        """`add` on each item, in order, with the same outcome. Runs of valid media-free records with plain meta
+        (text conversion's common case) are checked and encoded in a few whole-batch passes in C instead."""
         records = [x for x in items if type(x) is Record]
-        others = [x for x in items if type(x) is not Record]
-        if records and all(type(x) is Reject for x in others) and self._add_plain(records):
-            for x in others:
-                self.add(x)  # rejects: in their order among themselves, as records are
+        plain = plain_mask(records)
+        metas = list(map(_META, records))
+        if not _plain_metas(metas):  # msgspec writes other values than orjson would (floats), or refuses them
+            plain = [p and type(m) is dict and _plain(m) for p, m in zip(plain, metas)]  # (`_plain` only if `p`)
+        if all(plain) and set(map(type, items)) <= {Record, Reject}:  # the usual batch
+            if records:
+                self._write_plain(records)
+            for x in items:
+                if type(x) is Reject:
+                    self.add(x)  # rejects: in their order among themselves, as records are
             return
-        for x in items:
-            self.add(x)
+        run: list[Record] = []
+        flags = iter(plain)
+        for item in items:
+            if type(item) is Record and next(flags):
+                run.append(item)
+                continue
+            if run and type(item) is not Reject:  # a reject goes to its own list: it may come before the run's lines
+                self._write_plain(run)
+                run = []
+            self.add(item)
+        if run:
+            self._write_plain(run)
 
-    def _add_plain(self, records: list[Record]) -> bool:
-        """Write `records` if they are all valid and media-free with plain meta (see `encode`); else write nothing
-        and return False."""
-        if not valid_without_media(records):
-            return False
+    def _write_plain(self, records: list[Record]) -> None:
+        """Write valid media-free records with plain meta (see `plain_mask`, `_plain`) in one encoding pass."""
         ids, sources, tasks, metas = (list(map(f, records)) for f in (_ID, _SOURCE, _TASK, _META))
-        if not _plain_metas(metas):
-            return False
         try:
             blob = _ENCODE_LINES(list(map(_Stored, ids, sources, tasks, repeat([]), map(_TURNS, records), metas)))
-        except (TypeError, ValueError, OverflowError):
-            return False
+        except (TypeError, ValueError, OverflowError):  # orjson says why, record by record
+            for record in records:
+                self.add(record)
+            return
         for sink in self._sinks:
             sink.add_lines(blob, ids)
         n = len(records)
@@ -147,7 +160,6 @@ class ShardWriter:
                 counter[values[0]] += n
             else:
                 counter.update(values)
-        return True
 
     def _reject(self, ref: str, reason: str) -> bool:
         self.result.rejected += 1

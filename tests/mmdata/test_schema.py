@@ -97,60 +97,64 @@ def _random_record(rng: random.Random, n: int) -> Record:
                   task="t", conversations=turns, media=media)
 
 
+def _walk(record: Record) -> int | None:
+    """The turn-by-turn rules: the `<image>` count, or None if a turn breaks one."""
+    try:
+        return record._check_turns(1 if record.conversations and record.conversations[0].role == "system" else 0)
+    except RecordError:
+        return None
+
+
 def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None:
     """`validate` and the writer check turns with a few C-level operations over a whole batch and only walk them
-    to say what is wrong: both must give the same verdict (and placeholder counts) on any turns."""
-    from mmdata.schema import RecordError, _turns_if_valid
+    to say what is wrong: both must give the same verdict (and placeholder count) for every record."""
+    from mmdata.schema import turn_verdicts
 
     rng = random.Random(0)
     agreed = 0
     for _ in range(20_000):
         record = _random_record(rng, 0)
-        turns = record.conversations
-        start = 1 if turns[0].role == "system" else 0
-        try:
-            expected: int | None = record._check_turns(start)
-        except RecordError:
-            expected = None
-        checked = _turns_if_valid([record])
-        assert (None if checked is None else checked[0][0]) == expected, turns
+        checked = turn_verdicts([record])
+        expected = _walk(record)
+        assert (None if checked is None else checked[0][0]) == expected, record.conversations
         agreed += expected is not None
     assert agreed > 1000  # both verdicts were exercised
-    for _ in range(3000):  # batches: a verdict for all, and every record's count
-        batch = [_random_record(rng, i) for i in range(rng.randint(1, 5))]
-        counts = []
-        for r in batch:
-            try:
-                counts.append(r._check_turns(1 if r.conversations[0].role == "system" else 0))
-            except RecordError:
-                counts = None
-                break
-        checked = _turns_if_valid(batch)
-        assert (None if checked is None else checked[0]) == counts, batch
+    judged = 0
+    for _ in range(4000):  # batches: a verdict per record
+        batch = [_random_record(rng, i) for i in range(rng.choice((rng.randint(1, 6), rng.randint(30, 80))))]
+        if rng.random() < 0.3:
+            batch.append(Record("e", "s", "t", []))  # no turns at all
+        checked = turn_verdicts(batch)
+        if checked is None:  # only a batch holding a value that is not a string may be sent one by one
+            assert any(type(t.value) is not str for r in batch for t in r.conversations), batch
+            continue
+        judged += 1
+        assert checked[0] == [_walk(r) if r.conversations else None for r in batch], batch
+        assert checked[1] == [bool(r.conversations) and r.conversations[0].role == "system" for r in batch]
+    assert judged > 1000
 
 
-def test_the_batch_check_of_media_free_records_never_passes_an_invalid_one() -> None:
-    """`valid_without_media` (the writer's fast path) says True only when every record of the batch validates,
-    and says it for the common case."""
-    from mmdata.schema import RecordError, valid_without_media
+def test_the_batch_check_of_media_free_records_judges_each_record() -> None:
+    """`plain_mask` (the writer's fast path) says True exactly for the media-free records that validate and open
+    with a human turn, whatever else the batch holds."""
+    from mmdata.schema import plain_mask
 
     rng = random.Random(1)
     passed = 0
     for _ in range(5000):
         batch = [_random_record(rng, i) if rng.random() < 0.2 else
                  Record(f"r{i}", "s", "text", [Turn(("human", "gpt")[k % 2], rng.choice(("a", " b", "c\n")))
-                                               for k in range(rng.choice((2, 4)))]) for i in range(rng.randint(1, 4))]
-        if valid_without_media(batch):
-            passed += 1
-            for r in batch:
-                assert not r.media
-                r.validate()  # raises if the batch check was wrong
-        else:
+                                               for k in range(rng.choice((2, 4)))]) for i in range(rng.randint(1, 6))]
+        mask = plain_mask(batch)
+        if any(type(t.value) is not str for r in batch for t in r.conversations):
+            assert not any(mask)
+            continue
+        for r, plain in zip(batch, mask):
             try:
-                for r in batch:
-                    r.validate()
+                r.validate()
+                valid = True
             except RecordError:
-                continue
-            # All valid, yet sent one by one: only media or a system turn may cause that.
-            assert any(r.media or r.conversations[0].role == "system" for r in batch), batch
-    assert passed > 200
+                valid = False
+            assert plain == (valid and not r.media and r.conversations[0].role != "system"), r
+            passed += plain
+    assert passed > 2000
