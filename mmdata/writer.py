@@ -122,34 +122,36 @@ class ShardWriter:
         if not _plain_metas(metas):  # msgspec writes other values than orjson would (floats), or refuses them
             plain = [p and type(m) is dict and _plain(m) for p, m in zip(plain, metas)]  # (`_plain` only if `p`)
         if all(plain) and set(map(type, items)) <= {Record, Reject}:  # the usual batch
-            if records:
-                self._write_plain(records)
-            for x in items:
-                if type(x) is Reject:
-                    self.add(x)  # rejects: in their order among themselves, as records are
-            return
-        run: list[Record] = []
+            if not records or self._write_plain(records):
+                for x in items:
+                    if type(x) is Reject:
+                        self.add(x)  # rejects: in their order among themselves, as records are
+                return
+            plain = [False] * len(records)
+        run: list[Record] = []  # consecutive plain records
         flags = iter(plain)
         for item in items:
             if type(item) is Record and next(flags):
                 run.append(item)
                 continue
-            if run and type(item) is not Reject:  # a reject goes to its own list: it may come before the run's lines
-                self._write_plain(run)
-                run = []
+            self._write_run(run)
+            run = []
             self.add(item)
-        if run:
-            self._write_plain(run)
+        self._write_run(run)
 
-    def _write_plain(self, records: list[Record]) -> None:
-        """Write valid media-free records with plain meta (see `plain_mask`, `_plain`) in one encoding pass."""
+    def _write_run(self, records: list[Record]) -> None:
+        if records and not self._write_plain(records):
+            for record in records:
+                self.add(record)
+
+    def _write_plain(self, records: list[Record]) -> bool:
+        """Write valid media-free records with plain meta (see `plain_mask`, `_plain`) in one encoding pass; False
+        (nothing written) if msgspec cannot encode one of them (`add` then tells why)."""
         ids, sources, tasks, metas = (list(map(f, records)) for f in (_ID, _SOURCE, _TASK, _META))
         try:
             blob = _ENCODE_LINES(list(map(_Stored, ids, sources, tasks, repeat([]), map(_TURNS, records), metas)))
-        except (TypeError, ValueError, OverflowError):  # orjson says why, record by record
-            for record in records:
-                self.add(record)
-            return
+        except (TypeError, ValueError, OverflowError):
+            return False
         for sink in self._sinks:
             sink.add_lines(blob, ids)
         n = len(records)
@@ -160,6 +162,7 @@ class ShardWriter:
                 counter[values[0]] += n
             else:
                 counter.update(values)
+        return True
 
     def _reject(self, ref: str, reason: str) -> bool:
         self.result.rejected += 1

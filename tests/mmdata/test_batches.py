@@ -69,3 +69,28 @@ def test_a_batched_build_equals_the_record_by_record_build(tmp_path: Path, monke
         assert a == b, name
     counts = json.loads((tmp_path / "batched" / "dataset.json").read_text())["counts"]
     assert counts["rejected"] > 20 and counts["written"] > 4800
+
+
+def test_records_msgspec_cannot_encode_keep_every_output_in_order(tmp_path: Path) -> None:
+    """A record built in Python with a lone surrogate passes the rules but cannot be stored: in a batch it is
+    rejected with orjson's reason, in its place among the other rejects."""
+    from mmdata.schema import Turn
+    from mmdata.writer import ShardConfig
+
+    def rec(i: int, text: str = "fine") -> Record:
+        return Record(f"r{i}", "mine", "text", [Turn("human", f"{text} {i}"), Turn("gpt", "ok")])
+
+    items: list[Record | Reject] = [Reject("a:1", "first"), rec(1), rec(2, "bad \ud800"), Reject("a:4", "second"),
+                                    rec(5), rec(6, "x\ud800"), rec(7)]
+    outs = []
+    for name, batched in (("alone", False), ("batched", True)):
+        (tmp_path / name / "shards").mkdir(parents=True)
+        with ShardWriter(ShardConfig(tmp_path / name, ("jsonl",), None, False), 0) as w:
+            if batched:
+                w.add_many(items)
+            else:
+                for item in items:
+                    w.add(item)
+        outs.append((w.result.rejects, (tmp_path / name / "shards" / "000000.jsonl").read_bytes()))
+    assert outs[0] == outs[1]
+    assert [r["ref"] for r in outs[0][0]] == ["a:1", "r2", "a:4", "r6"]
