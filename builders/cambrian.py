@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import chain, groupby, repeat
+from itertools import groupby, repeat
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 from builders._common import ROLES, InputSpan, plan_inputs, span_records
 from mmdata.options import opt
 from mmdata.registry import Builder, Output, register
-from mmdata.schema import IMAGE, LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject, turn_verdicts
+from mmdata.schema import IMAGE, LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject, human_gpt_pairs, turn_verdicts
 from mmdata.schema import ROLES as RECORD_ROLES
 from mmdata.sources import Batch
 
@@ -46,7 +46,6 @@ def records(options: CambrianOptions, unit: InputSpan) -> Iterator[Output]:
 
 
 _ID, _IMAGE, _VIDEO, _TURNS = map(attrgetter, ("id", "image", "video", "conversations"))
-_ROLE = attrgetter("role")
 
 
 def convert_batch(batch: Batch, label: str) -> list[Record | Reject]:
@@ -72,15 +71,12 @@ def _text_pairs(values: list[LlavaRecord]) -> list[bool]:
     """For each value: whether it is text-only with valid human/gpt turn pairs (`convert` repairs nothing)."""
     n = len(values)
     images, videos = list(map(_IMAGE, values)), list(map(_VIDEO, values))
-    lengths = list(map(len, map(_TURNS, values)))
-    odd = list(map((1).__and__, lengths))
-    if images.count(None) == n and videos.count(None) == n and 0 not in lengths and not any(odd):
-        roles = list(map(_ROLE, chain.from_iterable(map(_TURNS, values))))
-        if roles[::2].count("human") == roles[1::2].count("gpt") == len(roles) // 2:
-            return [True] * n  # the usual batch: human/gpt pairs throughout
+    if images.count(None) == n and videos.count(None) == n and human_gpt_pairs(list(map(_TURNS, values))):
+        return [True] * n  # the usual batch
     checked = turn_verdicts(values)  # which values, then
     if checked is None:
         return [False] * n
+    odd = map((1).__and__, map(len, map(_TURNS, values)))
     return [image is None and video is None and count is not None and not opens_with_system and not trailing
             for image, video, count, opens_with_system, trailing in zip(images, videos, *checked, odd)]
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain, repeat
-from operator import attrgetter, getitem, ne, not_
+from itertools import chain
+from operator import attrgetter
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 import msgspec
-import numpy as np
 
 from mmdata.errors import InputError
 
@@ -105,9 +104,9 @@ class Record(msgspec.Struct):
         if not turns:
             raise self._error("field 'conversations' is empty")
         start = 1 if turns[0].role == "system" else 0
-        checked = turn_verdicts((self,))
-        counted = checked[0][0] if checked is not None else None
-        placeholders = counted if counted is not None else self._check_turns(start)  # the walk names what is wrong
+        placeholders = _placeholders_if_valid(turns)
+        if placeholders is None:  # a turn breaks a rule: say which, turn by turn
+            placeholders = self._check_turns(start)
         if len(turns) == start:
             raise self._error("field 'conversations' has no human turn")
         if start and IMAGE in turns[0].value:
@@ -238,57 +237,58 @@ class Record(msgspec.Struct):
 
 _ID, _SOURCE, _TASK, _TURNS, _MEDIA = map(attrgetter, ("id", "source", "task", "conversations", "media"))
 _ROLE_OF, _VALUE_OF = attrgetter("role"), attrgetter("value")
-# The role sequence a valid record's turns follow, by its first role: an optional system turn, then alternating
-# turns; a record opening with any other role is held to `_NEVER`, which no role equals. Longer conversations than
-# these patterns are checked turn by turn.
-_LONGEST = 1024
-_ORDER = {"human": [*TURN_ORDER * (_LONGEST // 2)], "system": ["system", *TURN_ORDER * (_LONGEST // 2)]}
-_NEVER = [object()] * (_LONGEST + 1)
+_ORDER = ["system", *TURN_ORDER * 512]  # an optional system turn, then alternating turns (longer: turn by turn)
+_RUN = 32  # records judged together again when their batch is not all usual ones
+
+
+def _placeholders_if_valid(turns: list[Turn]) -> int | None:
+    """`Record._check_turns` for one record's turns that pass, as a few whole-list operations in C (a Python step
+    per turn costs more than the rest of a text record): the `<image>` count, or None if a turn may break a rule."""
+    n = len(turns)
+    start = 1 if n and turns[0].role == "system" else 0
+    if not n or list(map(_ROLE_OF, turns)) != _ORDER[1 - start:n + 1 - start]:
+        return None
+    values = list(map(_VALUE_OF, turns))
+    try:
+        if not all(map(str.strip, values)):  # empty or only whitespace (TypeError: not a string)
+            return None
+        return "\0".join(values).count(IMAGE)  # "\0": no placeholder spans two turns
+    except TypeError:
+        return None
+
+
+def human_gpt_pairs(conversations: list[list[Turn]]) -> bool:
+    """Whether every conversation is human/gpt pairs (not empty, alternating from human, ending with gpt), in a
+    few whole-batch passes in C: what most records of a batch are."""
+    lengths = list(map(len, conversations))
+    if 0 in lengths or any(map((1).__and__, lengths)):
+        return False
+    roles = list(map(_ROLE_OF, chain.from_iterable(conversations)))
+    return roles[::2].count("human") == roles[1::2].count("gpt") == len(roles) // 2
 
 
 def turn_verdicts(records: Sequence[Any]) -> tuple[list[int | None], list[bool]] | None:
-    """`Record._check_turns` for each record, as whole-batch operations in C (a Python step per turn costs more
-    than the rest of a text record): its `<image>` count if its turns pass, else None; and whether it opens with a
-    system turn. None when the batch cannot be judged this way (a value that is not a string, a conversation of
-    more than 1024 turns): check its records one by one. A test holds the two to the same verdicts."""
-    n = len(records)
-    if not n:
-        return [], []
+    """`Record._check_turns` for each record of a batch: its `<image>` count if its turns pass, else None; and
+    whether it opens with a system turn. None when a value is not a string: check the batch's records one by one.
+    A test holds these to the turn-by-turn verdicts."""
     try:
-        turns = list(map(_TURNS, records))
-        lengths = list(map(len, turns))
-        flat = list(chain.from_iterable(turns))
-        roles = list(map(_ROLE_OF, flat))
-        values = list(map(_VALUE_OF, flat))
-        text = "\0".join(values)  # (TypeError: a value is not a string)
-        filled = all(map(str.strip, values))  # no value empty or only whitespace
-        starts: list[int] | None = None
-        if (filled and 0 not in lengths and not any(map((1).__and__, lengths))
-                and roles[::2].count("human") == roles[1::2].count("gpt") == len(roles) // 2):
-            ok: list[bool] | None = None  # the common case: human/gpt pairs throughout, every record alternates
-            system = [False] * n
-        else:
-            if max(lengths, default=0) > _LONGEST:
-                return None
-            starts = [0, *accumulate(lengths[:-1])]
-            firsts = [roles[a] if k else None for a, k in zip(starts, lengths)]
-            expected = chain.from_iterable(map(getitem, map(_ORDER.get, firsts, repeat(_NEVER)), map(slice, lengths)))
-            wrong = np.fromiter(map(ne, roles, expected), bool, len(roles))
-            if not filled:
-                wrong |= np.fromiter(map(not_, map(str.strip, values)), bool, len(values))
-            ok = ((np.add.reduceat(np.append(wrong, False), starts) == 0) & (np.array(lengths) > 0)).tolist()
-            system = [first == "system" for first in firsts]
-    except (TypeError, AttributeError, ValueError):
+        return _judged(list(map(_TURNS, records)))
+    except (TypeError, AttributeError):
         return None
-    if "<" not in text:  # one fast scan: no placeholder anywhere
-        counts = [0] * n
-    else:
-        starts = starts if starts is not None else [0, *accumulate(lengths[:-1])]
-        per_value = np.fromiter(map(str.count, values, repeat(IMAGE)), np.int64, len(values))
-        counts = np.add.reduceat(np.append(per_value, 0), starts).tolist()
-    if ok is None:
-        return counts, system
-    return [c if good else None for c, good in zip(counts, ok)], system
+
+
+def _judged(turns: list[list[Turn]]) -> tuple[list[int | None], list[bool]]:
+    """`turn_verdicts` of these conversations. The usual ones (human/gpt pairs, no placeholder) are judged in a
+    few whole-batch passes; runs of `_RUN` holding another, one record at a time by `_placeholders_if_valid`."""
+    n = len(turns)
+    values = list(map(_VALUE_OF, chain.from_iterable(turns)))
+    if n and "<" not in "\0".join(values) and human_gpt_pairs(turns) and all(map(str.strip, values)):
+        return [0] * n, [False] * n  # (TypeError from join: a value is not a string)
+    if n > _RUN:
+        parts = [_judged(turns[at:at + _RUN]) for at in range(0, n, _RUN)]
+        return [c for part in parts for c in part[0]], [s for part in parts for s in part[1]]
+    return (list(map(_placeholders_if_valid, turns)),
+            [bool(conversation) and conversation[0].role == "system" for conversation in turns])
 
 
 def plain_mask(records: Sequence[Record]) -> list[bool]:

@@ -11,7 +11,8 @@ import json
 import mmap
 from collections.abc import Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, groupby, islice
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +329,25 @@ def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Itera
             return None
         return values if len(values) == stop - at else None
 
+    def pieces(at: int, stop: int) -> Iterator[tuple[int, int, list[Any]]]:
+        """(kind, first number, what) for lines [at, stop) in order: typed values (a run of them), or one line's
+        `Item` (an error or an untyped value), or a blank line."""
+        for run in range(at, stop, _RUN):
+            end = min(run + _RUN, stop)
+            values = typed_run(run, end)
+            if values is not None:
+                yield _TYPED, span.first + run, values
+                continue
+            for number, a, b in zip(range(span.first + run, span.first + end), starts[run:end].tolist(),
+                                    ends[run:end].tolist()):
+                item = plain.item(number, data[a:b], typed)
+                if item is None:
+                    yield _BLANK, number, []
+                elif item.error is None and typed is not None and type(item.value) is typed.type:
+                    yield _TYPED, number, [item.value]
+                else:
+                    yield _ITEM, number, [item]
+
     for at in range(0, len(ends), _BATCH):
         stop = min(at + _BATCH, len(ends))
         values = typed_run(at, stop)
@@ -335,40 +355,16 @@ def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Itera
             yield Batch(name, span.first + at, values)
             continue
         # Some line of the batch is not a simple typed line: runs of `_RUN` lines are decoded again, then the lines of
-        # a run that fails one by one, so that a bad line costs only itself. Typed values in a row come as one batch
-        # (their lines consecutive), the other items in a row as another.
-        joined: list[Any] = []  # typed values of consecutive lines, the first numbered `first`
-        loose: list[Item] = []
-        first = 0
-        for run in range(at, stop, _RUN):
-            end = min(run + _RUN, stop)
-            values = typed_run(run, end)
-            if values is not None:
-                if loose:
-                    yield Batch(name, loose[0].number, [], loose)
-                    loose = []
-                first = first if joined else span.first + run
-                joined += values
-                continue
-            for number, a, b in zip(range(span.first + run, span.first + end), starts[run:end].tolist(),
-                                    ends[run:end].tolist()):
-                item = plain.item(number, data[a:b], typed)
-                if item is not None and item.error is None and typed is not None and type(item.value) is typed.type:
-                    if loose:
-                        yield Batch(name, loose[0].number, [], loose)
-                        loose = []
-                    first = first if joined else number
-                    joined.append(item.value)
-                    continue
-                if joined:  # a blank line too: the values on either side are not consecutive
-                    yield Batch(name, first, joined)
-                    joined = []
-                if item is not None:
-                    loose.append(item)
-        if joined:
-            yield Batch(name, first, joined)
-        if loose:
-            yield Batch(name, loose[0].number, [], loose)
+        # a run that fails one by one, so that a bad line costs only itself. Typed values of consecutive lines come
+        # as one batch, the other items in a row as another.
+        for kind, group in groupby(pieces(at, stop), itemgetter(0)):
+            if kind != _BLANK:
+                parts = list(group)
+                joined = list(chain.from_iterable(what for _, _, what in parts))
+                yield Batch(name, parts[0][1], joined) if kind == _TYPED else Batch(name, parts[0][1], [], joined)
+
+
+_TYPED, _ITEM, _BLANK = range(3)
 
 
 class _PlainLines:
