@@ -25,6 +25,7 @@ import numpy as np
 import orjson
 
 from mmdata.errors import DamagedData
+from mmdata.lines import newlines
 from mmdata.media import decode as decode_media
 from mmdata.schema import RECORD_DECODER, Record
 from mmdata.storage import StagedFile, Storage
@@ -231,7 +232,7 @@ class JsonlSink:
     def _flush(self) -> None:
         if self.buffer:
             data = b"".join(self.buffer) if len(self.buffer) > 1 else self.buffer[0]
-            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
+            ends = newlines(np.frombuffer(data, np.uint8))
             self.offsets.append(self.data.size + np.concatenate(([0], ends[:-1] + 1)))
             self.data.write(data)
             self.buffer, self.pending = [], 0

@@ -21,6 +21,7 @@ import numpy as np
 import orjson
 
 from mmdata.errors import InputError, NotFound
+from mmdata.lines import newlines
 
 _BLOCK = 1 << 24  # 16 MiB
 _PLAN_BLOCK = 1 << 22  # JSONL planning: 4 MiB
@@ -98,7 +99,7 @@ def _plan_jsonl(path: Path, per_span: int, limit: int | None) -> list[Span]:
             begin = 0  # where the block's first line starts
             while begin < size:
                 stop = min(begin + _PLAN_BLOCK, size)
-                ends = np.flatnonzero(data[begin:stop] == 10) + begin  # each line's newline
+                ends = newlines(data[begin:stop]) + begin  # each line's newline
                 if stop == size and data[size - 1] != 10:
                     ends = np.append(ends, size)  # the last line, without a newline
                 if not len(ends):  # a line longer than the block: look further
@@ -308,7 +309,7 @@ def iter_batches(span: Span, typed: msgspec.json.Decoder | None = None) -> Itera
     if not data:
         return
     raw = np.frombuffer(data, np.uint8)
-    ends = np.flatnonzero(raw == 10)  # each line's newline
+    ends = newlines(raw)  # each line's newline
     if data[-1] != 10:
         ends = np.append(ends, len(data))  # the last line, without one
     starts = np.concatenate(([0], ends[:-1] + 1))
