@@ -8,8 +8,9 @@ tabs, so the TSV is split here on the tab next to the URL into `<download-dir>/r
 gets that parquet.
 
 `units` only plans (it writes nothing). `start`, called by the build in its main process before any shard is
-written, splits the TSV, then starts img2dataset's Python API in a child process of its own (its spawn workers
-never re-import the caller's script, its SIGINT handler stays out of ours) writing `<download-dir>/shards/`:
+written, starts img2dataset's Python API in a child process of its own (its spawn workers never re-import the
+caller's script, its SIGINT handler stays out of ours), splits the TSV while the child imports, then lets it
+download (a line "go" on its stdin) into `<download-dir>/shards/`:
 webdataset `NNNNN.tar` with the successes, `NNNNN.parquet` with every row's `status` and `error_message`,
 `NNNNN_stats.json` (kept there). Incremental mode: finished shards are never fetched again. img2dataset shard k
 (`--shard-size` rows) becomes output shard k, converted once that shard's `_stats.json` exists (`ready`), so
@@ -178,14 +179,23 @@ def start(options: CC12MOptions, shard_size: int, limit: int | None, units: list
         dl.mkdir(parents=True, exist_ok=True)
         (dl / "download.json").write_text(json.dumps(identity, indent=2))
     rows = dl / "rows.parquet"
-    if not rows.is_file():
-        tmp = temp_path(rows)
-        convert_tsv(tsv, tmp, options.columns, limit)
-        os.replace(tmp, rows)
-    if all(Path(u.shard + "_stats.json").is_file() for u in units):
+    downloaded = all(Path(u.shard + "_stats.json").is_file() for u in units)
+    # img2dataset takes seconds to import: it starts first and waits for its input while the TSV is split.
+    proc = None if downloaded else _start_download(options, dl, shard_size, len(units))
+    try:
+        if not rows.is_file():
+            tmp = temp_path(rows)
+            convert_tsv(tsv, tmp, options.columns, limit)
+            os.replace(tmp, rows)
+    finally:
+        if proc is not None:  # "go" once the input is in place; closed without it, the child downloads nothing
+            with contextlib.suppress(BrokenPipeError):
+                if rows.is_file():
+                    proc.stdin.write(b"go\n")  # type: ignore[union-attr]
+                proc.stdin.close()  # type: ignore[union-attr]
+    if proc is None:
         return units
-    pid = _start_download(options, dl, shard_size)
-    return [dataclasses.replace(u, pid=pid) for u in units]
+    return [dataclasses.replace(u, pid=proc.pid) for u in units]
 
 
 def _identity(options: CC12MOptions, tsv: Path, shard_size: int, limit: int | None) -> dict[str, Any]:
@@ -301,6 +311,8 @@ try:
     if ray_address:
         import ray
         ray.init(address=ray_address)
+    if sys.stdin.readline() != "go\\n":  # the build stopped before the input was ready (the TSV split failed)
+        sys.exit("img2dataset not started: the build stopped before its input was ready")
     print("img2dataset distributor:", kwargs.get("distributor", "multiprocessing"), flush=True)
     download(**kwargs)
     status = "ok"
@@ -313,9 +325,10 @@ finally:
 _RUNNING: dict[Path, subprocess.Popen[bytes]] = {}  # download folder → the img2dataset this process started
 
 
-def _start_download(options: CC12MOptions, dl: Path, shard_size: int) -> int:
-    """Start img2dataset in the background (its output in `img2dataset.log`); the shard writers wait for each
-    shard's `_stats.json`, so conversion overlaps the download. Returns the child's pid."""
+def _start_download(options: CC12MOptions, dl: Path, shard_size: int, n_shards: int) -> subprocess.Popen[bytes]:
+    """Start img2dataset in the background (its output in `img2dataset.log`): it imports, then waits for a line
+    "go" on its stdin (its input, `rows.parquet`, is ready) to download `n_shards` shards. The shard writers wait
+    for each shard's `_stats.json`, so conversion overlaps the download."""
     kwargs = {
         "url_list": str((dl / "rows.parquet").resolve()), "output_folder": str((dl / "shards").resolve()),
         "input_format": "parquet", "url_col": "url", "caption_col": "caption",
@@ -328,7 +341,6 @@ def _start_download(options: CC12MOptions, dl: Path, shard_size: int) -> int:
     cluster = ray_address()
     if cluster is not None:  # a `--engine ray` build: img2dataset's own Ray distributor, on the same cluster
         kwargs["distributor"] = "ray"
-    n_shards = -(-pq.read_metadata(dl / "rows.parquet").num_rows // shard_size)
     previous = _RUNNING.get(dl.resolve())
     if previous is not None:
         # A download this process started may still be tidying up: its final rm of `shards/_tmp` would delete
@@ -339,7 +351,7 @@ def _start_download(options: CC12MOptions, dl: Path, shard_size: int) -> int:
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1"}
     with open(dl / "img2dataset.log", "ab") as log:
         proc = subprocess.Popen([sys.executable, "-c", _CHILD, json.dumps(kwargs), str(dl), cluster or ""],
-                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE, env=env,
                                 # Its own process group, so it and its pool can be stopped as one.
                                 start_new_session=True)
     threading.Thread(target=proc.wait, daemon=True).start()  # reap it, so "not alive" is observable
@@ -347,7 +359,7 @@ def _start_download(options: CC12MOptions, dl: Path, shard_size: int) -> int:
     atexit.register(_stop, proc, dl / "shards", n_shards)
     print(f"img2dataset: downloading into {dl / 'shards'} (progress: tail -f {dl / 'img2dataset.log'})",
           file=sys.stderr)
-    return proc.pid
+    return proc
 
 
 def _stop(proc: subprocess.Popen[bytes], shards: Path, n_shards: int) -> None:

@@ -165,6 +165,8 @@ class LocalExecutor:
         # exit_with_parent: a `kill -9` of the build must not leave its workers running on.
         with ProcessPoolExecutor(helpers, mp_context=ctx, initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
+            for _ in range(helpers):  # start them now, while units may still be waiting to become ready
+                pool.submit(_warm, job)
             running: set[Future[ShardResult]] = set()
             while pending or running:
                 for item in pending.take(2 * helpers - len(running)):
@@ -182,6 +184,13 @@ class LocalExecutor:
                         yield fut.result()
                 else:
                     time.sleep(_POLL)  # units that are not ready yet
+
+
+def _warm(job: Job) -> None:
+    """A helper's start-up (its imports, the builder's included), done as the pool starts: while the driver waits
+    for units to become ready (cc12m: img2dataset's first shard, when the two cores are still free), not when its
+    first unit is due."""
+    get(job.builder)
 
 
 def _run_local(job: Job, todo: Todo) -> ShardResult:

@@ -181,6 +181,31 @@ def test_planning_writes_nothing_and_starts_nothing(tmp_path: Path) -> None:
     assert [u.count for u in units(CC12MOptions(input=tsv), 10, 12)] == [10, 2]
 
 
+def test_img2dataset_imports_during_the_split_and_downloads_nothing_if_it_fails(tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import builders.cc12m as cc12m
+
+    tsv = tmp_path / "cc12m.tsv"
+    tsv.write_text("".join(f"http://127.0.0.1:9/{i}.jpg\tcaption {i}\n" for i in range(25)))
+    options = CC12MOptions(input=tsv, processes=1, threads=2)
+    dl = options.download_dir.resolve()  # type: ignore[union-attr]
+    alive_during_split = []
+
+    def failing_split(*args: object, **kwargs: object) -> int:
+        alive_during_split.append(dl in cc12m._RUNNING and cc12m._RUNNING[dl].poll() is None)
+        raise OSError("disk full while splitting the TSV")
+
+    monkeypatch.setattr(cc12m, "convert_tsv", failing_split)
+    with pytest.raises(OSError, match="disk full"):
+        build("cc12m", options, BuildSettings(out=tmp_path / "out", shard_size=10))
+    assert alive_during_split == [True]  # img2dataset was already starting up
+    proc = cc12m._RUNNING[dl]
+    assert proc.wait(timeout=120) != 0  # it ends by itself, told by its closed stdin
+    log = (options.download_dir / "img2dataset.log").read_text()  # type: ignore[operator]
+    assert "img2dataset not started" in log and "distributor" not in log
+    assert not list(options.download_dir.rglob("*.tar"))  # type: ignore[union-attr]
+
+
 def test_cli_from_existing_img2dataset_folder(built: Built) -> None:
     cli = pytest.importorskip("mmdata.cli")
     from typer.testing import CliRunner
