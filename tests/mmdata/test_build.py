@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from pathlib import Path
 
@@ -12,9 +13,11 @@ from PIL import Image
 
 import mmdata
 import mmdata.executors as executors
-from builders.cambrian import CambrianOptions
+from builders.cambrian import CambrianOptions, units
 from mmdata.build import BuildError, BuildSettings, build
+from mmdata.executors import Job, LocalExecutor, Todo
 from mmdata.testing.llava import World
+from mmdata.writer import FORMATS, ShardConfig
 
 
 def _build(world: World, out: Path, **settings: object) -> mmdata.Dataset:
@@ -339,3 +342,26 @@ def test_dataset_writer_context_manager(llava_world: World, tmp_path: Path) -> N
         w.add(rec(9, None))
         raise RuntimeError("killed")
     assert not (tmp_path / "broken" / "dataset.json").exists()
+
+
+def test_pool_helpers_start_while_no_unit_is_ready_yet(tmp_path: Path) -> None:
+    """A helper's start-up (seconds of imports) happens while the driver waits for units (cc12m: while img2dataset
+    starts), not when the first unit is due; every unit is then written once."""
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "conversations": [{"from": "human", "value": f"q{i}"},
+                                                                  {"from": "gpt", "value": f"a{i}"}]}) + "\n"
+                           for i in range(40)))
+    options = CambrianOptions(input=[src])
+    plan = units(options, 10, None)
+    job = Job("cambrian", options, ShardConfig(str(tmp_path / "out"), FORMATS["jsonl"], None, False))
+    (tmp_path / "out" / "shards").mkdir(parents=True)
+    helpers_when_asked: list[int] = []
+
+    def ready(unit: object) -> bool:  # nothing is ready for the first few polls
+        helpers_when_asked.append(len(multiprocessing.active_children()))
+        return len(helpers_when_asked) > 3
+
+    todo = [Todo(k, u, {"files": {}}) for k, u in enumerate(plan)]
+    results = list(LocalExecutor(workers=2).run(job, todo, ready))
+    assert helpers_when_asked[0] == 1  # the helper was started before any unit was ready
+    assert sorted(r.index for r in results) == [0, 1, 2, 3] and sum(r.written for r in results) == 40
