@@ -41,7 +41,7 @@ class Dataset(Sequence[Record]):
                  cache_dir: str | Path | None = None) -> None:
         self.root = as_location(root)
         self.storage = open_storage(self.root, storage_options, cache_dir)
-        raw = read_manifest(self.storage)
+        raw = read_manifest(self.storage, pin=True)  # a rebuild after this is an error, never a silent mix
         self.manifest = Manifest.parse(raw, self.storage.where(MANIFEST))
         self.manifest_sha256 = hashlib.sha256(raw).hexdigest()
         if cache_dir is not None:  # blocks of a rebuilt dataset are filed apart from the old ones
@@ -119,6 +119,11 @@ class Dataset(Sequence[Record]):
         self.storage.close()
 
     # ---------------------------------------------------------------- media
+    @property
+    def _own_media(self) -> bool:
+        """Whether media live in this (local) dataset's own `media/` folder, written by its build."""
+        return self.manifest.media_root == "media" and not is_url(self.root)
+
     def media_path(self, record: Record, j: int) -> Location:
         if self.media_root is None:
             raise NotFound(f"{self.root}: dataset has no media root")
@@ -141,7 +146,10 @@ class Dataset(Sequence[Record]):
         path = self.media_path(record, j)
         if not is_url(path):
             self.check_media()
-            return Path(path).read_bytes()
+            data = Path(path).read_bytes()
+            if self._own_media:  # a rebuild rewrites these in place: read whole, then checked to be the opened build's
+                self.storage.check_pinned()
+            return data
         prefix = f"{self.root}/"
         if str(path).startswith(prefix):
             return self.storage.read_bytes(str(path)[len(prefix):])  # media copied under the dataset's prefix
@@ -153,9 +161,9 @@ class Dataset(Sequence[Record]):
         applied, 16-bit and float samples scaled rather than clipped."""
         m = record.media[j]
         src: Any
-        if m.data is None and not is_url(self.media_root or ""):
+        if m.data is None and not is_url(self.media_root or "") and not self._own_media:
             self.check_media()
-            src = self.media_path(record, j)  # a local file: opened, not read whole
+            src = self.media_path(record, j)  # a local file of the source's: opened, not read whole
         else:
             src = io.BytesIO(self.media_bytes(record, j))
         with Image.open(src) as im:

@@ -27,3 +27,8 @@ class DamagedData(UserError):
         super().__init__(f"{problem}; the dataset is damaged: `mmdata validate {root}` lists every problem, and a "
                          "rebuild repairs it")
         self.problem = problem
+
+
+class DatasetChanged(UserError):
+    """A dataset's files changed after it was opened (rebuilt in place, replaced by `--overwrite`, or a rerun over
+    changed inputs): reading on would mix the old build's records with the new one's."""

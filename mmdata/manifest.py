@@ -58,12 +58,13 @@ class Manifest:
         return (Path(root) / self.media_root).resolve()
 
 
-def read_manifest(storage: Storage) -> bytes:
-    """The bytes of the dataset's `dataset.json`; a one-line error if there is none (an unfinished build says so)."""
+def read_manifest(storage: Storage, pin: bool = False) -> bytes:
+    """The bytes of the dataset's `dataset.json`; a one-line error if there is none (an unfinished build says so).
+    `pin`: what `storage` reads afterwards must belong to this manifest's build (`Storage.pin`)."""
     if not storage.exists(MANIFEST):
         storage.check()
         where = storage.where()
         if storage.exists(".build.json"):
             raise NotFound(f"{where}: build is incomplete (no {MANIFEST}); rerun the same build command to resume it")
         raise NotFound(f"{where}: not an mmdata dataset ({MANIFEST} not found)")
-    return storage.read_bytes(MANIFEST)
+    return storage.pin(MANIFEST) if pin else storage.read_bytes(MANIFEST)

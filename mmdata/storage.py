@@ -13,6 +13,7 @@ kind. Nothing else in mmdata looks at a location's scheme.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import mmap
 import os
 import posixpath
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from mmdata.errors import DatasetChanged
 from mmdata.media import write_bytes
 from mmdata.outdir import temp_path
 
@@ -105,6 +107,8 @@ class Storage(Protocol):
     def clear(self) -> None: ...  # remove everything under the root
     def exists(self, name: str) -> bool: ...
     def read_bytes(self, name: str) -> bytes: ...
+    def pin(self, name: str) -> bytes: ...  # read `name` (a manifest); what is read after must belong to it
+    def check_pinned(self) -> None: ...  # raise `DatasetChanged` if the pinned manifest changed (after a read)
     def write_bytes(self, name: str, data: bytes) -> None: ...  # atomic: the old content or the new, never half
     def create(self, name: str) -> StagedFile: ...
     def stream(self, name: str, size: int | None = None) -> BinaryIO: ...  # `size`, if known, saves a request
@@ -141,6 +145,7 @@ class LocalStorage:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._maps: dict[str, mmap.mmap] = {}
+        self._pin: tuple[str, tuple[int, ...] | None, str] | None = None  # (name, its stat, its sha256)
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -162,7 +167,51 @@ class LocalStorage:
         return (self.root / name).is_file()
 
     def read_bytes(self, name: str) -> bytes:
-        return (self.root / name).read_bytes()
+        data = (self.root / name).read_bytes()
+        self.check_pinned()
+        return data
+
+    def pin(self, name: str) -> bytes:
+        """Read `name` (the manifest) and pin it: every file read or opened through this storage afterwards is
+        checked to belong to that manifest's build, and `DatasetChanged` is raised once it does not.
+
+        Sound because a build that changes a dataset removes or replaces its manifest before it touches any other
+        file (in place), or swaps in a whole new folder (`--overwrite`): a file opened (or read) while the pinned
+        manifest is still in place is the pinned build's. A manifest rewritten with the same bytes (a rerun that
+        changed nothing) keeps the pin."""
+        for _ in range(10):
+            before = self._stat(name)
+            data = (self.root / name).read_bytes()
+            if self._stat(name) == before:
+                self._pin = (name, before, hashlib.sha256(data).hexdigest())
+                return data
+        raise DatasetChanged(f"{self.root / name} keeps changing while it is read: a build is writing this "
+                             "dataset; open it once the build is done")
+
+    def _stat(self, name: str) -> tuple[int, ...] | None:
+        try:
+            st = os.stat(self.root / name)
+        except FileNotFoundError:
+            return None
+        return st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+    def check_pinned(self) -> None:
+        """Raise `DatasetChanged` if the pinned manifest is no longer the one read (what was opened or read
+        just before may then belong to another build)."""
+        if self._pin is None:
+            return
+        name, stat, sha = self._pin
+        now = self._stat(name)
+        if now == stat:
+            return
+        if now is not None:
+            data = (self.root / name).read_bytes()
+            if hashlib.sha256(data).hexdigest() == sha and self._stat(name) == now:
+                self._pin = (name, now, sha)  # rewritten unchanged: the same shards, byte for byte
+                return
+        state = "was removed (a build is rewriting the dataset)" if now is None else "was replaced by a new build"
+        raise DatasetChanged(f"{self.root}: the dataset changed after it was opened ({name} {state}); reading on "
+                             "would mix two builds' records: open it again (mmdata.open) once the build is done")
 
     def write_bytes(self, name: str, data: bytes) -> None:
         write_bytes(data, self.root / name)
@@ -171,7 +220,13 @@ class LocalStorage:
         return _LocalStaged(self.root / name)
 
     def stream(self, name: str, size: int | None = None) -> BinaryIO:
-        return open(self.root / name, "rb")
+        f = open(self.root / name, "rb")
+        try:
+            self.check_pinned()
+        except BaseException:
+            f.close()
+            raise
+        return f
 
     def list(self, folder: str, suffix: str) -> list[str]:
         return sorted(f"{folder}/{p.name}" if folder else p.name for p in (self.root / folder).glob(f"*{suffix}"))
@@ -194,7 +249,13 @@ class LocalStorage:
             # Pre-faulting a shard costs one pass over pages already cached and saves a page fault on nearly
             # every random read after it.
             flags = mmap.MAP_SHARED | (_POPULATE if size <= _POPULATE_MAX else 0)
-            m = self._maps[name] = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+            m = mmap.mmap(f.fileno(), 0, flags=flags, prot=mmap.PROT_READ)
+        try:
+            self.check_pinned()
+        except BaseException:
+            m.close()
+            raise
+        self._maps[name] = m
         return m
 
     def close(self) -> None:
@@ -203,7 +264,7 @@ class LocalStorage:
         self._maps.clear()
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "_maps": {}}
+        return {"root": self.root, "_maps": {}, "_pin": self._pin}  # a worker checks against the build opened
 
     def __repr__(self) -> str:
         return f"LocalStorage({str(self.root)!r})"
