@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mmdata.errors import NotFound
+from mmdata.errors import DatasetChanged, NotFound
 from mmdata.storage_errors import StorageError
 
 CHUNK = 8 << 20  # bytes per GET when streaming a file
@@ -45,6 +45,7 @@ class FsspecStorage:
         self._fs: Any = None
         self._pid = -1
         self._pool: ThreadPoolExecutor | None = None
+        self._pin: tuple[str, str, str] | None = None  # (name, its version: ETag, size, time; its sha256)
 
     # ---------------------------------------------------------------- the filesystem, per process
     @property
@@ -149,16 +150,56 @@ class FsspecStorage:
                 pass
 
     def read_bytes(self, name: str) -> bytes:
+        data = self._read(name)
+        self.check_pinned()
+        return data
+
+    def _read(self, name: str) -> bytes:
         with self._errors(name):
             return bytes(self.fs.cat_file(self._path(name)))
 
     def pin(self, name: str) -> bytes:
-        """`read_bytes`. Not pinned: each object is fetched by its own requests, so a dataset rebuilt on the store
-        while it is read is not detected here (a local dataset is; see `LocalStorage.pin`)."""
-        return self.read_bytes(name)
+        """Read `name` (the manifest) and pin it, as `LocalStorage.pin`: after every fetch (a batch of ranged GETs,
+        a read-ahead chunk, an index) one HEAD of the manifest checks that it is still the one read, so the bytes
+        fetched belong to its build (a build removes or replaces the manifest before it writes any other object,
+        and the store reads what was last written). A store that reports neither an ETag nor a modification time
+        for an object is not pinned."""
+        for _ in range(10):
+            before = self._version(name)
+            data = self._read(name)
+            if self._version(name) == before:
+                if before is not None and not before.startswith("|"):
+                    self._pin = (name, before, hashlib.sha256(data).hexdigest())
+                return data
+        raise DatasetChanged(f"{self.where(name)} keeps changing while it is read: a build is writing this dataset; "
+                             "open it once the build is done")
+
+    def _version(self, name: str) -> str | None:
+        """What the store says identifies the object's content now (ETag, size, time), or None if it is gone."""
+        with self._errors(name):
+            try:
+                info = self.fs.info(self._path(name))
+            except FileNotFoundError:
+                return None
+        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
+        when = info.get("LastModified") or info.get("mtime") or info.get("updated") or ""
+        return f"{tag}|{info.get('size')}|{when}" if tag or when else f"|{info.get('size')}"
 
     def check_pinned(self) -> None:
-        pass  # see `pin`
+        """Raise `DatasetChanged` if the pinned manifest is no longer the one read (what was fetched just before
+        may then belong to another build)."""
+        if self._pin is None:
+            return
+        name, version, sha = self._pin
+        now = self._version(name)
+        if now == version:
+            return
+        if now is not None and hashlib.sha256(self._read(name)).hexdigest() == sha and self._version(name) == now:
+            self._pin = (name, now, sha)  # rewritten unchanged: the same shards, byte for byte
+            return
+        state = "was removed (a build is rewriting the dataset)" if now is None else "was replaced by a new build"
+        raise DatasetChanged(f"{self.url}: the dataset changed after it was opened ({name} {state}); reading on "
+                             "would mix two builds' records: open it again (mmdata.open) once the build is done")
 
     def write_bytes(self, name: str, data: bytes) -> None:
         with self._errors(name):  # one PUT: the object is the old content or the new, never half
@@ -192,12 +233,14 @@ class FsspecStorage:
             return []
         with self._errors(names[0]):
             if len(names) == 1:  # the scalar path (`ds[i]`): one GET, without the batching machinery
-                return [bytes(self.fs.cat_file(self._path(names[0]), start=starts[0], end=ends[0]))]
-            out = self.fs.cat_ranges([self._path(n) for n in names], list(starts), list(ends), on_error="return")
+                out = [self.fs.cat_file(self._path(names[0]), start=starts[0], end=ends[0])]
+            else:
+                out = self.fs.cat_ranges([self._path(n) for n in names], list(starts), list(ends), on_error="return")
             for n, r in zip(names, out):
                 if isinstance(r, BaseException):
                     with self._errors(n):
                         raise r
+        self.check_pinned()  # before anything is used or cached: the bytes are the opened build's
         return [bytes(r) for r in out]
 
     def close(self) -> None:

@@ -7,9 +7,11 @@ Requests are counted at the server (its request log), so "one ranged GET per rec
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,7 +26,7 @@ from builders.cambrian import CambrianOptions
 from mmdata.build import BuildSettings, build
 from mmdata.cli import app
 from mmdata.dataset import MediaUnreachable
-from mmdata.errors import NotFound
+from mmdata.errors import DatasetChanged, NotFound
 from mmdata.mix import mix
 from mmdata.storage_errors import StorageError
 from mmdata.testing.llava import World
@@ -330,3 +332,45 @@ def test_a_video_build_with_an_s3_media_root_gives_one_clear_message(s3: S3Serve
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "--media-root s3://mmdata-test/videos" in result.output and "download it" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def _answers(path: Path, tag: str, n: int = 40) -> None:
+    """`n` records whose answers are `tag` + 4 digits: a rebuild with another tag keeps every size the same."""
+    path.write_text("".join(orjson.dumps({"id": i, "conversations": [
+        {"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"{tag}{i:04d}"}]}).decode() + "\n"
+        for i in range(n)))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_dataset_rebuilt_on_the_store_is_an_error_not_a_mix(s3: S3Server, tmp_path: Path, overwrite: bool) -> None:
+    src, url = tmp_path / "in.jsonl", f"s3://mmdata-test/rebuilt-{overwrite}"
+    _answers(src, "A")
+    build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=url, shard_size=10))
+    ds = mmdata.open(url)
+    cached = mmdata.open(url, cache_dir=tmp_path / "cache")
+    assert ds[0].conversations[1].value == cached[0].conversations[1].value == "A0000"
+    gets, heads = s3.count("GET"), s3.count("HEAD")
+    ds[1]
+    assert (s3.count("GET") - gets, s3.count("HEAD") - heads) == (1, 1)  # the record, then the manifest's HEAD
+    _answers(src, "B")
+    build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=url, shard_size=10, overwrite=overwrite))
+    for reader in (ds, cached):
+        with pytest.raises(DatasetChanged, match="open it again"):
+            reader[35]
+    with pytest.raises(DatasetChanged):
+        list(ds)
+    worker = pickle.loads(pickle.dumps(cached.shards))  # a DataLoader worker of the old reader
+    with pytest.raises(DatasetChanged):
+        worker.read_one(15)
+    assert mmdata.open(url, cache_dir=tmp_path / "cache")[35].conversations[1].value == "B0035"
+
+
+def test_a_rerun_that_changes_nothing_keeps_a_remote_reader(s3: S3Server, tmp_path: Path) -> None:
+    src, url = tmp_path / "in.jsonl", "s3://mmdata-test/unchanged"
+    _answers(src, "A")
+    build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=url, shard_size=10))
+    ds = mmdata.open(url)
+    ds[0]
+    time.sleep(1.1)  # the store's modification times are in seconds: the rewritten manifest gets a new one
+    build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=url, shard_size=10))
+    assert [r.conversations[1].value for r in ds][35] == "A0035"
