@@ -24,7 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mmdata.errors import DatasetChanged, NotFound
+from mmdata.errors import NotFound
+from mmdata.storage import Pin, check_pin, take_pin
 from mmdata.storage_errors import StorageError
 
 CHUNK = 8 << 20  # bytes per GET when streaming a file
@@ -45,7 +46,7 @@ class FsspecStorage:
         self._fs: Any = None
         self._pid = -1
         self._pool: ThreadPoolExecutor | None = None
-        self._pin: tuple[str, str, str] | None = None  # (name, its version: ETag, size, time; its sha256)
+        self._pin: Pin | None = None
 
     # ---------------------------------------------------------------- the filesystem, per process
     @property
@@ -159,20 +160,13 @@ class FsspecStorage:
             return bytes(self.fs.cat_file(self._path(name)))
 
     def pin(self, name: str) -> bytes:
-        """Read `name` (the manifest) and pin it, as `LocalStorage.pin`: after every fetch (a batch of ranged GETs,
-        a read-ahead chunk, an index) one HEAD of the manifest checks that it is still the one read, so the bytes
-        fetched belong to its build (a build removes or replaces the manifest before it writes any other object,
-        and the store reads what was last written). A store that reports neither an ETag nor a modification time
-        for an object is not pinned."""
-        for _ in range(10):
-            before = self._version(name)
-            data = self._read(name)
-            if self._version(name) == before:
-                if before is not None and not before.startswith("|"):
-                    self._pin = (name, before, hashlib.sha256(data).hexdigest())
-                return data
-        raise DatasetChanged(f"{self.where(name)} keeps changing while it is read: a build is writing this dataset; "
-                             "open it once the build is done")
+        """Read `name` (the manifest) and pin it (`mmdata.storage.take_pin`): after every fetch (a batch of ranged
+        GETs, a read-ahead chunk, an index) one HEAD of the manifest checks it is still the one read (the store
+        reads what was last written). A store that reports neither an ETag nor a modification time is not pinned."""
+        pin, data = take_pin(self.url, name, self._version, self._read)
+        if pin[1] is not None and not pin[1].startswith("|"):
+            self._pin = pin
+        return data
 
     def _version(self, name: str) -> str | None:
         """What the store says identifies the object's content now (ETag, size, time), or None if it is gone."""
@@ -186,20 +180,8 @@ class FsspecStorage:
         return f"{tag}|{info.get('size')}|{when}" if tag or when else f"|{info.get('size')}"
 
     def check_pinned(self) -> None:
-        """Raise `DatasetChanged` if the pinned manifest is no longer the one read (what was fetched just before
-        may then belong to another build)."""
-        if self._pin is None:
-            return
-        name, version, sha = self._pin
-        now = self._version(name)
-        if now == version:
-            return
-        if now is not None and hashlib.sha256(self._read(name)).hexdigest() == sha and self._version(name) == now:
-            self._pin = (name, now, sha)  # rewritten unchanged: the same shards, byte for byte
-            return
-        state = "was removed (a build is rewriting the dataset)" if now is None else "was replaced by a new build"
-        raise DatasetChanged(f"{self.url}: the dataset changed after it was opened ({name} {state}); reading on "
-                             "would mix two builds' records: open it again (mmdata.open) once the build is done")
+        if self._pin is not None:
+            self._pin = check_pin(self.url, self._pin, self._version, self._read)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         with self._errors(name):  # one PUT: the object is the old content or the new, never half

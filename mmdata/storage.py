@@ -18,7 +18,7 @@ import mmap
 import os
 import posixpath
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
@@ -138,6 +138,40 @@ class _LocalStaged:
         self.tmp.unlink(missing_ok=True)
 
 
+Pin = tuple[str, Any, str]  # (the manifest's name, its version as the backend sees it, the sha256 of its bytes)
+
+
+def take_pin(where: str, name: str, version: Callable[[str], Any], read: Callable[[str], bytes]) -> tuple[Pin, bytes]:
+    """Read manifest `name` and pin it: its version (`version(name)`: a stat, an ETag...) taken before and after
+    the read agree, so the bytes are that version's.
+
+    A pin makes a reader safe against rebuilds: a build removes or replaces its manifest before it touches any other
+    file (in place), or swaps in a whole new folder (`--overwrite`), so a file opened or fetched while the pinned
+    manifest is still in place belongs to the pinned build (`check_pin`, after each open or fetch)."""
+    for _ in range(10):
+        before = version(name)
+        data = read(name)
+        if version(name) == before:
+            return (name, before, hashlib.sha256(data).hexdigest()), data
+    raise DatasetChanged(f"{where}/{name} keeps changing while it is read: a build is writing this dataset; open it "
+                         "once the build is done")
+
+
+def check_pin(where: str, pin: Pin, version: Callable[[str], Any], read: Callable[[str], bytes]) -> Pin:
+    """`pin`, still valid (updated if its manifest was rewritten with the same bytes: a rerun that changed nothing,
+    so the same shards byte for byte); else `DatasetChanged`: what was opened or fetched just before may belong to
+    another build."""
+    name, then, sha = pin
+    now = version(name)
+    if now == then:
+        return pin
+    if now is not None and hashlib.sha256(read(name)).hexdigest() == sha and version(name) == now:
+        return name, now, sha
+    state = "was removed (a build is rewriting the dataset)" if now is None else "was replaced by a new build"
+    raise DatasetChanged(f"{where}: the dataset changed after it was opened ({name} {state}); reading on would mix "
+                         "two builds' records: open it again (mmdata.open) once the build is done")
+
+
 class LocalStorage:
     """A directory on a local filesystem. Random reads slice memory maps: O(1), no system call, no file offset
     shared with a forked DataLoader worker (maps are not pickled; a spawned worker maps the files again)."""
@@ -145,7 +179,7 @@ class LocalStorage:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self._maps: dict[str, mmap.mmap] = {}
-        self._pin: tuple[str, tuple[int, ...] | None, str] | None = None  # (name, its stat, its sha256)
+        self._pin: Pin | None = None
 
     def path(self, name: str) -> Path:
         return self.root / name
@@ -172,21 +206,13 @@ class LocalStorage:
         return data
 
     def pin(self, name: str) -> bytes:
-        """Read `name` (the manifest) and pin it: every file read or opened through this storage afterwards is
-        checked to belong to that manifest's build, and `DatasetChanged` is raised once it does not.
+        """Read `name` (the manifest) and pin it (`take_pin`): every file read or opened through this storage
+        afterwards is checked to belong to its build, with one `stat` of the manifest."""
+        self._pin, data = take_pin(str(self.root), name, self._stat, self._read)
+        return data
 
-        Sound because a build that changes a dataset removes or replaces its manifest before it touches any other
-        file (in place), or swaps in a whole new folder (`--overwrite`): a file opened (or read) while the pinned
-        manifest is still in place is the pinned build's. A manifest rewritten with the same bytes (a rerun that
-        changed nothing) keeps the pin."""
-        for _ in range(10):
-            before = self._stat(name)
-            data = (self.root / name).read_bytes()
-            if self._stat(name) == before:
-                self._pin = (name, before, hashlib.sha256(data).hexdigest())
-                return data
-        raise DatasetChanged(f"{self.root / name} keeps changing while it is read: a build is writing this "
-                             "dataset; open it once the build is done")
+    def _read(self, name: str) -> bytes:
+        return (self.root / name).read_bytes()
 
     def _stat(self, name: str) -> tuple[int, ...] | None:
         try:
@@ -196,22 +222,8 @@ class LocalStorage:
         return st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
     def check_pinned(self) -> None:
-        """Raise `DatasetChanged` if the pinned manifest is no longer the one read (what was opened or read
-        just before may then belong to another build)."""
-        if self._pin is None:
-            return
-        name, stat, sha = self._pin
-        now = self._stat(name)
-        if now == stat:
-            return
-        if now is not None:
-            data = (self.root / name).read_bytes()
-            if hashlib.sha256(data).hexdigest() == sha and self._stat(name) == now:
-                self._pin = (name, now, sha)  # rewritten unchanged: the same shards, byte for byte
-                return
-        state = "was removed (a build is rewriting the dataset)" if now is None else "was replaced by a new build"
-        raise DatasetChanged(f"{self.root}: the dataset changed after it was opened ({name} {state}); reading on "
-                             "would mix two builds' records: open it again (mmdata.open) once the build is done")
+        if self._pin is not None:
+            self._pin = check_pin(str(self.root), self._pin, self._stat, self._read)
 
     def write_bytes(self, name: str, data: bytes) -> None:
         write_bytes(data, self.root / name)
