@@ -120,9 +120,9 @@ class Dataset(Sequence[Record]):
 
     # ---------------------------------------------------------------- media
     @property
-    def _own_media(self) -> bool:
-        """Whether media live in this (local) dataset's own `media/` folder, written by its build."""
-        return self.manifest.media_root == "media" and not is_url(self.root)
+    def _stored_media(self) -> bool:
+        """Whether media are stored with the dataset (`media/` under its root, written by its build)."""
+        return self.manifest.media_root == "media"
 
     def media_path(self, record: Record, j: int) -> Location:
         if self.media_root is None:
@@ -143,16 +143,12 @@ class Dataset(Sequence[Record]):
         m = record.media[j]
         if m.data is not None:
             return m.data
+        if self._stored_media:  # through the dataset's storage: checked to be the opened build's (`Storage.pin`)
+            return self.storage.read_bytes(f"media/{m.path}")
         path = self.media_path(record, j)
         if not is_url(path):
             self.check_media()
-            data = Path(path).read_bytes()
-            if self._own_media:  # a rebuild rewrites these in place: read whole, then checked to be the opened build's
-                self.storage.check_pinned()
-            return data
-        prefix = f"{self.root}/"
-        if str(path).startswith(prefix):
-            return self.storage.read_bytes(str(path)[len(prefix):])  # media copied under the dataset's prefix
+            return Path(path).read_bytes()
         assert self.media_root is not None
         return open_storage(self.media_root).read_bytes(m.path)
 
@@ -161,7 +157,7 @@ class Dataset(Sequence[Record]):
         applied, 16-bit and float samples scaled rather than clipped."""
         m = record.media[j]
         src: Any
-        if m.data is None and not is_url(self.media_root or "") and not self._own_media:
+        if m.data is None and not is_url(self.media_root or "") and not self._stored_media:
             self.check_media()
             src = self.media_path(record, j)  # a local file of the source's: opened, not read whole
         else:

@@ -164,12 +164,14 @@ class FsspecStorage:
         GETs, a read-ahead chunk, an index) one HEAD of the manifest checks it is still the one read (the store
         reads what was last written). A store that reports neither an ETag nor a modification time is not pinned."""
         pin, data = take_pin(self.url, name, self._version, self._read)
-        if pin[1] is not None and not pin[1].startswith("|"):
+        tag, _, when = pin[1] or ("", 0, "")
+        if tag or when:
             self._pin = pin
         return data
 
-    def _version(self, name: str) -> str | None:
-        """What the store says identifies the object's content now (ETag, size, time), or None if it is gone."""
+    def _version(self, name: str) -> tuple[str, int, str] | None:
+        """What the store says identifies the object's content now (ETag, size, modification time; "" where it
+        reports none), or None if it is gone."""
         with self._errors(name):
             try:
                 info = self.fs.info(self._path(name))
@@ -177,7 +179,7 @@ class FsspecStorage:
                 return None
         tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or ""
         when = info.get("LastModified") or info.get("mtime") or info.get("updated") or ""
-        return f"{tag}|{info.get('size')}|{when}" if tag or when else f"|{info.get('size')}"
+        return str(tag), int(info.get("size") or 0), str(when)
 
     def check_pinned(self) -> None:
         if self._pin is not None:

@@ -201,7 +201,7 @@ class LocalStorage:
         return (self.root / name).is_file()
 
     def read_bytes(self, name: str) -> bytes:
-        data = (self.root / name).read_bytes()
+        data = self._read(name)
         self.check_pinned()
         return data
 
