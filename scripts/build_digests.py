@@ -1,4 +1,5 @@
-"""Build every sample source of `mmdata.testing` (plus seeded variants) and print one sha256 per output file.
+"""Build every sample source of `mmdata.testing` (plus seeded variants), mix them, dedup and decontaminate them,
+and print one sha256 per output file (datasets, the mixture, the views).
 
 For "outputs are byte-identical" checks across two checkouts: run it under each (same WORK directory, so input
 paths in the manifests match) and diff the two listings.
@@ -67,6 +68,43 @@ def digests(root: Path) -> Iterator[str]:
         yield f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path.relative_to(root)}"
 
 
+def _mmdata(*args: str) -> None:
+    subprocess.run([sys.executable, "-m", "mmdata.cli", *args], check=True, stdout=subprocess.DEVNULL)
+
+
+RECIPE = """name: digests
+seed: 3
+size: 400
+filters: {max_media: 40}
+sources:
+  - {path: data/cambrian, weight: 0.5}
+  - {path: data/cc12m, weight: 0.3, max: 30}
+  - {path: data/visual_cot, weight: 0.2}
+  - {path: data/video_qa, epochs: 1.5}
+  - {path: data/instructpix2pix, epochs: 2, filters: {min_side: 8}}
+"""
+
+
+def views(work: Path) -> Iterator[str]:
+    """A mixture of the builds, a dedup view over two of them and a decontamination view of that view."""
+    (work / "recipe.yaml").write_text(RECIPE)
+    _mmdata("mix", str(work / "recipe.yaml"), "--out", str(work / "views" / "mixture"))
+    cache = str(work / "signatures")
+    _mmdata("dedup", str(work / "data" / "cambrian"), str(work / "data" / "cambrian_wds"), str(work / "data" / "vstar"),
+            "--out", str(work / "views" / "dedup"), "--cache", cache)
+    evals = work / "evals.jsonl"
+    import mmdata
+
+    question = mmdata.open(work / "data" / "cambrian")[0].conversations[0].value.replace("<image>", "").strip()
+    evals.write_text(json.dumps({"question": question + " and some more words to pass the minimum"}) + "\n")
+    _mmdata("decontaminate", str(work / "views" / "dedup"), "--against", str(evals), "--against",
+            str(work / "sources" / "visual_cot"), "--out", str(work / "views" / "clean"), "--cache", cache,
+            "--min-words", "3", "--ngram", "3")
+    for name in ("mixture", "dedup", "clean"):
+        for line in digests(work / "views" / name):
+            yield f"views/{name}/{line}"
+
+
 def main(work: Path) -> None:
     for name, builder, module, kwargs, flags in BUILDS:
         src = work / "sources" / (kwargs.get("task") or builder)  # variants share their source
@@ -80,6 +118,8 @@ def main(work: Path) -> None:
                 saved.write_text(json.dumps(args))
         for line in digests(out):
             print(f"{name}/{line}")
+    for line in views(work):
+        print(line)
 
 
 if __name__ == "__main__":
