@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _pairs import rate, ratio, rounds
 
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.images import jpeg_bytes
 
 WORDS = ["the", "a", "of", "image", "shows", "person", "table", "red", "blue", "two", "three", "left", "right", "near", "small", "large", "building", "street", "car", "dog", "cat", "sign", "text", "window", "people", "sitting", "standing", "holding", "wearing", "white", "black", "green", "water", "sky"]  # noqa: E501

@@ -33,7 +33,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmdata.manifest import SCHEMA_VERSION, Manifest  # noqa: E402
+from mmdata.format.manifests import SCHEMA_VERSION, Manifest  # noqa: E402
 
 SHARD = 10_000  # the build default: a worker hashes one shard at a time
 VOCAB = [f"w{k}" for k in range(5000)]
@@ -45,11 +45,12 @@ def _texts(n: int, seed: int) -> list[str]:
 
 
 def write_dataset(out: Path, n: int, images: bool) -> None:
-    """n records, every 20th a duplicate of the one before; written straight through `mmdata.layout`."""
+    """n records, every 20th a duplicate of the one before; written straight through `mmdata.format`."""
     if (out / "dataset.json").is_file():
         return
-    from mmdata.layout import JsonlSink, ShardResult
-    from mmdata.storage import LocalStorage
+    from mmdata.format.shards import ShardResult
+    from mmdata.format.sinks import JsonlSink
+    from mmdata.storage.local import LocalStorage
     from mmdata.testing.images import jpeg_bytes
     from mmdata.testing.quality import shapes_image
 
@@ -80,7 +81,7 @@ def write_dataset(out: Path, n: int, images: bool) -> None:
 
 # ---------------------------------------------------------------------------------------------- the two sides
 def run_ours(data: Path, work: Path, images: bool, workers: int) -> dict:
-    from mmdata.dedup import DedupOptions, dedup
+    from mmdata.quality.dedup import DedupOptions, dedup
 
     shutil.rmtree(work, ignore_errors=True)
     opts = DedupOptions(images="phash:4" if images else "none", text="minhash:0.8", workers=workers,
@@ -94,7 +95,7 @@ def run_baseline(data: Path, images: bool) -> dict:
     from datasketch import MinHash, MinHashLSH
 
     import mmdata
-    from mmdata.signatures import conversation_words, image_phash, shingles
+    from mmdata.quality.signatures import conversation_words, image_phash, shingles
 
     t = time.perf_counter()
     ds = mmdata.open(data)

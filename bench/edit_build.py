@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from builders.instructpix2pix import InstructPix2PixOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.instructpix2pix import edit_image, write_parquet
 
 

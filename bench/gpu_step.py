@@ -47,7 +47,7 @@ def expanded_lengths(mixture: Path, lm: Path, max_length: int) -> list[int]:
     """The samples' exact expanded lengths (tokenizer only, no image read)."""
     from transformers import AutoTokenizer
 
-    from mmdata.mixture import Mixture
+    from mmdata.read.view import Mixture
     from trainer.data import ConversationDataset
 
     ds = ConversationDataset(Mixture(mixture), tokenizer=AutoTokenizer.from_pretrained(lm), processor=None,
@@ -79,7 +79,7 @@ def main() -> None:
 
     from train_step import loop_stepper
 
-    from mmdata.testing.train import make_train_world
+    from tests.worlds import make_train_world
     from trainer.recipe import load_recipe
     from trainer.tiny import make_tiny
 

@@ -25,9 +25,9 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import mmdata.freshness as freshness  # noqa: E402
+import mmdata.build.freshness as freshness  # noqa: E402
 from builders.cambrian import CambrianOptions  # noqa: E402
-from mmdata.build import BuildSettings, build  # noqa: E402
+from mmdata.build.driver import BuildSettings, build  # noqa: E402
 
 
 def _timed(fn: Callable[[], object]) -> float:

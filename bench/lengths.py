@@ -35,8 +35,8 @@ def build_world(out: Path, n: int) -> Path:
     if (out / "mixture" / "mixture.json").is_file():
         return out / "mixture"
     from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
-    from mmdata.mix import mix
+    from mmdata.build.driver import BuildSettings, build
+    from mmdata.mix.planner import mix
 
     rng = random.Random(0)
 
@@ -66,7 +66,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "lengths")
     args = ap.parse_args()
 
-    from mmdata.mixture import Mixture
+    from mmdata.read.view import Mixture
     from trainer import ConversationDataset, ModelConfig, build_model, make_tiny
     from trainer.lengths import expanded_lengths
 

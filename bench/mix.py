@@ -10,7 +10,7 @@ Reports, from the same run:
   random access `mixture[i]`, and the training path (`MixtureLoader(RecordDataset(mixture))`, batches of 64).
   Rounds interleave the baseline and every contender; each figure is the median ratio to its round's baseline,
   with the spread (min–max) over rounds.
-The datasets are written straight through `mmdata.layout` rather than a builder: building is not what is measured,
+The datasets are written straight through `mmdata.format` rather than a builder: building is not what is measured,
 and it keeps the setup to seconds. They are reused if present.
 """
 
@@ -31,8 +31,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmdata.manifest import SCHEMA_VERSION, Manifest  # noqa: E402
-from mmdata.schema import Record  # noqa: E402
+from mmdata.core.schema import Record  # noqa: E402
+from mmdata.format.manifests import SCHEMA_VERSION, Manifest  # noqa: E402
 
 SHARE = {"large": 0.6, "medium": 0.3, "small": 0.1}
 SHARD = 100_000
@@ -41,8 +41,9 @@ SHARD = 100_000
 def write_dataset(out: Path, name: str, n: int) -> None:
     if (out / "dataset.json").is_file():
         return
-    from mmdata.layout import JsonlSink, ShardResult
-    from mmdata.storage import LocalStorage
+    from mmdata.format.shards import ShardResult
+    from mmdata.format.sinks import JsonlSink
+    from mmdata.storage.local import LocalStorage
 
     storage = LocalStorage(out)
     shards = []
@@ -81,7 +82,7 @@ def rate(records: Iterable[object], limit: int) -> float:
 
 
 def mix_to(recipe: Path, out: Path) -> None:
-    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from mmdata.mix import mix; "
+    subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; from mmdata.mix.planner import mix; "
                     "mix(Path(sys.argv[1]), Path(sys.argv[2]))", str(recipe), str(out)], check=True, cwd=ROOT)
 
 
@@ -113,8 +114,8 @@ def main() -> None:
 
     import torch.utils.data  # noqa: F401 - imported before any clock starts
 
-    from mmdata.loader import MixtureLoader, RecordDataset
-    from mmdata.mixture import Mixture
+    from mmdata.read.loader import MixtureLoader, RecordDataset
+    from mmdata.read.view import Mixture
 
     mixture, shuffled = Mixture(out / "mixture"), Mixture(out / "large-only")
     n = min(args.read, len(shuffled))

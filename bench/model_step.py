@@ -21,8 +21,8 @@ import torch
 import transformers
 from PIL import Image
 
-from mmdata.loader import RecordList
-from mmdata.schema import Media, Record, Turn
+from mmdata.core.schema import Media, Record, Turn
+from mmdata.read.loader import RecordList
 from trainer import STAGES, Collator, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
 
 

@@ -48,7 +48,7 @@ def demo_mixture(tmp: Path) -> Path:
 
 
 def metamorph_like(n: int, seed: int = 0) -> list:
-    from mmdata.schema import Media, Record, Turn
+    from mmdata.core.schema import Media, Record, Turn
 
     rng = random.Random(seed)
     words = ["a", "the", "red", "cat", "dog", "sky", "tree", "house", "car", "runs", "left", "small", "bright"]
@@ -134,8 +134,8 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from mmdata.loader import RecordList
-    from mmdata.mixture import Mixture
+    from mmdata.read.loader import RecordList
+    from mmdata.read.view import Mixture
     from trainer import STAGES, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
 
     torch.manual_seed(0)

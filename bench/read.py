@@ -28,7 +28,7 @@ from convert import make_text_jsonl
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 
 
 def bare_table(root: Path) -> tuple[list[int], list[list[tuple[int, int, int]]]]:

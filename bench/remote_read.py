@@ -81,9 +81,9 @@ def main() -> None:
 
     import mmdata
     from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
-    from mmdata.loader import MixtureLoader, RecordDataset
-    from mmdata.mix import mix
+    from mmdata.build.driver import BuildSettings, build
+    from mmdata.mix.planner import mix
+    from mmdata.read.loader import MixtureLoader, RecordDataset
 
     with tempfile.TemporaryDirectory(prefix="bench_remote_") as tmp, S3Server(process=True) as s3:
         root = Path(tmp)

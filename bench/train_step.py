@@ -42,7 +42,7 @@ SIZES = {
 
 
 def make_world(root: Path, llm_shape: dict) -> tuple[Path, Path]:
-    from mmdata.testing.train import make_train_world
+    from tests.worlds import make_train_world
     from trainer.tiny import make_tiny
 
     models, mixture = make_train_world(root, size=400)
@@ -55,7 +55,7 @@ def setup(recipe, d):
     """The recipe's model (stage parts applied), dataset, loader and collator, built as `mmtrain` builds them."""
     import torch
 
-    from mmdata.mixture import Mixture
+    from mmdata.read.view import Mixture
     from trainer.data import ConversationDataset
     from trainer.engine import prepare_model
     from trainer.train import make_loader

@@ -39,8 +39,8 @@ def main() -> None:
     import torch
     from packing import fake_image
 
-    from mmdata.loader import RecordList
-    from mmdata.schema import Media, Record, Turn
+    from mmdata.core.schema import Media, Record, Turn
+    from mmdata.read.loader import RecordList
     from trainer import STAGES, Collator, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
     from trainer.engine import param_groups
     from trainer.features import FeatureStore, build_cache

@@ -38,7 +38,7 @@ def make_world(root: Path) -> dict[str, str]:
     import torch
 
     from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
+    from mmdata.build.driver import BuildSettings, build
     from mmdata.testing.llava import make_world as llava_world
     from trainer import ModelConfig, build_model
     from trainer.tiny import make_tiny

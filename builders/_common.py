@@ -1,6 +1,7 @@
-"""What several builders share: input labels and spans, seeded per-record choices, role spellings, the edit record.
+"""What several builders share: input labels and spans, seeded per-record choices, role spellings, the LLaVA
+record with its repairs, safe file names, the edit record.
 
-Not a builder (the registry skips `_`-prefixed modules). Media reading and decoding live in `mmdata.media`, which
+Not a builder (it has no entry point). Media reading and decoding live in `mmdata.core.media`, which
 the writer uses too.
 """
 
@@ -8,15 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from mmdata.errors import InputError
-from mmdata.media import MediaError
-from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import Batch, Item, Span, iter_batches, plan
+from mmdata.build import Batch, Item, Span, iter_batches, plan
+from mmdata.core.errors import InputError
+from mmdata.core.media import MediaError
+from mmdata.core.schema import IMAGE, LlavaRecord, Media, Record, RecordError, Reject, Turn
+from mmdata.core.schema import ROLES as RECORD_ROLES
 
 T = TypeVar("T")
 
@@ -145,3 +148,57 @@ def _convert(convert: Callable[[Item], Record], item: Item) -> Record | Reject:
         return convert(item)
     except (RecordError, MediaError) as e:
         return Reject(item.ref, str(e))
+
+
+def convert_llava(raw: Any, key: str, ref: str) -> Record:
+    """One LLaVA/Cambrian record (a dict, or a `LlavaRecord` typed while decoding) → a `cambrian` Record, repairing
+    the known quirks (noted in meta; see `builders.cambrian`) or raising `RecordError`."""
+    if type(raw) is LlavaRecord:
+        orig = raw.id
+    elif isinstance(raw, dict):
+        orig = raw.get("id")
+    else:
+        raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
+    rid = f"{'' if orig is None else orig}@{key}"
+    record = Record.from_llava(raw, source="cambrian", id=rid)
+    meta, turns, media = record.meta, record.conversations, record.media
+    if "video" in meta:
+        raise RecordError(f"record {rid!r}: has a `video`, not an image; build it with `mmdata build video`")
+    for i, t in enumerate(turns):
+        if t.role not in RECORD_ROLES:
+            role = ROLES.get(t.role) or ROLES.get(t.role.lower())
+            if role is None:
+                raise RecordError(f"record {rid!r}: conversations[{i}].from is {t.role!r}; expected human or gpt")
+            t.role = role
+    notes: dict[str, Any] = {}
+    lead = 1 if turns and turns[0].role == "system" else 0
+    while len(turns) > lead and turns[lead].role == "gpt":
+        turns.pop(lead)
+        notes["dropped_leading_gpt"] = notes.get("dropped_leading_gpt", 0) + 1
+    if len(turns) > lead and turns[-1].role == "human":
+        turns.pop()
+        notes["dropped_trailing_human"] = True
+    if len(turns) == lead:
+        raise RecordError(f"record {rid!r}: no human/gpt exchange left in 'conversations'")
+    if media:
+        if not any(IMAGE in t.value for t in turns):
+            first = next(t for t in turns if t.role == "human")
+            first.value = IMAGE * len(media) + "\n" + first.value
+            notes["placeholder_added"] = True
+        for m in media:
+            if m.path.startswith("./"):
+                m.path = m.path[2:]
+    meta["ref"] = ref
+    if media:
+        meta["subset"] = media[0].path.split("/", 1)[0]
+    if notes:
+        meta["repaired"] = notes
+    return record
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_name(text: str) -> str:
+    """`text` as a short file-name component: runs of anything but letters, digits, `_` and `-` become `_`."""
+    return _UNSAFE.sub("_", text)[:60].strip("_")

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from builders._common import Draws, InputSpan, edit_record, plan_inputs, span_records
-from mmdata.options import opt
-from mmdata.registry import Builder, Output, register
-from mmdata.schema import Media, Record, RecordError
+from mmdata.build import Builder, Output
+from mmdata.core.options import opt
+from mmdata.core.schema import Media, Record, RecordError
 
 INSTRUCTION_KEYS = ("instruction", "prompt")  # train.json; valid.json and test.json
 
@@ -71,11 +71,11 @@ def convert(raw: Any, rid: str, ref: str, seed: int) -> Record:
     return edit_record(rid, "aurora", instruction, Media(path=paths[0]), Media(path=paths[1]), meta, field)
 
 
-register(Builder(
+BUILDER = Builder(
     name="aurora",
     help="AURORA JSON ({instruction, input, output}) → edit records, output image as the generation target.",
     options=AuroraOptions,
     units=units,
     records=records,
     media_root=lambda o: o.media_root,
-))
+)

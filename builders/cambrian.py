@@ -22,12 +22,10 @@ from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
-from builders._common import ROLES, InputSpan, plan_inputs, span_records
-from mmdata.options import opt
-from mmdata.registry import Builder, Output, register
-from mmdata.schema import IMAGE, LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject, human_gpt_pairs, turn_verdicts
-from mmdata.schema import ROLES as RECORD_ROLES
-from mmdata.sources import Batch
+from builders._common import InputSpan, convert_llava, plan_inputs, span_records
+from mmdata.build import Batch, Builder, Output
+from mmdata.core.options import opt
+from mmdata.core.schema import LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject, human_gpt_pairs, turn_verdicts
 
 
 @dataclass
@@ -41,7 +39,7 @@ def units(options: CambrianOptions, shard_size: int, limit: int | None) -> list[
 
 
 def records(options: CambrianOptions, unit: InputSpan) -> Iterator[Output]:
-    yield from span_records(unit.span, lambda item: convert(item.value, f"{unit.label}:{item.number}", item.ref),
+    yield from span_records(unit.span, lambda item: convert_llava(item.value, f"{unit.label}:{item.number}", item.ref),
                             LLAVA_DECODER, lambda batch: convert_batch(batch, unit.label))
 
 
@@ -94,62 +92,16 @@ def _text_records(values: list[LlavaRecord], numbers: range, refs: list[str], la
 
 def _convert(raw: Any, key: str, ref: str) -> Record | Reject:
     try:
-        return convert(raw, key, ref)
+        return convert_llava(raw, key, ref)
     except RecordError as e:
         return Reject(ref, str(e))
 
 
-def convert(raw: Any, key: str, ref: str) -> Record:
-    """One LLaVA/Cambrian record (a dict, or a `LlavaRecord` typed while decoding) → a Record, repairing the known
-    quirks (noted in meta) or raising `RecordError`."""
-    if type(raw) is LlavaRecord:
-        orig = raw.id
-    elif isinstance(raw, dict):
-        orig = raw.get("id")
-    else:
-        raise RecordError(f"expected a JSON object, got {type(raw).__name__}")
-    rid = f"{'' if orig is None else orig}@{key}"
-    record = Record.from_llava(raw, source="cambrian", id=rid)
-    meta, turns, media = record.meta, record.conversations, record.media
-    if "video" in meta:
-        raise RecordError(f"record {rid!r}: has a `video`, not an image; build it with `mmdata build video`")
-    for i, t in enumerate(turns):
-        if t.role not in RECORD_ROLES:
-            role = ROLES.get(t.role) or ROLES.get(t.role.lower())
-            if role is None:
-                raise RecordError(f"record {rid!r}: conversations[{i}].from is {t.role!r}; expected human or gpt")
-            t.role = role
-    notes: dict[str, Any] = {}
-    lead = 1 if turns and turns[0].role == "system" else 0
-    while len(turns) > lead and turns[lead].role == "gpt":
-        turns.pop(lead)
-        notes["dropped_leading_gpt"] = notes.get("dropped_leading_gpt", 0) + 1
-    if len(turns) > lead and turns[-1].role == "human":
-        turns.pop()
-        notes["dropped_trailing_human"] = True
-    if len(turns) == lead:
-        raise RecordError(f"record {rid!r}: no human/gpt exchange left in 'conversations'")
-    if media:
-        if not any(IMAGE in t.value for t in turns):
-            first = next(t for t in turns if t.role == "human")
-            first.value = IMAGE * len(media) + "\n" + first.value
-            notes["placeholder_added"] = True
-        for m in media:
-            if m.path.startswith("./"):
-                m.path = m.path[2:]
-    meta["ref"] = ref
-    if media:
-        meta["subset"] = media[0].path.split("/", 1)[0]
-    if notes:
-        meta["repaired"] = notes
-    return record
-
-
-register(Builder(
+BUILDER = Builder(
     name="cambrian",
     help="Cambrian-7M/10M JSONL and LLaVA-style JSON arrays (LLaVA-665K) → vqa/text conversations.",
     options=CambrianOptions,
     units=units,
     records=records,
     media_root=lambda o: o.media_root,
-))
+)

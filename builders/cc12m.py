@@ -51,13 +51,10 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from builders._common import Draws
-from mmdata.errors import InputError, NotFound
-from mmdata.executors import ray_address
-from mmdata.options import opt
-from mmdata.outdir import temp_path
-from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Media, Record, Reject, Turn
-from mmdata.storage import Storage
+from mmdata.build import Builder, Storage, ray_address, temp_path
+from mmdata.core.errors import InputError, NotFound
+from mmdata.core.options import opt
+from mmdata.core.schema import IMAGE, Media, Record, Reject, Turn
 
 PERSON = "<PERSON>"
 # MetaMorph's pool was not released; its one example is the first pair. Varied wording keeps the model from
@@ -619,7 +616,7 @@ def keep_stats(options: CC12MOptions, out: Storage) -> None:
         out.write_bytes(f"img2dataset/{stats.name}", stats.read_bytes())
 
 
-register(Builder(
+BUILDER = Builder(
     name="cc12m",
     help="CC12M/CC3M url+caption TSV → images downloaded with img2dataset → t2i (and caption) conversations.",
     options=CC12MOptions,
@@ -630,4 +627,4 @@ register(Builder(
     generates_media=True,
     finish=keep_stats,
     reads_urls=False,
-))
+)

@@ -28,12 +28,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from builders._common import edit_record, input_labels
-from mmdata.errors import InputError, NotFound
-from mmdata.media import MediaError, inside
-from mmdata.options import opt
-from mmdata.registry import Builder, register
-from mmdata.schema import Media, Record, RecordError, Reject
-from mmdata.sources import loads_strict
+from mmdata.build import Builder, inside, loads_strict
+from mmdata.core.errors import InputError, NotFound
+from mmdata.core.media import MediaError
+from mmdata.core.options import opt
+from mmdata.core.schema import Media, Record, RecordError, Reject
 
 BATCH_ROWS = 32  # two ~50 KB images a row: ~3 MB of bytes in memory per batch
 INPUT_COLUMNS = ("original_image", "input_image")
@@ -361,7 +360,7 @@ def _release_record(unit: ReleaseUnit, root: Path, folder: str, seed: str, promp
         return Reject(ref, str(e))
 
 
-register(Builder(
+BUILDER = Builder(
     name="instructpix2pix",
     help="InstructPix2Pix (HF parquet shards or the seeds.json release) → edit records, edited image as target.",
     options=InstructPix2PixOptions,
@@ -370,4 +369,4 @@ register(Builder(
     media_root=media_root,
     generates_media=True,
     reads_urls=False,
-))
+)

@@ -33,12 +33,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from builders._common import Draws, InputSpan, plan_inputs, span_records
-from builders.cambrian import convert as convert_llava
-from mmdata.media import DEEP_MODES, MediaError, decode, decode_image, inside, orientation, read_media, resolve_case, to_rgb
-from mmdata.options import opt
-from mmdata.registry import Builder, Output, register
-from mmdata.schema import IMAGE, Media, Record, RecordError, Turn
+from builders._common import Draws, InputSpan, convert_llava, plan_inputs, safe_name, span_records
+from mmdata.build import Builder, Output, inside, read_media, resolve_case
+from mmdata.core.media import DEEP_MODES, MediaError, decode, decode_image, orientation, to_rgb
+from mmdata.core.options import opt
+from mmdata.core.schema import IMAGE, Media, Record, RecordError, Turn
 
 # MetaMorph keeps the question as Visual-CoT writes it (`<image>\n{question}`) behind one of 13 human prefixes (one
 # empty) and answers with one of 16 gpt prefixes (one empty) + `<image>` (the crop) + the answer. Our own wording, as
@@ -82,7 +81,6 @@ _BOX_PROMPT = re.compile(r"\s*Please (?:think step by step and )?provide the bou
 # textcap's images are TextVQA's. Every other dataset (gqa, v7w, …) lives under cot/<dataset>/.
 IMAGE_DIRS = {"textcap": "textvqa"}
 _NUMBER = re.compile(r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?")
-_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
 
 @dataclass
@@ -198,8 +196,8 @@ def _record(options: VisualCotOptions, raw: dict[str, Any], label: str, number: 
     else:
         crop.save(buf, format="JPEG", quality=95)
     # (label, number) alone makes the name unique; dataset and question id make it readable.
-    stem = "_".join(p for p in (_safe(dataset), "" if qid is None else _safe(str(qid)), str(number)) if p)
-    crop_path = f"visual_cot/crops/{_safe(label) or 'input'}/{stem}.{options.crop_format}"
+    stem = "_".join(p for p in (safe_name(dataset), "" if qid is None else safe_name(str(qid)), str(number)) if p)
+    crop_path = f"visual_cot/crops/{safe_name(label) or 'input'}/{stem}.{options.crop_format}"
     # One keyed draw per pool (blake2b, as this builder's other choices): the two prefixes vary independently.
     human = Draws(options.seed, f"{rid}\x00human", "blake2b").choice(HUMAN_PREFIXES)
     gpt = Draws(options.seed, f"{rid}\x00gpt", "blake2b").choice(GPT_PREFIXES)
@@ -262,11 +260,7 @@ def _contained(root: Path, path: str) -> bool:
     return True
 
 
-def _safe(text: str) -> str:
-    return _UNSAFE.sub("_", text)[:60].strip("_")
-
-
-register(Builder(
+BUILDER = Builder(
     name="visual_cot",
     help="Visual-CoT (viscot_*.json, metadata/*.jsonl) → visual_cot records with the crop as a generation target.",
     options=VisualCotOptions,
@@ -274,4 +268,4 @@ register(Builder(
     records=records,
     media_root=lambda o: o.media_root,
     generates_media=True,
-))
+)

@@ -34,13 +34,11 @@ from typing import Any, Literal
 
 from PIL import Image, ImageDraw
 
-from builders._common import Draws, InputSpan, plan_inputs, span_records
-from builders.cambrian import convert as convert_llava
-from builders.visual_cot import _safe
-from mmdata.media import decode_image, read_media
-from mmdata.options import opt
-from mmdata.registry import Builder, Output, register
-from mmdata.schema import IMAGE, Media, Record, RecordError, Turn
+from builders._common import Draws, InputSpan, convert_llava, plan_inputs, safe_name, span_records
+from mmdata.build import Builder, Output, read_media
+from mmdata.core.media import decode_image
+from mmdata.core.options import opt
+from mmdata.core.schema import IMAGE, Media, Record, RecordError, Turn
 
 HUMAN_PREFIXES: tuple[str, ...] = (
     "Search the image for what matters, then answer:",
@@ -112,12 +110,12 @@ def convert(options: VStarOptions, raw: Any, label: str, number: int, ref: str) 
                             "target_instances": instances, "boxes_drawn": [list(b) for _, b in boxes], **notes}
     if dropped:
         meta["turns_dropped"] = dropped
-    stem = f"{_safe(str(raw.get('id', ''))) or 'item'}_{number}"
+    stem = f"{safe_name(str(raw.get('id', ''))) or 'item'}_{number}"
     return Record(
         id=rid, source="vstar", task="visual_cot",
         conversations=[Turn("human", f"{human} {IMAGE}\n{question}".lstrip()),
                        Turn("gpt", gpt.format(objects=_listing(names), answer=answer))],
-        media=[Media(path=path), Media(path=f"vstar/boxed/{_safe(label) or 'input'}/{stem}.{options.image_format}",
+        media=[Media(path=path), Media(path=f"vstar/boxed/{safe_name(label) or 'input'}/{stem}.{options.image_format}",
                                        data=buf.getvalue())],
         meta=meta,
     )
@@ -198,7 +196,7 @@ def _listing(names: list[str]) -> str:
     return ", ".join(items[:-1]) + ", and " + items[-1]
 
 
-register(Builder(
+BUILDER = Builder(
     name="vstar",
     help="V*/SEAL visual-search training JSON → visual_cot records: the image with its target objects boxed is "
          "the generated visual thought.",
@@ -207,4 +205,4 @@ register(Builder(
     records=records,
     media_root=lambda o: o.media_root,
     generates_media=True,
-))
+)

@@ -1,16 +1,24 @@
-"""mmdata: raw multimodal sources → one conversation format (`Record`) → lazily read datasets and mixtures."""
+"""mmdata: raw multimodal sources → one conversation format (`Record`) → lazily read datasets, views and mixtures.
+
+This module is the public Python API; `mmdata.core` (errors, the `Record` schema, typed options) is the public
+foundation every layer builds on. The layers themselves (`io`, `format`, `build`, `read`, `mix`, `quality`,
+`report`, `cli`) are the implementation: ARCHITECTURE.md says which owns what.
+"""
 
 from pathlib import Path
 from typing import Any
 
-from mmdata.build import DatasetWriter
-from mmdata.dataset import Dataset
-from mmdata.mixture import Mixture
-from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.view import View, open_any
+from mmdata.build.driver import DatasetWriter
+from mmdata.core.errors import DamagedData, DatasetChanged, InputError, NotFound, StorageError, UserError
+from mmdata.core.schema import IMAGE, Media, Record, RecordError, Reject, Turn
+from mmdata.read.dataset import Dataset, MediaUnreachable
+from mmdata.read.loader import MixtureLoader, RecordDataset, RecordList, RecordSource
+from mmdata.read.view import Mixture, View, open_any
+from mmdata.storage.location import is_url
 
-__all__ = ["IMAGE", "Dataset", "DatasetWriter", "Media", "Mixture", "Record", "RecordError", "Reject", "Turn", "View",
-           "open"]
+__all__ = ["IMAGE", "DamagedData", "Dataset", "DatasetChanged", "DatasetWriter", "InputError", "Media",
+           "MediaUnreachable", "Mixture", "MixtureLoader", "NotFound", "Record", "RecordDataset", "RecordError",
+           "RecordList", "RecordSource", "Reject", "StorageError", "Turn", "UserError", "View", "is_url", "open"]
 __version__ = "0.1.0"
 
 

@@ -4,7 +4,7 @@
     <run>/checkpoints/step_00000040/rng_rank{r}.pt
     <run>/checkpoints/latest           DeepSpeed's pointer to the newest tag
 
-The loader state is the number of samples all ranks consumed in the current epoch (see `mmdata.loader`), taken at
+The loader state is the number of samples all ranks consumed in the current epoch (see `mmdata.read.loader`), taken at
 an optimizer-step boundary, so a resumed run's next micro-batch is the first one of step k + 1.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmdata.errors import NotFound
+from mmdata.core.errors import NotFound
 
 CHECKPOINTS = "checkpoints"
 _TAG = re.compile(r"^step_(\d{8})$")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import typer
 
-from mmdata.cli._errors import user_errors
+from mmdata.core.commands import user_errors
 
 app = typer.Typer(name="mmtrain", help="Train the unified model: stage 1 (projector), then stage 2 (LLM + head), "
                   "then the visualizer (pictures from predicted image tokens); generate with the exports.",
@@ -30,7 +30,7 @@ _SCALE = typer.Option(None, "--lr-scale-from", metavar="BASE_LR@BASE_BATCH",
 
 
 def _overrides(ctx: typer.Context, resume: bool, lr_scale_from: str | None) -> dict[str, object]:
-    from mmdata.config import parse_overrides
+    from mmdata.core.options import parse_overrides
 
     overrides = parse_overrides(list(ctx.args))
     if resume:
@@ -69,7 +69,7 @@ def stage2(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, l
 @app.command()
 def keys(visualizer: bool = typer.Option(False, "--visualizer", help="The visualizer recipe's keys instead")) -> None:
     """Every training-recipe key (`section.key`), its type and its doc: what the YAML and the overrides accept."""
-    from mmdata.config import overview
+    from mmdata.core.options import overview
     from trainer.recipe import TrainRecipe
     from trainer.visualizer.config import VisualizerRecipe
 

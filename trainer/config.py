@@ -1,4 +1,4 @@
-"""Typed trainer configs, validated by `mmdata.config.from_dict` (the one mechanism for every config).
+"""Typed trainer configs, validated by `mmdata.core.options.from_dict` (the one mechanism for every config).
 
 Components take plain arguments, not these objects; `trainer/README.md` documents every key.
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmdata.config import ConfigError, from_dict
+from mmdata.core.options import ConfigError, from_dict
 
 TRAINABLE_PARTS = ("projector", "new_token_rows", "llm", "vision_head", "vision")
 

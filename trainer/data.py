@@ -1,6 +1,6 @@
 """Records → training samples → batches.
 
-- `ConversationDataset` is `mmdata.loader.RecordDataset` over a mixture (or dataset, or `RecordList`): each item
+- `ConversationDataset` is `mmdata.RecordDataset` over a mixture (or dataset, or `RecordList`): each item
   arrives as (record, the dataset it came from), and that dataset resolves the record's images. Its `length(i)` is
   the exact expanded length (text + (N + 2) per image), known from the text alone, before any image is loaded:
   truncation drops whole trailing exchanges, never part of an image.
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmdata.errors import InputError
-from mmdata.loader import RecordDataset, RecordSource
-from mmdata.schema import Record
+from mmdata import RecordDataset, RecordSource
+from mmdata.core.errors import InputError
+from mmdata.core.schema import Record
 from trainer.templates import IGNORE_INDEX, ConversationEncoder, Encoded, LabelError
 
 _CHUNK = 1024  # records per batched read when computing lengths

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from mmdata.errors import NotFound
+from mmdata.core.errors import NotFound
 from trainer.config import StageConfig
 from trainer.model import Loaded, UnifiedModel, build_model, load
 from trainer.recipe import TrainRecipe

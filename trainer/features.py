@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmdata.errors import InputError, NotFound
-from mmdata.manifest import MANIFEST as DATASET_MANIFEST
+from mmdata.core.errors import InputError, NotFound
 
 MANIFEST = "manifest.json"
 VERSION = 1
@@ -64,18 +63,10 @@ def tower_hash(tower: torch.nn.Module) -> str:
     return h.hexdigest()[:32]
 
 
-_KEYS: dict[str, str] = {}
-
-
 def dataset_key(dataset: Any) -> str:
-    """A short hash of a dataset's manifest ("" for a source without one)."""
-    root = getattr(dataset, "root", None)
-    path = None if root is None else Path(root) / DATASET_MANIFEST
-    if path is None or not path.is_file():
-        return ""
-    if str(path) not in _KEYS:
-        _KEYS[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return _KEYS[str(path)]
+    """A short form of a dataset's identity, the sha256 of its manifest, on any backend ("" for records that are
+    not a built dataset's, e.g. a `RecordList`)."""
+    return getattr(dataset, "manifest_sha256", "")[:16]
 
 
 def _pairs(source: Sequence[Any]) -> Iterator[tuple[Any, Any]]:

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from mmdata.errors import InputError
-from mmdata.schema import IMAGE
+from mmdata.core.errors import InputError
+from mmdata.core.schema import IMAGE
 from trainer.model import UnifiedModel, load
 from trainer.templates import ConversationEncoder
 

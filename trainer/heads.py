@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from mmdata.errors import InputError
+from mmdata.core.errors import InputError
 
 INIT_STD = 0.02  # the LLM's own initializer_range, which the reference's head gets from the model's _init_weights
 

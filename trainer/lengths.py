@@ -35,8 +35,7 @@ from typing import Any
 import numpy as np
 import torch.distributed as dist
 
-from mmdata.dataset import Dataset
-from mmdata.view import View, flat
+from mmdata import Dataset, View
 from trainer.features import dataset_key
 
 MISSING = np.uint32(0xFFFFFFFF)
@@ -94,7 +93,7 @@ def _parts(source: Any, cache: Path, settings_key: str) -> list[_Part] | None:
     their rows and its table path; None when the source cannot be cached."""
     if not isinstance(source, (Dataset, View)):
         return None
-    bases, index = flat(source)
+    bases, index = source.flat()
     by_path: dict[Path, _Part] = {}  # a dataset reached through two sources of a view is one table
     for d, ds in enumerate(bases):
         key = dataset_key(ds)

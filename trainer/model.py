@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mmdata.errors import InputError, NotFound
+from mmdata.core.errors import InputError, NotFound
 from trainer.config import ModelConfig
 from trainer.heads import build_head
 from trainer.losses import chunked_cross_entropy, cosine_vision_loss

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from mmdata.errors import InputError
+from mmdata.core.errors import InputError
 
 
 def mlp2x_gelu(vision_dim: int, llm_dim: int) -> nn.Module:

@@ -1,6 +1,6 @@
 """Training recipes: `recipes/<name>/stage{1,2}.yaml` → a typed `TrainRecipe`.
 
-Every section is a dataclass, validated by `mmdata.config` (the mechanism builder options and mixture recipes use
+Every section is a dataclass, validated by `mmdata.core.options` (the mechanism builder options and mixture recipes use
 too): unknown keys and wrong types are errors naming `section.key`. Command-line overrides (`--data.mixture PATH`,
 `--optim.lr 1e-4`, `--output_dir PATH`) are applied to the YAML *before* validation, so they pass the same checks.
 Paths written in the file are relative to the file; paths given on the command line are relative to the working
@@ -18,10 +18,9 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from mmdata.config import ConfigError, from_dict, parse_overrides, set_key
-from mmdata.errors import NotFound
-from mmdata.storage import is_url
-from mmdata.yaml12 import safe_load
+from mmdata import is_url
+from mmdata.core.errors import NotFound
+from mmdata.core.options import ConfigError, from_dict, parse_overrides, safe_load, set_key
 from trainer.config import STAGES, ModelConfig, StageConfig
 
 __all__ = ["ConfigError", "TrainRecipe", "load_recipe", "parse_overrides"]

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mmdata.errors import InputError
-from mmdata.schema import IMAGE
+from mmdata.core.errors import InputError
+from mmdata.core.schema import IMAGE
 from trainer.tokens import IMAGE_END, IMAGE_START, IMAGE_TOKEN
 
 IGNORE_INDEX = -100

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mmdata.schema import IMAGE
+from mmdata.core.schema import IMAGE
 
 # Fills each of the N image slots in input_ids (its embedding is always replaced); spelled like the data's
 # placeholder, which the chat template expands into `IMAGE_START + N x IMAGE_TOKEN + IMAGE_END`.

@@ -29,9 +29,8 @@ import torch.distributed as dist
 import yaml
 
 import mmdata
-from mmdata.errors import InputError, NotFound, UserError
-from mmdata.loader import MixtureLoader
-from mmdata.storage_errors import writing
+from mmdata import MixtureLoader
+from mmdata.core.errors import InputError, NotFound, UserError, writing
 from trainer import checkpoint
 from trainer.data import Collator, ConversationDataset, LengthGroupedSampler
 from trainer.engine import Dist, cosine_schedule, ds_config, init_distributed, param_groups, prepare_model

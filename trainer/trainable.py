@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mmdata.errors import InputError
+from mmdata.core.errors import InputError
 from trainer.config import TRAINABLE_PARTS, StageConfig
 from trainer.model import UnifiedModel
 

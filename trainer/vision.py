@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from mmdata.errors import InputError, NotFound
+from mmdata.core.errors import InputError, NotFound
 
 # ---------------------------------------------------------------------------- towers
 

@@ -34,11 +34,10 @@ from builders.video.frames import FrameFolder, Video, VideoError, check_rate, fr
 from builders.video.options import VideoOptions
 from builders.video.pred import howto_clip, ssv2_classes, ssv2_video, video_window
 from builders.video.sources import Unit, make_units
-from mmdata.errors import NotFound
-from mmdata.media import MediaError, inside
-from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Media, Record, RecordError, Reject, Turn
-from mmdata.sources import iter_span
+from mmdata.build import Builder, inside, iter_span
+from mmdata.core.errors import NotFound
+from mmdata.core.media import MediaError
+from mmdata.core.schema import IMAGE, Media, Record, RecordError, Reject, Turn
 
 VIDEO_TAG = "<video>"
 
@@ -206,7 +205,7 @@ def _turns(convs: Any, rid: str) -> list[Turn]:
     return turns
 
 
-register(Builder(
+BUILDER = Builder(
     name="video",
     help="Videos → frames at --fps (decord), as video_qa (Video-STaR, ShareGPTVideo) or frame_pred "
          "(folder of videos, HowTo100M, SSv2) records.",
@@ -218,4 +217,4 @@ register(Builder(
     media_root=lambda o: None,
     generates_media=True,
     reads_urls=False,
-))
+)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from mmdata.schema import IMAGE
+from mmdata.core.schema import IMAGE
 
 FAMILIES = ("next", "split", "reverse", "alternate", "reorder", "interval", "next_k")
 TWO_FRAMES = "two_frames"

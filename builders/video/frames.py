@@ -16,9 +16,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from mmdata.errors import InputError
-from mmdata.media import DEEP_MODES, MediaError, decode, inside, orientation, to_rgb
-from mmdata.schema import Media
+from mmdata.build import inside
+from mmdata.core.errors import InputError
+from mmdata.core.media import DEEP_MODES, MediaError, decode, orientation, to_rgb
+from mmdata.core.schema import Media
 
 FRAME_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 _EPS = 1e-6  # seconds; frame times are floats read back from millisecond or rational time bases

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from mmdata.errors import InputError
-from mmdata.options import opt
+from mmdata.core.errors import InputError
+from mmdata.core.options import opt
 
 MAX_FRAMES = 1024  # frames per record: far above any model's context (MetaMorph: 45), low enough to fit memory
 MAX_VARIANTS = 1000  # frame_pred records per video

@@ -22,9 +22,9 @@ from builders.video.families import FAMILIES, make_task
 from builders.video.frames import Video, VideoError, frame_media
 from builders.video.options import VideoOptions
 from builders.video.sources import VIDEO_EXTS
-from mmdata.errors import InputError
-from mmdata.media import inside
-from mmdata.schema import Record, RecordError, Turn
+from mmdata.build import inside
+from mmdata.core.errors import InputError
+from mmdata.core.schema import Record, RecordError, Turn
 
 MIN_INTERVAL, MAX_INTERVAL = 0.1, 10.0  # seconds (MetaMorph's bounds)
 

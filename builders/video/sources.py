@@ -19,8 +19,8 @@ from typing import Any
 import orjson
 
 from builders._common import input_labels
-from mmdata.errors import InputError, NotFound
-from mmdata.sources import Span, iter_file, plan
+from mmdata.build import Span, iter_file, plan
+from mmdata.core.errors import InputError, NotFound
 
 VIDEO_EXTS = (".mp4", ".webm", ".mkv", ".mov", ".avi")
 TASK_OF = {"qa": "video_qa", "folder": "frame_pred", "howto100m": "frame_pred", "ssv2": "frame_pred"}
@@ -34,7 +34,7 @@ class Unit:
     kind: str  # "qa" | "folder" | "howto100m" | "ssv2"
     label: str  # the input's name, unique among the inputs; part of every record id
     root: str  # where the unit's video paths are relative to
-    span: Span | None = None  # annotation files streamed by mmdata.sources
+    span: Span | None = None  # annotation files streamed by mmdata.build.sources
     items: tuple[Any, ...] = ()  # folder: relative paths; howto100m: (video_id, clip, start, end, text)
 
 
@@ -65,7 +65,7 @@ def find_videos(folder: Path) -> list[str]:
 
 
 def howto100m_clips(path: Path) -> list[tuple[str, int, float, float, str]]:
-    """Every caption segment in file order. The dict is loaded whole (mmdata.sources splits arrays and JSONL only):
+    """Every caption segment in file order. The dict is loaded whole (mmdata.build.sources splits arrays and JSONL only):
     the full HowTo100M file needs several GB here; split it by video id to build it in pieces."""
     data = orjson.loads(path.read_bytes())
     if not isinstance(data, dict):

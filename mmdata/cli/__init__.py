@@ -12,10 +12,10 @@ from rich.markup import escape
 
 from mmdata.cli import build as build_cli
 from mmdata.cli import quality as quality_cli
-from mmdata.cli._errors import STORAGE_OPTIONS, parse_storage_options, user_errors
-from mmdata.config import describe
-from mmdata.recipe import MixRecipe
-from mmdata.storage import basename, is_url
+from mmdata.core.commands import STORAGE_OPTIONS, parse_storage_options, user_errors
+from mmdata.core.options import describe
+from mmdata.mix.recipe import MixRecipe
+from mmdata.storage.location import basename, is_url
 
 app = typer.Typer(
     name="mmdata",
@@ -39,7 +39,7 @@ def inspect(
 ) -> None:
     """Counts, the per-task and per-source tables, and N records with their media."""
     import mmdata
-    from mmdata.inspect import record_panel, summary_table
+    from mmdata.report.summary import record_panel, summary_table
 
     ds = mmdata.open(path, storage_options=parse_storage_options(storage_options))
     for renderable in summary_table(ds):
@@ -59,7 +59,7 @@ def validate(
     from rich.progress import track
 
     import mmdata
-    from mmdata.inspect import validate as run_validate
+    from mmdata.report.validate import validate as run_validate
 
     ds = mmdata.open(path, storage_options=parse_storage_options(storage_options))
     report = run_validate(ds, check_media=not no_media,
@@ -91,7 +91,7 @@ def stats(
     from rich.table import Table
 
     import mmdata
-    from mmdata.inspect import stats as compute
+    from mmdata.report.summary import stats as compute
 
     result = compute(mmdata.open(path, storage_options=parse_storage_options(storage_options)), limit)
     if as_json:
@@ -117,7 +117,7 @@ def report(
 ) -> None:
     """A self-contained HTML report: counts, reject reasons, sampled records with their images inline."""
     import mmdata
-    from mmdata.report import write_report
+    from mmdata.report.page import write_report
 
     ds = mmdata.open(path, storage_options=parse_storage_options(storage_options))
     default = Path(f"{basename(path)}-report.html") if is_url(path) else Path(path) / "report.html"
@@ -136,7 +136,7 @@ def export(
                                         help="Write absolute image paths (required for a mixture)"),
 ) -> None:
     """Write the records a reference loader can read, in its format; the others are refused with a reason."""
-    from mmdata.export import export as run_export
+    from mmdata.report.export import export as run_export
 
     result = run_export(path, to, out, absolute_paths, storage_options=parse_storage_options(storage_options))
     typer.echo(f"{result.out}: {result.written:,} written, {sum(result.refused.values()):,} refused")
@@ -156,8 +156,8 @@ def mix(
     storage_options: Optional[str] = STORAGE_OPTIONS,
 ) -> None:
     """Resolve a recipe into a weighted, seeded, deterministic mixture of built datasets."""
-    from mmdata.mix import mix as run_mix
-    from mmdata.mix import plan_table
+    from mmdata.mix.planner import mix as run_mix
+    from mmdata.mix.planner import plan_table
 
     plan = run_mix(recipe, out, dry_run, parse_storage_options(storage_options))
     console.print(plan_table(plan))

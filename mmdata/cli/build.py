@@ -10,11 +10,12 @@ from typing import Any, Literal, Optional
 
 import typer
 
-from mmdata.build import DEFAULT_SHARD_SIZE, BuildSettings, build
-from mmdata.cli._errors import STORAGE_OPTIONS, parse_storage_options, user_errors
-from mmdata.config import from_dict, keys
-from mmdata.registry import Builder, discover
-from mmdata.storage import join
+from mmdata.build.driver import DEFAULT_SHARD_SIZE, BuildSettings, build
+from mmdata.build.registry import Builder, discover
+from mmdata.core.commands import STORAGE_OPTIONS, parse_storage_options, user_errors
+from mmdata.core.options import from_dict, keys
+from mmdata.format.names import REJECTS
+from mmdata.storage.location import join
 
 app = typer.Typer(help="Convert a raw source into a dataset (JSONL + index and/or webdataset tars).",
                   no_args_is_help=True)
@@ -79,7 +80,7 @@ def _command(builder: Builder) -> Any:
         manifest = build(builder.name, options, settings, progress=not kwargs["quiet"])
         c = manifest.counts
         typer.echo(f"{settings.out}: {c['written']:,} written, {c['rejected']:,} rejected of {c['read']:,} read"
-                   + (f" (reasons in {join(settings.out, 'rejects.jsonl')})" if c["rejected"] else ""))
+                   + (f" (reasons in {join(settings.out, REJECTS)})" if c["rejected"] else ""))
 
     run.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     run.__doc__ = builder.help

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from mmdata.cli._errors import user_errors
+from mmdata.core.commands import user_errors
+from mmdata.format.names import REMOVED
 
 WORKERS = typer.Option(2, "--workers", "-w", help="Processes hashing shards in parallel")
 CACHE = typer.Option(None, "--cache", help="Signature cache [default: $MMDATA_CACHE/signatures or "
@@ -17,7 +18,7 @@ CACHE = typer.Option(None, "--cache", help="Signature cache [default: $MMDATA_CA
 def _summary(out: Path, manifest: object) -> None:
     counts, removed = manifest.counts, manifest.removed  # type: ignore[attr-defined]
     typer.echo(f"{out}: {counts['read']:,} read, {counts['kept']:,} kept, {counts['removed']:,} removed "
-               f"(see {out / 'removed.jsonl'})")
+               f"(see {out / REMOVED})")
     for source, reasons in removed.items():
         for reason, n in reasons.items():
             typer.echo(f"  {source}: {n:,} {reason}")
@@ -34,8 +35,8 @@ def dedup(
 ) -> None:
     """Drop duplicate records within and across inputs into a view (first occurrence kept; removed.jsonl says
     which record each removed one duplicates)."""
-    from mmdata.dedup import DedupOptions
-    from mmdata.dedup import dedup as run
+    from mmdata.quality.dedup import DedupOptions
+    from mmdata.quality.dedup import dedup as run
 
     _summary(out, run(inputs, out, DedupOptions(images=images, text=text, workers=workers, cache=cache)))
 
@@ -54,8 +55,8 @@ def decontaminate(
 ) -> None:
     """Drop training records whose images match an eval image or whose questions share an n-gram with an eval
     question, into a view with removed.jsonl; counts per source and eval set."""
-    from mmdata.decontaminate import DecontaminateOptions
-    from mmdata.decontaminate import decontaminate as run
+    from mmdata.quality.decontaminate import DecontaminateOptions
+    from mmdata.quality.decontaminate import decontaminate as run
 
     opts = DecontaminateOptions(distance=distance, ngram=ngram, min_words=min_words, workers=workers, cache=cache)
     _summary(out, run(inputs, against, out, opts))
@@ -69,7 +70,7 @@ def card(
                                       "come from its recipe)"),
 ) -> None:
     """A Markdown datasheet: provenance, counts, reject and removal reasons, licences."""
-    from mmdata.card import write_card
+    from mmdata.report.card import write_card
 
     typer.echo(f"card: {write_card(path, out, license)}")
 

@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from mmdata.testing.http import Route, Served, serve
+from mmdata.testing.webserver import Route, Served, serve
 
 Expect = Literal["ok", "missing", "not_image", "truncated", "slow", "bad_row"]
 

@@ -9,7 +9,7 @@ import orjson
 
 import mmdata
 from builders.aurora import AuroraOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.instructpix2pix import AFTER, BEFORE, write_aurora
 
 

@@ -26,7 +26,7 @@ from builders.cc12m import (
     parse_line,
     units,
 )
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.cc12m import World, world
 
 pytestmark = pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 
 import mmdata
 from builders.cc12m import CC12MOptions, convert_tsv, header_lines, is_header
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.cc12m import write_img2dataset_folder
 
 SIZES = [(160, 90), (90, 160), None, (100, 100), (120, 80)]  # None: a dead link

@@ -13,8 +13,8 @@ import pytest
 import builders.instructpix2pix as ip2p
 import mmdata
 from builders.instructpix2pix import InstructPix2PixOptions, ParquetUnit, ReleaseUnit, units
-from mmdata.build import BuildSettings, build
-from mmdata.dataset import Dataset
+from mmdata.build.driver import BuildSettings, build
+from mmdata.read.dataset import Dataset
 from mmdata.testing.instructpix2pix import AFTER, BEFORE, demo_source, hf_row, write_parquet, write_release
 
 

@@ -16,8 +16,8 @@ import mmdata
 from builders.video import VideoOptions
 from builders.video.families import FAMILIES, TWO_FRAMES, make_task, seconds
 from builders.video.frames import sample_times
-from mmdata.build import BuildSettings, build
-from mmdata.schema import Record
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.schema import Record
 from mmdata.testing.video import (
     demo_source,
     expected_index,

@@ -13,9 +13,9 @@ import pytest
 
 import mmdata
 from builders.visual_cot import GPT_PREFIXES, HUMAN_PREFIXES, VisualCotOptions, crop_box
-from mmdata.build import BuildSettings, build
-from mmdata.registry import discover
-from mmdata.schema import RecordError
+from mmdata.build.driver import BuildSettings, build
+from mmdata.build.registry import discover
+from mmdata.core.schema import RecordError
 from mmdata.testing.images import write_truncated_jpeg
 from mmdata.testing.visual_cot import (
     BACKGROUND,
@@ -276,7 +276,7 @@ def test_wds_and_worker_count_independence(tmp_path: Path) -> None:
     m1, _, _ = run(tmp_path, [src], root, name="w1", format="both", shard_size=2)
     m2, ds, _ = run(tmp_path, [src], root, name="w2", format="both", shard_size=2, workers=2)
     assert [s.files for s in m1.shards] == [s.files for s in m2.shards]
-    wds = mmdata.dataset.Dataset(tmp_path / "w2", form="wds")
+    wds = mmdata.Dataset(tmp_path / "w2", form="wds")
     r = wds[3]
     assert r.media[1].data is not None and wds.image(r, 1).size == (16, 16)
     crops = sorted((tmp_path / "w1" / "media" / "visual_cot" / "crops").rglob("*.jpg"))

@@ -11,7 +11,7 @@ import pytest
 
 import mmdata
 from builders.vstar import GPT_TEMPLATES, HUMAN_PREFIXES, VStarOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.visual_cot import write_json_array
 from mmdata.testing.vstar import BACKGROUND, OBJECT, demo_source, vstar_item, write_scene
 

@@ -11,11 +11,11 @@ import pytest
 
 from builders import cambrian
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.schema import Record, Reject
-from mmdata.sources import Batch
+from mmdata.build.driver import BuildSettings, build
+from mmdata.build.sources import Batch
+from mmdata.build.writer import ShardWriter
+from mmdata.core.schema import Record, Reject
 from mmdata.testing.images import write_image
-from mmdata.writer import ShardWriter
 
 
 def _line(rng: random.Random, i: int) -> str:
@@ -74,8 +74,8 @@ def test_a_batched_build_equals_the_record_by_record_build(tmp_path: Path, monke
 def test_records_msgspec_cannot_encode_keep_every_output_in_order(tmp_path: Path) -> None:
     """A record built in Python with a lone surrogate passes the rules but cannot be stored: in a batch it is
     rejected with orjson's reason, in its place among the other rejects."""
-    from mmdata.schema import Turn
-    from mmdata.writer import ShardConfig
+    from mmdata.build.writer import ShardConfig
+    from mmdata.core.schema import Turn
 
     def rec(i: int, text: str = "fine") -> Record:
         return Record(f"r{i}", "mine", "text", [Turn("human", f"{text} {i}"), Turn("gpt", "ok")])

@@ -12,12 +12,13 @@ import webdataset as wds
 from PIL import Image
 
 import mmdata
-import mmdata.executors as executors
+import mmdata.build.executors.base as executors
 from builders.cambrian import CambrianOptions, units
-from mmdata.build import BuildError, BuildSettings, build
-from mmdata.executors import Job, LocalExecutor, Todo
+from mmdata.build.driver import BuildError, BuildSettings, build
+from mmdata.build.executors.base import Job, Todo
+from mmdata.build.executors.local import LocalExecutor
+from mmdata.build.writer import FORMATS, ShardConfig
 from mmdata.testing.llava import World
-from mmdata.writer import FORMATS, ShardConfig
 
 
 def _build(world: World, out: Path, **settings: object) -> mmdata.Dataset:
@@ -172,7 +173,7 @@ def test_media_root_must_exist(llava_world: World, tmp_path: Path) -> None:
 
 
 def test_temp_files_never_use_final_names(tmp_path: Path) -> None:
-    from mmdata.storage import LocalStorage
+    from mmdata.storage.local import LocalStorage
 
     h = LocalStorage(tmp_path).create("shards/000000.jsonl")
     h.write(b"x")
@@ -237,10 +238,10 @@ def test_typed_decoding_writes_exactly_what_plain_json_writes(llava_world: World
     the same reject): the typed decoder only makes the common case faster."""
     import orjson
 
-    from builders.cambrian import convert
-    from mmdata.schema import LLAVA_DECODER, RecordError
-    from mmdata.sources import iter_file
-    from mmdata.writer import encode
+    from builders._common import convert_llava as convert
+    from mmdata.build.sources import iter_file
+    from mmdata.build.writer import encode
+    from mmdata.core.schema import LLAVA_DECODER, RecordError
 
     turns = [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]
     samples = [item.value for item in iter_file(llava_world.json_array)] + [
@@ -274,8 +275,8 @@ def test_encode_is_orjson_of_to_dict_byte_for_byte() -> None:
     """The writer's msgspec encoding of plain records gives exactly orjson's bytes; anything else takes orjson."""
     import orjson
 
-    from mmdata.schema import Media, Record, Turn
-    from mmdata.writer import encode
+    from mmdata.build.writer import encode
+    from mmdata.core.schema import Media, Record, Turn
 
     metas = [{}, {"orig_id": None, "ref": "f:1"}, {"orig_id": 2**64 - 1}, {"orig_id": -(2**63), "b": True},
              {"x": 1e16, "y": -2.5e-300, "z": 0.1}, {"x": [1, {"y": 1e22}]}, {"s": "é\u2028\x00\x1f\"\\/😀"},
@@ -308,7 +309,7 @@ def test_a_failed_start_does_not_block_the_corrected_command(llava_world: World,
 
 
 def test_dataset_writer_context_manager(llava_world: World, tmp_path: Path) -> None:
-    from mmdata.schema import Media, Record, Reject, Turn
+    from mmdata.core.schema import Media, Record, Reject, Turn
 
     def rec(i: int, image: str | None) -> Record:
         turns = [Turn("human", ("<image>\n" if image else "") + f"q{i}"), Turn("gpt", f"a{i}")]

@@ -1,4 +1,4 @@
-"""One config mechanism: builder flags, mixture recipes and training recipes are validated by `mmdata.config`."""
+"""One config mechanism: builder flags, mixture recipes and training recipes are validated by `mmdata.core.options`."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from mmdata.build.registry import Builder
 from mmdata.cli.build import _command
-from mmdata.config import ConfigError, from_dict, keys, opt
-from mmdata.recipe import MixRecipe, RecipeError, load_recipe
-from mmdata.registry import Builder
+from mmdata.core.options import ConfigError, from_dict, keys, opt
+from mmdata.mix.recipe import MixRecipe, RecipeError, load_recipe
 from trainer.recipe import TrainRecipe
 from trainer.recipe import load_recipe as load_train_recipe
 

@@ -10,13 +10,13 @@ import typer
 from typer.testing import CliRunner
 
 import mmdata
-from mmdata.build import BuildError
+from mmdata.build.driver import BuildError
 from mmdata.cli import app
-from mmdata.cli._errors import user_errors
-from mmdata.errors import InputError, NotFound, UserError
-from mmdata.media import MediaError
-from mmdata.recipe import RecipeError
-from mmdata.schema import RecordError
+from mmdata.core.commands import user_errors
+from mmdata.core.errors import InputError, NotFound, UserError
+from mmdata.core.media import MediaError
+from mmdata.core.schema import RecordError
+from mmdata.mix.recipe import RecipeError
 from trainer.cli import app as train_app
 from trainer.config import ConfigError
 from trainer.templates import LabelError

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from mmdata.build import DatasetWriter
+from mmdata.build.driver import DatasetWriter
 from mmdata.cli import app
-from mmdata.export import export
-from mmdata.schema import Media, Record, Turn
+from mmdata.core.schema import Media, Record, Turn
+from mmdata.report.export import export
 
 VIDEO_EXTS = [".mp4", ".avi", ".mov", ".mkv", ".wmv", ".flv", ".webm"]
 ROLES = {"human": "user", "gpt": "assistant"}  # both loaders' role table: no "system"
@@ -170,7 +170,7 @@ def test_cli_and_errors(tmp_path: Path) -> None:
 
 
 def test_mixture_export_needs_and_writes_absolute_paths(tmp_path: Path) -> None:
-    from mmdata.mix import mix
+    from mmdata.mix.planner import mix
 
     ds = make_dataset(tmp_path, tmp_path / "media")
     recipe = tmp_path / "mix.yaml"

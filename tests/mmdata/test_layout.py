@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 import mmdata
-from mmdata.layout import ShardReader, data_name, decoder, index_name
-from mmdata.manifest import MANIFEST, Manifest
-from mmdata.schema import Media, Record, Turn
-from mmdata.storage import LocalStorage
+from mmdata.core.schema import Media, Record, Turn
+from mmdata.format.manifests import Manifest
+from mmdata.format.names import MANIFEST, data_name, index_name
+from mmdata.format.reader import ShardReader, decoder
+from mmdata.storage.local import LocalStorage
 from mmdata.testing.images import png_bytes, random_image
 
 N = 23

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from mmdata import lines
-from mmdata.lines import newlines
+from mmdata.core import lines
+from mmdata.core.lines import newlines
 
 
 def _want(raw: np.ndarray) -> np.ndarray:

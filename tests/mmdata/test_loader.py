@@ -10,11 +10,11 @@ import pytest
 from PIL import Image
 
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, DatasetWriter, build
-from mmdata.loader import MixtureLoader, MixtureSampler, RecordDataset
-from mmdata.mix import mix
-from mmdata.mixture import Mixture
-from mmdata.schema import Media, Record, Turn
+from mmdata.build.driver import BuildSettings, DatasetWriter, build
+from mmdata.core.schema import Media, Record, Turn
+from mmdata.mix.planner import mix
+from mmdata.read.loader import MixtureLoader, MixtureSampler, RecordDataset
+from mmdata.read.view import Mixture
 
 
 def _ids(batch: list[Any]) -> list[Any]:

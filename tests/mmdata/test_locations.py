@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mmdata.storage import LocalStorage, as_location, basename, is_url, join, open_storage, relative, resolve
+from mmdata.storage.base import open_storage
+from mmdata.storage.local import LocalStorage
+from mmdata.storage.location import as_location, basename, is_url, join, relative, resolve
 
 
 def test_urls_stay_strings_and_paths_become_paths(tmp_path: Path) -> None:

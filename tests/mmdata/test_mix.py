@@ -11,10 +11,11 @@ import pytest
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.mix import INDEX, MIXTURE, make_plan, mix, plan_table
-from mmdata.mixture import Mixture
-from mmdata.recipe import RecipeError, load_recipe
+from mmdata.build.driver import BuildSettings, build
+from mmdata.format.names import INDEX, MIXTURE
+from mmdata.mix.planner import make_plan, mix, plan_table
+from mmdata.mix.recipe import RecipeError, load_recipe
+from mmdata.read.view import Mixture
 
 SIZES = {"a": 300, "b": 70, "c": 20}
 

@@ -12,9 +12,9 @@ from PIL import Image
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.errors import DatasetChanged
-from mmdata.storage import LocalStorage
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.errors import DatasetChanged
+from mmdata.storage.local import LocalStorage
 
 
 def _source(path: Path, tag: str, n: int = 40, images: Path | None = None) -> None:

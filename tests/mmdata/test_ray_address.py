@@ -15,8 +15,9 @@ import pytest
 import ray._private.ray_constants as ray_constants
 from typer.testing import CliRunner
 
+from mmdata.build.executors.base import ExecutorError
+from mmdata.build.executors.ray import RayExecutor
 from mmdata.cli import app
-from mmdata.executors import ExecutorError, RayExecutor
 from mmdata.testing.llava import World
 
 runner = CliRunner()

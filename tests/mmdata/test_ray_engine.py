@@ -21,9 +21,10 @@ import ray._private.ray_constants as ray_constants
 from ray.cluster_utils import Cluster
 from typer.testing import CliRunner
 
+from mmdata.build.executors.base import ExecutorError
+from mmdata.build.executors.ray import RayExecutor
+from mmdata.build.registry import discover
 from mmdata.cli import app
-from mmdata.executors import ExecutorError, RayExecutor
-from mmdata.registry import discover
 from mmdata.testing.images import jpeg_bytes, random_image
 from mmdata.testing.instructpix2pix import write_aurora
 

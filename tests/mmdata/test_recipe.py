@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdata.recipe import RecipeError, load_recipe
+from mmdata.mix.recipe import RecipeError, load_recipe
 
 RECIPES = Path(__file__).resolve().parents[2] / "recipes"
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pkgutil
 
 import builders
-from mmdata.registry import discover, get
+from mmdata.build.registry import discover, get
 
 SHIPPED = {"aurora", "cambrian", "cc12m", "instructpix2pix", "video", "visual_cot", "vstar"}
 

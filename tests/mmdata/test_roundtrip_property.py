@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import mmdata
-from mmdata.build import BuildSettings, build
-from mmdata.options import opt
-from mmdata.registry import Builder, register
-from mmdata.schema import IMAGE, Media, Record, Turn
+from mmdata.build.driver import BuildSettings, build
+from mmdata.build.registry import Builder, register
+from mmdata.core.options import opt
+from mmdata.core.schema import IMAGE, Media, Record, Turn
 from mmdata.testing.images import png_bytes, random_image
 
 _PNG = png_bytes(random_image(5, 3, seed=1))

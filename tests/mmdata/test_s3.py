@@ -23,12 +23,11 @@ from typer.testing import CliRunner
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.cli import app
-from mmdata.dataset import MediaUnreachable
-from mmdata.errors import DatasetChanged, NotFound
-from mmdata.mix import mix
-from mmdata.storage_errors import StorageError
+from mmdata.core.errors import DatasetChanged, NotFound, StorageError
+from mmdata.mix.planner import mix
+from mmdata.read.dataset import MediaUnreachable
 from mmdata.testing.llava import World
 from mmdata.testing.s3 import FAKE_SECRET, S3Server
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from mmdata.schema import IMAGE, Media, Record, RecordError, Turn, llava_image_paths
+from mmdata.core.schema import IMAGE, Media, Record, RecordError, Turn, llava_image_paths
 
 
 def rec(turns: list[tuple[str, str]], media: int = 0, **kw: object) -> Record:
@@ -108,7 +108,7 @@ def _walk(record: Record) -> int | None:
 def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None:
     """`validate` and the writer check turns with a few C-level operations over a whole batch and only walk them
     to say what is wrong: both must give the same verdict (and placeholder count) for every record."""
-    from mmdata.schema import turn_verdicts
+    from mmdata.core.schema import turn_verdicts
 
     rng = random.Random(0)
     agreed = 0
@@ -137,7 +137,7 @@ def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None
 def test_the_batch_check_of_media_free_records_judges_each_record() -> None:
     """`plain_mask` (the writer's fast path) says True exactly for the media-free records that validate and open
     with a human turn, whatever else the batch holds."""
-    from mmdata.schema import plain_mask
+    from mmdata.core.schema import plain_mask
 
     rng = random.Random(1)
     passed = 0

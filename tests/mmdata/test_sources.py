@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-import mmdata.sources as sources
-from mmdata.sources import iter_file, iter_span, plan
+import mmdata.build.sources as sources
+from mmdata.build.sources import iter_file, iter_span, plan
 
 
 @pytest.fixture
@@ -100,7 +100,7 @@ def test_the_typed_llava_decoder_accepts_only_what_plain_json_reads_the_same() -
     import msgspec
     import orjson
 
-    from mmdata.schema import LLAVA_DECODER
+    from mmdata.core.schema import LLAVA_DECODER
 
     rng = random.Random(1)
     lines = [b'{"id":"a1","image":"x/y.jpg","conversations":[{"from":"human","value":"<image>\\nq \\u00e9 '
@@ -138,7 +138,7 @@ def test_typed_batches_read_every_line_as_the_line_by_line_path_does(tmp_path: P
     own item (same refs, values and errors) as reading line by line."""
     import msgspec
 
-    from mmdata.schema import LLAVA_DECODER
+    from mmdata.core.schema import LLAVA_DECODER
 
     def rec(i: int) -> str:
         return f'{{"id":{i},"conversations":[{{"from":"human","value":"q{i}"}},{{"from":"gpt","value":"a"}}]}}'

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
+from mmdata.build.driver import BuildSettings, build
 from mmdata.testing.quality import QualityWorld, make_quality_world
 
 

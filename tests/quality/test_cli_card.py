@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from mmdata.card import card_markdown
 from mmdata.cli import app
+from mmdata.report.card import card_markdown
 from tests.quality.conftest import Built
 
 runner = CliRunner()

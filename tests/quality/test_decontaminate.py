@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import mmdata
-from mmdata.decontaminate import DecontaminateOptions, decontaminate, load_eval
-from mmdata.errors import InputError, NotFound
+from mmdata.core.errors import InputError, NotFound
+from mmdata.quality.decontaminate import DecontaminateOptions, decontaminate, load_eval
 from tests.quality.conftest import Built
 from tests.quality.test_dedup import removed, short
 

@@ -8,9 +8,10 @@ import orjson
 import pytest
 
 import mmdata
-from mmdata.config import ConfigError
-from mmdata.dedup import DedupOptions, dedup
-from mmdata.view import REMOVED, View
+from mmdata.core.options import ConfigError
+from mmdata.format.names import REMOVED
+from mmdata.quality.dedup import DedupOptions, dedup
+from mmdata.read.view import View
 from tests.quality.conftest import Built
 
 
@@ -79,7 +80,7 @@ def test_bad_specs_are_config_errors(kw: dict) -> None:
 
 def test_the_training_loader_reads_a_view(built: Built, tmp_path: Path) -> None:
     """What mmtrain does with `--data.mixture VIEW`: batches of (record, dataset) from worker processes."""
-    from mmdata.loader import MixtureLoader, RecordDataset
+    from mmdata.read.loader import MixtureLoader, RecordDataset
 
     dedup([built.a, built.b], tmp_path / "v", DedupOptions(cache=built.cache))
     view = mmdata.open(tmp_path / "v")
@@ -92,7 +93,7 @@ def test_the_training_loader_reads_a_view(built: Built, tmp_path: Path) -> None:
 
 
 def test_a_mixture_input_loses_its_repeats(built: Built, tmp_path: Path) -> None:
-    from mmdata.mix import mix
+    from mmdata.mix.planner import mix
 
     (tmp_path / "a").symlink_to(built.a)
     (tmp_path / "r.yaml").write_text("sources:\n  - {path: a, epochs: 2}\n")

@@ -9,9 +9,9 @@ from typer.testing import CliRunner
 
 import mmdata
 from mmdata.cli import app
-from mmdata.dedup import DedupOptions, dedup
-from mmdata.mix import make_plan, mix
-from mmdata.recipe import RecipeError, load_recipe
+from mmdata.mix.planner import make_plan, mix
+from mmdata.mix.recipe import RecipeError, load_recipe
+from mmdata.quality.dedup import DedupOptions, dedup
 from tests.quality.conftest import Built
 
 RECIPE = """

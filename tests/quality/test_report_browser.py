@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 import mmdata
-from mmdata.dedup import DedupOptions, dedup
-from mmdata.report import write_report
+from mmdata.quality.dedup import DedupOptions, dedup
+from mmdata.report.page import write_report
 from mmdata.testing.llava import World
 from tests.quality.conftest import Built
 
@@ -55,7 +55,7 @@ def rendered_plots(page: Path, tmp_path: Path) -> dict[str, tuple[int, int, int]
 
 def test_every_plot_of_a_dataset_report_is_drawn(built: Built, llava_world: World, tmp_path: Path) -> None:
     from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
+    from mmdata.build.driver import BuildSettings, build
 
     build("cambrian", CambrianOptions(input=[llava_world.jsonl], media_root=llava_world.media_root),
           BuildSettings(out=tmp_path / "ds"))

@@ -9,8 +9,8 @@ from typing import Any
 import orjson
 
 import mmdata
-from mmdata.build import BuildSettings, build
-from mmdata.registry import get
+from mmdata.build.driver import BuildSettings, build
+from mmdata.build.registry import get
 
 
 def run_build(name: str, out: Path, fmt: str = "jsonl", copy_media: bool = False, **options: Any

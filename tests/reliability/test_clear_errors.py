@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.mix import mix
-from mmdata.recipe import load_recipe
-from mmdata.storage_errors import StorageError
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.errors import StorageError
+from mmdata.mix.planner import mix
+from mmdata.mix.recipe import load_recipe
 from mmdata.testing.images import jpeg_bytes, random_image
 from mmdata.testing.llava import make_world
 from mmdata.testing.video import write_corrupt_video
@@ -35,7 +35,7 @@ def _shards(out: Path) -> dict[str, bytes]:
 
 def _fail_writes_of(monkeypatch: pytest.MonkeyPatch, name_part: str, code: int) -> None:
     """Every shard file write whose temp name contains `name_part` fails with `code` (ENOSPC, EROFS…)."""
-    from mmdata import storage
+    from mmdata.storage import local as storage
 
     real = storage._LocalStaged.write
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdata.recipe import RecipeError, parse_recipe
+from mmdata.mix.recipe import RecipeError, parse_recipe
 from mmdata.testing.images import write_image
 from mmdata.testing.instructpix2pix import write_aurora, write_release
 from mmdata.testing.video import write_frames_folder, write_video

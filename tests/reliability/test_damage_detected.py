@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.dataset import Dataset
-from mmdata.errors import DamagedData
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.errors import DamagedData
+from mmdata.read.dataset import Dataset
 from mmdata.testing.images import write_image
 from tests.reliability.conftest import turns, write_jsonl
 

@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from builders._common import InputSpan
 from builders.video.sources import Unit as VideoUnit
-from mmdata.registry import get
-from mmdata.schema import Record, Reject
-from mmdata.sources import plan
+from mmdata.build.registry import get
+from mmdata.build.sources import plan
+from mmdata.build.writer import ShardConfig, ShardWriter
+from mmdata.core.schema import Record, Reject
 from mmdata.testing.images import write_image
 from mmdata.testing.instructpix2pix import write_release
 from mmdata.testing.video import write_frames_folder, write_video
-from mmdata.writer import ShardConfig, ShardWriter
 
 PATHS = ["a.jpg", "v.mp4", "frames/f1", "../a.jpg", "/etc/hostname", "a.jpg\x00", "", "A.JPG", "./a.jpg",
          "x" * 300, "frames", "a.jpg###[1, 2, 30, 40]", "v"]

@@ -96,7 +96,7 @@ def test_frames_folder_of_16_bit_frames(tmp_path: Path) -> None:
 
 
 def test_image_served_from_tar_bytes_is_converted_too(tmp_path: Path) -> None:
-    from mmdata.media import to_rgb
+    from mmdata.core.media import to_rgb
 
     buf = io.BytesIO()
     Image.fromarray(RAMP16).save(buf, format="PNG")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mmdata.media import MediaError, decode, decode_image
+from mmdata.core.media import MediaError, decode, decode_image
 
 
 def _jpeg(rng: random.Random, w: int, h: int, mode: str, progressive: bool, exif: int | None = None) -> bytes:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mmdata.sources import MAX_DEPTH, iter_file, plan
+from mmdata.build.sources import MAX_DEPTH, iter_file, plan
 from tests.reliability.conftest import run_build, turns, write_jsonl
 
 TEXT = {"conversations": turns("Hi?", "Hello.")}

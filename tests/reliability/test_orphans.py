@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 # workers are surely busy when the main process is killed.
 SLOW = """
 import time
-import mmdata.writer as w
+import mmdata.build.writer as w
 _add, _add_many = w.ShardWriter.add, w.ShardWriter.add_many
 def add(self, item):
     time.sleep(0.05)

@@ -14,22 +14,24 @@ import numpy as np
 import pytest
 
 import mmdata
-import mmdata.executors as executors
-import mmdata.outdir as outdir
+import mmdata.build.executors.base as executors
+import mmdata.storage.files as outdir
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.inspect import validate
-from mmdata.mix import mix
-from mmdata.mixture import Mixture
-from mmdata.outdir import NAME_MAX, Busy, recover, staging, temp_path
-from mmdata.storage import LocalStorage
-from mmdata.storage_errors import StorageError
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.errors import StorageError
+from mmdata.core.media import NAME_MAX
+from mmdata.mix.planner import mix
+from mmdata.read.view import Mixture
+from mmdata.report.validate import validate
+from mmdata.storage.files import temp_path
+from mmdata.storage.local import LocalStorage
+from mmdata.storage.outdir import Busy, recover, staging
 from tests.reliability.conftest import turns, write_jsonl
 
 REPO = Path(__file__).resolve().parents[2]
 HOLD = """
 import sys, time
-from mmdata.outdir import locked
+from mmdata.storage.outdir import locked
 with locked(sys.argv[1], "test holder"):
     print("locked", flush=True)
     time.sleep(120)

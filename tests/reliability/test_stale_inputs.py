@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.freshness import unit_inputs
+from mmdata.build.driver import BuildSettings, build
+from mmdata.build.freshness import unit_inputs
 from mmdata.testing.images import write_image
 from tests.reliability.conftest import turns, write_jsonl
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmdata.storage_errors import StorageError
-from mmdata.testing.train import make_train_world
+from mmdata.core.errors import StorageError
+from tests.worlds import make_train_world
 from trainer.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import transformers
 from trainer_world import model_config
 
-from mmdata.testing.train import make_train_world
+from tests.worlds import make_train_world
 from trainer import build_model, make_tiny
 from trainer.tiny import TinyPaths
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from trainer_world import RECORDS, N, fake_image, rec
 
-from mmdata.loader import RecordList
+from mmdata.read.loader import RecordList
 from trainer import Collator, ConversationDataset, LengthGroupedSampler, Sample, Skipped
 from trainer.templates import LabelError
 

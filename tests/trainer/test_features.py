@@ -11,8 +11,8 @@ import torch
 from conftest import TrainWorld
 from trainer_world import RECORDS, N, fake_image
 
-from mmdata.loader import RecordList
-from mmdata.mixture import Mixture
+from mmdata.read.loader import RecordList
+from mmdata.read.view import Mixture
 from trainer import Collator, ConversationDataset, ModelConfig, Skipped, build_model
 from trainer.features import MANIFEST, FeatureStore, build_cache
 from trainer.train import model_inputs, skip_kind

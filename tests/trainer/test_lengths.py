@@ -14,9 +14,9 @@ import pytest
 from conftest import TrainWorld
 from trainer_world import RECORDS, fake_image, launcher_env
 
-from mmdata.dataset import Dataset
-from mmdata.loader import RecordList
-from mmdata.mixture import Mixture
+from mmdata.read.dataset import Dataset
+from mmdata.read.loader import RecordList
+from mmdata.read.view import Mixture
 from trainer import ConversationDataset, ModelConfig, build_model
 from trainer.lengths import MISSING, expanded_lengths
 from trainer.packing import fingerprint, plan_packs
@@ -80,8 +80,8 @@ def test_second_run_reuses_the_table_and_plans_the_same_packs(train_world: Train
 
 def test_a_view_of_the_mixture_reads_the_same_tables(train_world: TrainWorld, model, calls: list[int],
                                                      tmp_path: Path) -> None:
-    from mmdata.dedup import DedupOptions, dedup
-    from mmdata.view import View
+    from mmdata.quality.dedup import DedupOptions, dedup
+    from mmdata.read.view import View
 
     mixture = Mixture(train_world.mixture)
     expanded_lengths(_data(mixture, model), tmp_path / "cache")
@@ -150,7 +150,7 @@ def test_raise_mode_raises_for_a_sample_whose_labels_cannot_be_built(train_world
 SCRIPT = """
 import faulthandler, json, os, sys
 import torch.distributed as dist
-from mmdata.mixture import Mixture
+from mmdata import Mixture
 from trainer import ConversationDataset, ModelConfig, build_model
 from trainer.lengths import expanded_lengths
 from trainer.templates import ConversationEncoder

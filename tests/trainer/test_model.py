@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from trainer_world import RECORDS, N, fake_image, model_config
 
-from mmdata.loader import RecordList
+from mmdata.read.loader import RecordList
 from trainer import (
     STAGES,
     Collator,

@@ -8,7 +8,7 @@ import pytest
 import torch
 from trainer_world import RECORDS, fake_image
 
-from mmdata.loader import RecordList
+from mmdata.read.loader import RecordList
 from trainer import Collator, ConversationDataset
 from trainer.packing import PackedDataset, block_causal_mask, fingerprint, padding, plan_packs
 from trainer.train import model_inputs

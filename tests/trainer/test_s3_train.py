@@ -13,9 +13,9 @@ import fsspec
 import pytest
 
 import mmdata
-from mmdata.dataset import MediaUnreachable
+from mmdata.read.dataset import MediaUnreachable
 from mmdata.testing.s3 import S3Server
-from mmdata.testing.train import make_train_world
+from tests.worlds import make_train_world
 from trainer.metrics import read
 from trainer.recipe import load_recipe
 

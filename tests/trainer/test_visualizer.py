@@ -29,7 +29,7 @@ pytest.importorskip("diffusers")
 def _pictures(root: Path, n: int) -> Path:
     """n distinct, smooth pictures (colour ramps and a square) as a built dataset of text → image records."""
     from builders.cambrian import CambrianOptions
-    from mmdata.build import BuildSettings, build
+    from mmdata.build.driver import BuildSettings, build
 
     media = root / "media"
     (media / "img").mkdir(parents=True)
@@ -106,7 +106,7 @@ def _fixed_loss(net, encoders, pixels, tower_pixels) -> float:
 
 def test_overfits_eight_images(vis_world: dict[str, Path], tmp_path: Path) -> None:
     from mmdata import open as open_dataset
-    from mmdata.loader import RecordDataset
+    from mmdata.read.loader import RecordDataset
     from trainer.visualizer.config import resolve_condition
     from trainer.visualizer.data import VisTransform, collate
     from trainer.visualizer.export import build, load_visualizer
@@ -328,7 +328,7 @@ def _feature_cache(model_dir: Path, data: Path, out: Path) -> Path:
 def test_cached_vision_features_give_the_live_towers_tokens_and_losses(vis_world: dict[str, Path], vis_run: Path,
                                                                        tmp_path: Path) -> None:
     from mmdata import open as open_dataset
-    from mmdata.loader import RecordDataset
+    from mmdata.read.loader import RecordDataset
     from trainer.visualizer.config import resolve_condition
     from trainer.visualizer.data import VisTransform, collate, open_features
     from trainer.visualizer.export import build

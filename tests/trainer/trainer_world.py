@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image
 
-from mmdata.schema import Media, Record, Turn
+from mmdata.core.schema import Media, Record, Turn
 from trainer import ModelConfig
 from trainer.tiny import TinyPaths
 

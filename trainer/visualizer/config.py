@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from mmdata.config import ConfigError, from_dict, parse_overrides
-from mmdata.errors import NotFound
+from mmdata.core.errors import NotFound
+from mmdata.core.options import ConfigError, from_dict, parse_overrides
 from trainer.config import ModelConfig
 from trainer.recipe import BatchSection, CheckpointSection, LoggingSection, OptimSection, TrainSection, read_recipe
 

@@ -1,6 +1,6 @@
 """Records → visualizer samples: one image per record, prepared twice (for the VAE and for the tower).
 
-Items come from the project's loader (`mmdata.loader.RecordDataset` over a built dataset or a mixture, then
+Items come from the project's loader (`mmdata.RecordDataset` over a built dataset or a mixture, then
 `MixtureLoader`), so ranks, workers, shuffling and the exact resume position are the stages' own. Which image:
 `target`, the first generation target (an `<image>` in a gpt turn: CC12M text-to-image, the edited image of an
 edit pair); `any`, the record's first image. A record without one, or whose image does not load, is a `Skip`
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmdata.errors import InputError
-from mmdata.schema import Record
+from mmdata.core.errors import InputError
+from mmdata.core.schema import Record
 from trainer.features import FeatureStore, feature_settings
 from trainer.vision import ImageProcessor
 

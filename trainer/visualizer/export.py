@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 
-from mmdata.errors import InputError, NotFound
+from mmdata.core.errors import InputError, NotFound
 from trainer.visualizer.config import ConditionSpec, VisualizerRecipe
 from trainer.visualizer.model import (
     MIN_PROBE_COS,

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from mmdata.errors import InputError, NotFound
-from mmdata.schema import IMAGE
+from mmdata.core.errors import InputError, NotFound
+from mmdata.core.schema import IMAGE
 from trainer.visualizer.export import Visualizer, check_compatible, load_visualizer
 
 

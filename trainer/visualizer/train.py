@@ -20,10 +20,9 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from mmdata import MixtureLoader, RecordDataset
 from mmdata import open as open_dataset
-from mmdata.errors import InputError
-from mmdata.loader import MixtureLoader, RecordDataset
-from mmdata.storage_errors import writing
+from mmdata.core.errors import InputError, writing
 from trainer import checkpoint
 from trainer.engine import Dist, cosine_schedule, ds_config
 from trainer.metrics import MetricsLogger

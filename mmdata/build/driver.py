@@ -1,0 +1,349 @@
+"""Run a builder into a dataset directory: units → shards (in worker processes), resume, rejects, manifest.
+
+The manifest (`dataset.json`) is written last: its existence means the build is complete. A build killed midway
+leaves complete shards (with their `.done.json`) and no manifest; rerunning the same command skips those shards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from mmdata.build.executors import make_executor
+from mmdata.build.executors.base import ENGINES, Job, Todo, shared_paths, tidy
+from mmdata.build.freshness import Provenance, jsonable
+from mmdata.build.inputs import cache_dir, refuse_urls, stage_inputs
+from mmdata.build.registry import Builder, get
+from mmdata.build.writer import FORMATS, RESUME_HINT, ShardConfig, ShardWriter
+from mmdata.core.errors import InputError, writing
+from mmdata.format.manifests import SCHEMA_VERSION, Manifest
+from mmdata.format.names import BUILD, MANIFEST, MEDIA, REJECTS
+from mmdata.format.shards import ShardResult, any_done, remove_shards_from
+from mmdata.storage.base import Storage, open_storage
+from mmdata.storage.files import write_bytes
+from mmdata.storage.local import LocalStorage
+from mmdata.storage.location import Location, as_location, is_url
+from mmdata.storage.outdir import clear_temp_files, locked, recover, staging, swap_in
+
+DEFAULT_SHARD_SIZE = 10_000
+
+
+class BuildError(InputError):
+    """A build cannot start (wrong output directory, bad options); the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    out: Location  # a local folder or a URL prefix
+    format: str = "jsonl"
+    workers: int = 1
+    copy_media: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    limit: int | None = None
+    overwrite: bool = False
+    engine: str = "local"  # where units run (mmdata.build.executors); never changes what the build writes
+    ray_address: str = "auto"
+    storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # never stored
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out", as_location(self.out))
+        if self.engine not in ENGINES:
+            raise BuildError(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.format not in FORMATS:
+            raise BuildError(f"--format must be one of {', '.join(FORMATS)}, got {self.format!r}")
+        if self.workers < 1:
+            raise BuildError(f"--workers must be >= 1, got {self.workers}")
+        if self.shard_size < 1:
+            raise BuildError(f"--shard-size must be >= 1, got {self.shard_size}")
+        if self.limit is not None and self.limit < 0:
+            raise BuildError(f"--limit must be >= 0, got {self.limit}")
+
+
+def _identity(builder: Builder, options: Any, settings: BuildSettings) -> dict[str, Any]:
+    """What determines the shards' content: a rerun must match it to resume."""
+    return {
+        "builder": builder.name,
+        "args": jsonable(dataclasses.asdict(options)),
+        "format": settings.format,
+        "copy_media": settings.copy_media or builder.generates_media,
+        "shard_size": settings.shard_size,
+        "limit": settings.limit,
+    }
+
+
+def _prepare_remote(storage: Storage, identity: dict[str, Any], overwrite: bool) -> None:
+    """`_prepare_out` for a URL prefix. An object store has no rename: `--overwrite` empties the prefix first."""
+    storage.check()
+    marker = BUILD
+    if not storage.empty():
+        same = storage.exists(marker) and orjson.loads(storage.read_bytes(marker)) == identity
+        if same and not overwrite:
+            return  # same build: resume
+        started = storage.exists(MANIFEST) or any_done(storage)
+        if (not storage.exists(marker) or started) and not overwrite:
+            what = "a different build" if storage.exists(marker) else "files that are not an mmdata build"
+            raise BuildError(f"{storage.where()}: output holds {what}; choose another --out or pass --overwrite")
+        storage.clear()
+    storage.write_bytes(marker, orjson.dumps(identity, option=orjson.OPT_INDENT_2))
+
+
+@contextmanager
+def _exclusive(out: Location, what: str) -> Iterator[None]:
+    """The output lock and the recovery of a half-done swap, for a local folder (an object store offers no lock:
+    run one writer per prefix)."""
+    if is_url(out):
+        yield
+        return
+    with locked(Path(out), what):
+        recover(Path(out), MANIFEST)
+        yield
+
+
+def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> Path:
+    """The directory to build into: `out` itself (new, or resumed), or a staging sibling that replaces `out` once
+    complete (`--overwrite` of a build with shards: a kill then loses neither the old dataset nor the new)."""
+    marker = out / BUILD
+    target = out
+    if out.exists() and any(out.iterdir()):
+        same = marker.is_file() and orjson.loads(marker.read_bytes()) == identity
+        started = (out / MANIFEST).exists() or any_done(LocalStorage(out))
+        if same and not overwrite:
+            return out  # same build: resume
+        if not marker.is_file() or started:
+            if not overwrite:
+                what = "a different build" if marker.is_file() else "files that are not an mmdata build"
+                raise BuildError(f"{out}: output directory holds {what}; choose another --out or pass --overwrite")
+            target = staging(out)
+        else:  # an attempt that never completed a shard (e.g. a typo in --input): nothing to keep
+            _clear(out)
+    target.mkdir(parents=True, exist_ok=True)
+    write_bytes(orjson.dumps(identity, option=orjson.OPT_INDENT_2), target / BUILD)
+    return target
+
+
+def _clear(out: Path) -> None:
+    import shutil
+
+    for child in out.iterdir():
+        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+
+def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
+    """Build (or resume) a dataset and return its manifest."""
+    with writing(settings.out, RESUME_HINT), _exclusive(settings.out, "mmdata build"):
+        return _build(builder_name, options, settings, progress)
+
+
+def _build(builder_name: str, options: Any, settings: BuildSettings, progress: bool) -> Manifest:
+    builder = get(builder_name)
+    identity = _identity(builder, options, settings)  # before staging: the manifest names the URLs
+    if not builder.reads_urls:
+        refuse_urls(builder.name, options)
+    media_root = builder.media_root(options)
+    if is_url(media_root):
+        open_storage(media_root, settings.storage_options).check()
+    elif media_root is not None:
+        media_root = Path(media_root).resolve()
+        if not media_root.is_dir():
+            raise BuildError(f"--media-root {media_root}: directory not found")
+    options = stage_inputs(options, cache_dir(settings.out), settings.storage_options)
+    # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
+    out: Location = settings.out
+    if is_url(out):
+        _prepare_remote(open_storage(out, settings.storage_options), identity, settings.overwrite)
+    else:
+        out = _prepare_out(Path(out), identity, settings.overwrite)
+        clear_temp_files(out)
+    with make_executor(settings.engine, settings.workers, settings.ray_address) as executor:
+        # Before planning too: a worker that cannot see an input or --out fails the build before any work.
+        executor.check_paths(shared_paths(options, out))
+        units = list(builder.units(options, settings.shard_size, settings.limit))
+        storage = open_storage(out, settings.storage_options)
+        provenance = Provenance(options, units, storage, str(settings.out))
+        if builder.start is not None:
+            units = builder.start(options, settings.shard_size, settings.limit, units)
+        cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"],
+                          settings.storage_options)
+
+        results: dict[int, ShardResult] = {}
+        todo: list[Todo] = []
+        for k, unit in enumerate(units):
+            done = provenance.reusable(k)
+            if done is not None:
+                results[k] = done
+            else:
+                todo.append(Todo(k, unit, provenance.pending(k)))
+        storage.close()
+        if todo:
+            # The dataset changes: until its new manifest is written, it is not complete.
+            storage.remove(MANIFEST)
+        remove_shards_from(storage, len(units))  # a shorter input leaves fewer shards
+        ready = partial(builder.ready, options) if builder.ready is not None else None
+        with _Progress(progress, len(units), len(results)) as bar:
+            for r in executor.run(Job(builder.name, options, cfg), todo, ready):
+                results[r.index] = r
+                bar.advance(r)
+    tidy(storage)
+    if builder.finish is not None:
+        builder.finish(options, storage)
+    manifest = _finish(storage, identity, cfg, [results[k] for k in range(len(units))])
+    if out != settings.out:
+        swap_in(Path(out), Path(settings.out))
+    return manifest
+
+
+def _finish(storage: Storage, identity: dict[str, Any], cfg: ShardConfig, shards: list[ShardResult]) -> Manifest:
+    rejects = b"".join(orjson.dumps(r) + b"\n" for s in shards for r in s.rejects)
+    storage.write_bytes(REJECTS, rejects)
+    tasks: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
+    for s in shards:
+        tasks.update(s.tasks)
+        sources.update(s.sources)
+    counts = {k: sum(getattr(s, k) for s in shards) for k in ("read", "written", "rejected")}
+    assert counts["read"] == counts["written"] + counts["rejected"], counts
+    media_root: str | None
+    if cfg.copy_media:
+        media_root = MEDIA
+    else:
+        media_root = str(cfg.media_root) if cfg.media_root is not None else None
+    manifest = Manifest(
+        schema_version=SCHEMA_VERSION,
+        builder=identity["builder"],
+        args=identity["args"],
+        formats=list(cfg.formats),
+        shard_size=identity["shard_size"],
+        media_root=media_root,
+        counts=counts,
+        tasks=dict(sorted(tasks.items())),
+        sources=dict(sorted(sources.items())),
+        shards=[s.entry() for s in shards],
+    )
+    manifest.save(storage)
+    return manifest
+
+
+class _Progress:
+    """A rich progress bar over shards (or nothing, for library use and tests)."""
+
+    def __init__(self, enabled: bool, total: int, already: int) -> None:
+        self.enabled = enabled and total > 0
+        self.total, self.already = total, already
+        self.written = self.rejected = 0
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("[bold]building"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("shards  {task.fields[info]}"), TimeRemainingColumn(),
+                                transient=False, disable=not os.isatty(2) and "MMDATA_PROGRESS" not in os.environ)
+            self.bar.start()
+            self.task = self.bar.add_task("build", total=self.total, completed=self.already, info="")
+        return self
+
+    def advance(self, r: ShardResult) -> None:
+        self.written += r.written
+        self.rejected += r.rejected
+        if self.enabled:
+            self.bar.update(self.task, advance=1, info=f"{self.written} written, {self.rejected} rejected")
+
+    def __exit__(self, *_: Any) -> None:
+        if self.enabled:
+            self.bar.stop()
+
+
+class DatasetWriter:
+    """Write records you already have into a dataset, without a builder:
+
+        with mmdata.DatasetWriter("data/mine", media_root="/data/images", format="both") as w:
+            for record in my_records():
+                w.add(record)          # Record, or Reject(ref, reason); returns False if rejected
+            w.add_many(more_records)   # the same, a batch at a time (faster for plain text records)
+        # dataset.json is written here, on a clean exit only
+
+    Same checks, layout and manifest as `mmdata build` (shards of `shard_size` records, media decoded once,
+    rejects counted with their reason). No resume: an exception leaves no manifest and the directory is rewritten
+    by the next run.
+    """
+
+    def __init__(self, out: str | Path, *, media_root: str | Path | None = None, format: str = "jsonl",
+                 copy_media: bool = False, shard_size: int = DEFAULT_SHARD_SIZE, name: str = "records") -> None:
+        settings = BuildSettings(out=Path(out), format=format, shard_size=shard_size)  # validates the flags
+        assert isinstance(settings.out, Path)
+        root = Path(media_root).resolve() if media_root is not None else None
+        if root is not None and not root.is_dir():
+            raise BuildError(f"media_root {root}: directory not found")
+        self.out, self.name, self.shard_size = settings.out, name, settings.shard_size
+        self.identity = {"builder": name, "args": {"media_root": None if root is None else str(root)},
+                         "format": format, "copy_media": copy_media, "shard_size": shard_size, "limit": None}
+        self.cfg = ShardConfig(self.out, FORMATS[format], root, copy_media)
+        self.results: list[ShardResult] = []
+        self._shard: Any = None
+
+    def __enter__(self) -> DatasetWriter:
+        self._lock = locked(self.out, "mmdata DatasetWriter")
+        self._lock.__enter__()
+        try:
+            recover(self.out, MANIFEST)
+            if self.out.exists() and any(self.out.iterdir()):
+                if not (self.out / BUILD).is_file():
+                    raise BuildError(f"{self.out}: output directory holds files that are not an mmdata build")
+                _clear(self.out)
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_bytes(orjson.dumps(self.identity, option=orjson.OPT_INDENT_2), self.out / BUILD)
+        return self
+
+    def add(self, item: Any) -> bool:
+        written = self._open_shard().add(item)
+        self._commit_if_full()
+        return written
+
+    def add_many(self, items: Sequence[Any]) -> int:
+        """`add` on each item, in order, with the same result (a batch of plain text records is checked and encoded
+        in a few whole-batch passes); returns how many were written."""
+        done = written = 0
+        while done < len(items):
+            shard = self._open_shard()
+            take = self.shard_size - shard.result.read
+            before = shard.result.written
+            shard.add_many(list(items[done:done + take]))
+            written += shard.result.written - before
+            done += take
+            self._commit_if_full()
+        return written
+
+    def _open_shard(self) -> Any:
+        if self._shard is None:
+            self._shard = ShardWriter(self.cfg, len(self.results))
+        return self._shard
+
+    def _commit_if_full(self) -> None:
+        if self._shard.result.read == self.shard_size:
+            self.results.append(self._shard.commit())
+            self._shard = None
+
+    def __exit__(self, exc_type: Any, *_: Any) -> None:
+        try:
+            if exc_type is not None:
+                if self._shard is not None:
+                    self._shard.__exit__(exc_type, None, None)
+                return
+            if self._shard is not None:
+                self.results.append(self._shard.commit())
+                self._shard = None
+            self.manifest = _finish(LocalStorage(self.out), self.identity, self.cfg, self.results)
+        finally:
+            self._lock.__exit__(None, None, None)
