@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.mix import INDEX, MixPlan, build_index, make_plan, mix, source_rows
-from mmdata.recipe import RecipeError, load_recipe
+from mmdata.build.driver import BuildSettings, build
+from mmdata.mix.planner import INDEX, MixPlan, build_index, make_plan, mix, source_rows
+from mmdata.mix.recipe import RecipeError, load_recipe
 
 SIZES = {"a": 5, "b": 5, "c": 3}
 REPEAT = "; lower its weight or accept the risk of over-fitting it"

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from mmdata.schema import MEDIA_KINDS, Media, Record, RecordError, Turn
+from mmdata.core.schema import MEDIA_KINDS, Media, Record, RecordError, Turn
 
 
 def _record(second: Media, rid: str = "clip-7") -> Record:

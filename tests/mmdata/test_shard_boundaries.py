@@ -1,7 +1,7 @@
 """Pins the shard reading boundaries before a refactoring moves `mmdata.layout` and `mmdata.integrity`:
 
 - tar members whose size is an exact multiple of the 512-byte block (padding `-(-size // 512) * 512`: none added),
-  and members of 0 bytes, read back byte-exact by `_tar_members` and through `mmdata.open` on a `wds` build;
+  and members of 0 bytes, read back byte-exact by `tar_members` and through `mmdata.open` on a `wds` build;
 - the offsets `TarSink` writes for such records, and the bytes `ShardReader` cuts at them;
 - an offset index longer or shorter than the manifest's record count (or not a whole number of offsets):
   `ShardReader.offsets` raises `DamagedData` naming the file, and `integrity.check_file` reports it, word for word.
@@ -22,14 +22,17 @@ import pytest
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.dataset import Dataset
-from mmdata.errors import DamagedData
-from mmdata.integrity import check_file
-from mmdata.layout import ShardEntry, ShardReader, TarSink, _tar_members, decoder
-from mmdata.manifest import Manifest
-from mmdata.schema import Media, Record, Turn
-from mmdata.storage import LocalStorage
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.errors import DamagedData
+from mmdata.core.schema import Media, Record, Turn
+from mmdata.format.integrity import check_file
+from mmdata.format.manifests import Manifest
+from mmdata.format.reader import ShardReader, decoder
+from mmdata.format.shards import ShardEntry
+from mmdata.format.sinks import TarSink
+from mmdata.format.ustar import tar_members
+from mmdata.read.dataset import Dataset
+from mmdata.storage.local import LocalStorage
 from mmdata.testing.images import png_bytes, random_image
 
 BLOCK = 512
@@ -62,7 +65,7 @@ def _span(sizes: list[int]) -> int:
     return sum(BLOCK + -(-n // BLOCK) * BLOCK for n in sizes)
 
 
-# ---------------------------------------------------------------- _tar_members
+# ---------------------------------------------------------------- tar_members
 MEMBERS = [
     ("000000_r.json", b"{" + b" " * 510 + b"}"),  # 512 bytes: one block, no padding
     ("000000_r.0.png", bytes(range(256)) * 4),  # 1024 bytes: two blocks, no padding
@@ -76,29 +79,29 @@ def test_members_of_whole_blocks_are_read_back_exactly() -> None:
     data = _tar(MEMBERS)
     assert _span([len(b) for _, b in MEMBERS]) == 512 + 512 + 512 + 1024 + 512 + 512 + 512 + 512 + 1536
     record = data[:_span([len(b) for _, b in MEMBERS])]  # one record, as the reader cuts it in mid-shard
-    assert list(_tar_members(record)) == MEMBERS
-    assert list(_tar_members(data)) == MEMBERS  # the shard's last record: the end-of-archive blocks follow
+    assert list(tar_members(record)) == MEMBERS
+    assert list(tar_members(data)) == MEMBERS  # the shard's last record: the end-of-archive blocks follow
 
 
 def test_an_empty_member_at_the_end_of_a_record_is_read() -> None:
     members = [("000001_s.json", b"{}"), ("000001_s.0.bin", b"y" * 1024), ("000001_s.1.bin", b"")]
     record = _tar(members)[:_span([2, 1024, 0])]
     assert len(record) == 512 * 6 and record[-512:-1] != bytes(511)  # it ends with the empty member's header
-    assert list(_tar_members(record)) == members
+    assert list(tar_members(record)) == members
 
 
 def test_a_long_name_is_joined_from_the_ustar_prefix() -> None:
     name = "d" * 120 + "/000002_t.0.png"
     data = _tar([(name, b"p" * 1024), ("000002_t.json", b"{}")])
     assert data[345:345 + 120] == b"d" * 120  # stored in the prefix field
-    assert list(_tar_members(data)) == [(name, b"p" * 1024), ("000002_t.json", b"{}")]
+    assert list(tar_members(data)) == [(name, b"p" * 1024), ("000002_t.json", b"{}")]
 
 
 def test_other_headers_go_through_tarfile() -> None:
     name = "x" * 150 + ".json"  # GNU: a long name is an extra 'L' member, which the slicing path does not read
     data = _tar([(name, b"q" * 1024), ("y.0.png", b"r" * 3)], fmt=tarfile.GNU_FORMAT)
     assert data[156:157] == b"L"
-    assert list(_tar_members(data)) == [(name, b"q" * 1024), ("y.0.png", b"r" * 3)]
+    assert list(tar_members(data)) == [(name, b"q" * 1024), ("y.0.png", b"r" * 3)]
 
 
 # ---------------------------------------------------------------- TarSink + ShardReader
@@ -128,7 +131,7 @@ def test_tar_sink_offsets_and_reads_for_whole_block_members(tmp_path: Path) -> N
     reader = ShardReader(storage, [ShardEntry("000000", 4, 4, 0, {"wds": shard})], "wds")
     cut = reader.read_rows([0, 1, 2, 3])
     assert [len(c) for c in cut] == [4096, 1024, 2048, 20480 - 7168]  # the last runs to the end of the file
-    assert [list(_tar_members(c)) for c in cut] == [
+    assert [list(tar_members(c)) for c in cut] == [
         [("000000_s0.json", b"L" * 1024), ("000000_s0.0.png", blob_1024), ("000000_s0.1.png", blob_1)],
         [("000001_s1.json", b"M" * 3)],
         [("000002_s2.json", b"N" * 511), ("000002_s2.0.jpg", blob_512)],
@@ -182,10 +185,10 @@ def test_the_stored_members_are_whole_blocks(wds: Path) -> None:
     ds = mmdata.open(wds)
     assert isinstance(ds, Dataset)
     raw = ds.raw(1)  # blocks.png (1536), exact.png (1024), odd.png (700)
-    names = [name for name, _ in _tar_members(raw)]
+    names = [name for name, _ in tar_members(raw)]
     key = "000001_r1_src_2"
     assert names == [f"{key}.json", f"{key}.0.png", f"{key}.1.png", f"{key}.2.png"]
-    json_size = len(next(content for name, content in _tar_members(raw) if name.endswith(".json")))
+    json_size = len(next(content for name, content in tar_members(raw) if name.endswith(".json")))
     assert len(raw) == _span([json_size, 1536, 1024, 700])
     assert decoder("wds")(raw).media[1].data == IMAGES["exact.png"]
 

@@ -31,10 +31,11 @@ import pytest
 
 import mmdata
 from builders.cambrian import CambrianOptions
-from mmdata.build import BuildSettings, build
-from mmdata.config import ConfigError
-from mmdata.decontaminate import DecontaminateOptions, EvalSet, _image_hits, decontaminate, text_index
-from mmdata.dedup import (
+from mmdata.build.driver import BuildSettings, build
+from mmdata.core.options import ConfigError
+from mmdata.format.names import REMOVED
+from mmdata.quality.decontaminate import DecontaminateOptions, EvalSet, _image_hits, decontaminate, text_index
+from mmdata.quality.dedup import (
     DedupOptions,
     _chunks,
     _media_distance,
@@ -45,10 +46,9 @@ from mmdata.dedup import (
     dedup,
     find_duplicates,
 )
-from mmdata.selection import Inputs
-from mmdata.signatures import DatasetSignatures, SignatureParams, key64
+from mmdata.quality.selection import Inputs
+from mmdata.quality.signatures import DatasetSignatures, SignatureParams, key64
 from mmdata.testing.images import png_bytes, random_image
-from mmdata.view import REMOVED
 
 NUM_PERM = 128
 PARAMS = SignatureParams(num_perm=NUM_PERM)
@@ -410,7 +410,7 @@ def test_beyond_the_bounds_is_a_config_error(kw: dict) -> None:
 def image_hits(root: Path, records: list[Rec], evals: dict[bytes, int | None], distance: int,
                monkeypatch: pytest.MonkeyPatch) -> dict[int, str]:
     """_image_hits of eval images (bytes → their pHash, None: does not decode): training row → eval image."""
-    monkeypatch.setattr("mmdata.decontaminate.image_phash", lambda data: evals[data])
+    monkeypatch.setattr("mmdata.quality.decontaminate.image_phash", lambda data: evals[data])
     ev = EvalSet("ev", images=[(data.decode(), data) for data in evals])
     hits = _image_hits(make_inputs(root, records), [ev], distance)
     assert all(d == 0 for d, _ in hits)
@@ -492,8 +492,8 @@ def chosen_phash(monkeypatch: pytest.MonkeyPatch) -> Callable[[int], bytes]:
         table[data] = phash
         return data
 
-    monkeypatch.setattr("mmdata.signatures.image_phash", lambda data: table.get(data))
-    monkeypatch.setattr("mmdata.decontaminate.image_phash", lambda data: table.get(data))  # eval images
+    monkeypatch.setattr("mmdata.quality.signatures.image_phash", lambda data: table.get(data))
+    monkeypatch.setattr("mmdata.quality.decontaminate.image_phash", lambda data: table.get(data))  # eval images
     return make
 
 
