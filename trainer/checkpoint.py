@@ -10,6 +10,7 @@ an optimizer-step boundary, so a resumed run's next micro-batch is the first one
 
 from __future__ import annotations
 
+import os
 import random
 import re
 import shutil
@@ -61,8 +62,15 @@ def save(engine: Any, run_dir: Path, step: int, client_state: dict[str, Any], *,
     import torch.distributed as dist
 
     root = run_dir / CHECKPOINTS
+    folder = root / tag(step)
+    folder.mkdir(parents=True, exist_ok=True)
+    # Before DeepSpeed moves `latest` to this tag, and whole (renamed into place): a checkpoint that `latest` names
+    # always has every rank's RNG state, whenever a kill comes.
+    rng_file = folder / f"rng_rank{rank}.pt"
+    torch.save(rng_state(), rng_file.with_name(rng_file.name + ".tmp"))
+    os.replace(rng_file.with_name(rng_file.name + ".tmp"), rng_file)
+    dist.barrier()
     engine.save_checkpoint(str(root), tag=tag(step), client_state=client_state)
-    torch.save(rng_state(), root / tag(step) / f"rng_rank{rank}.pt")
     dist.barrier()
     if rank == 0:
         for old in list_checkpoints(run_dir)[:-keep]:

@@ -248,9 +248,6 @@ class Killed(BaseException):
     """The process dying in the middle of `checkpoint.save` (not an Exception: nothing may catch it)."""
 
 
-@pytest.mark.xfail(strict=True, reason="checkpoint.save writes rng_rank{r}.pt after DeepSpeed moved `latest` to the "
-                   "new tag: a process killed in between leaves a 'complete' checkpoint without its RNG state, which "
-                   "load then silently skips (or, half-written, fails to unpickle)")
 def test_a_save_killed_before_its_rng_file_leaves_the_previous_checkpoint_the_latest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine()
