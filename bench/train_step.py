@@ -1,7 +1,7 @@
 """The loop's step under DeepSpeed (ZeRO-2, ZeRO-3) beside a bare PyTorch loop, tiny and ~100 M-parameter LLMs.
 
-For each size and ZeRO stage, in one process: the training loop's own step (`trainer.train._Stepper.step`: data
-loading and collation, engine forward / backward / step, metrics reduction) on an engine set up exactly as
+For each size and ZeRO stage, in one process: the training loop's own step (`StageTrainer.train_step`: data
+loading and collation, engine forward / backward / step, metrics reduction) on a trainer set up exactly as
 `mmtrain` sets it up, and a bare loop (same model and parts, plain AdamW, no DeepSpeed) on the same micro-batches
 pre-collated (so the bare loop is the lower bound: no data loading at all). The two alternate step by step
 (interleaved pairs, the same batch in both), after warm-up; printed: median step times and the ratio's median and
@@ -68,37 +68,16 @@ def setup(recipe, d):
     return model, data, *make_loader(recipe, data, model.pad_token_id, d)
 
 
-def loop_stepper(recipe, steps: int):
-    """The loop's own `_Stepper` over an engine initialised as `mmtrain` does (no checkpoints, no export)."""
-    import deepspeed
-    import torch
-
-    from trainer.engine import cosine_schedule, ds_config, init_distributed, param_groups
-    from trainer.train import _Stepper
-
-    d = init_distributed()
-    torch.set_num_threads(recipe.train.cpu_threads or torch.get_num_threads())
-    accum = recipe.batch.resolve(1)
-    model, data, loader, collate, _ = setup(recipe, d)
-    opt = torch.optim.AdamW(param_groups(model, 0.0), lr=recipe.optim.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine_schedule(steps, 0.0, 0.0))
-    engine, *_ = deepspeed.initialize(model=model, optimizer=opt, lr_scheduler=sched,
-                                      config=ds_config(recipe, accum, 1))
-    engine.train()
-    Path(recipe.output_dir).mkdir(parents=True, exist_ok=True)
-    return _Stepper(engine, data, loader, collate, accum, d, Path(recipe.output_dir)), d
-
-
 def interleaved(recipe, steps: int) -> dict:
     """Loop step vs bare step, alternating on the same micro-batches; step times and their ratio per pair."""
     import torch
 
     from trainer.engine import param_groups
-    from trainer.train import model_inputs
+    from trainer.train import StageTrainer, model_inputs
 
-    stepper, d = loop_stepper(recipe, steps)
-    accum = stepper.accum
-    bare, _, bare_loader, _, _ = setup(recipe, d)
+    trainer = StageTrainer(recipe)  # set up as `mmtrain` sets it up; its steps run without checkpoints or export
+    accum = trainer.accum
+    bare, _, bare_loader, _, _ = setup(recipe, trainer.dist)
     batches = [b for _, b in zip(range(steps * accum), bare_loader)]
     bare_opt = torch.optim.AdamW(param_groups(bare, 0.0), lr=recipe.optim.lr)
     bare.train()
@@ -115,7 +94,7 @@ def interleaved(recipe, steps: int) -> dict:
 
     pairs = []
     for s in range(steps):
-        row = stepper.step()
+        row = trainer.train_step()
         pairs.append((row["step_time"], bare_step(s), row["tokens"]))
     pairs = pairs[WARMUP:]
     ratios = [e / b for e, b, _ in pairs]

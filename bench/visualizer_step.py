@@ -64,9 +64,9 @@ class Bare:
     def __init__(self, recipe, files: list[Path]) -> None:
         import torch
 
+        from trainer.engine import param_groups
         from trainer.visualizer.config import resolve_condition
         from trainer.visualizer.export import build
-        from trainer.visualizer.train import param_groups
 
         torch.manual_seed(recipe.train.seed)
         self.net, self.enc = build(recipe, resolve_condition(recipe.condition))
@@ -119,23 +119,23 @@ class Bare:
 def measure(world: dict[str, str], out: Path, pairs: int, zero: int) -> dict[str, float]:
     from mmdata import open as open_dataset
     from trainer.visualizer.config import load_visualizer_recipe
-    from trainer.visualizer.train import prepare
+    from trainer.visualizer.train import VisualizerTrainer
 
     n = WARMUP + pairs
     recipe = load_visualizer_recipe(ROOT / "recipes" / "tiny" / "visualizer.yaml", world | {
         "output_dir": str(out), "train.max_steps": n, "logging.progress": False, "data.images": "target",
         "checkpoint.every": 10**6, "train.zero_stage": zero})
-    ours = prepare(recipe)
+    ours = VisualizerTrainer(recipe)  # set up as `mmtrain visualizer` sets it up; steps 0, 1, … as the loop
     ds = open_dataset(recipe.data.source)
     bare = Bare(recipe, [ds.media_path(r, 0) for r in ds])
     ours_t, bare_t = [], []
     for k in range(n):
         if k % 2 == 0:
-            a = ours.stepper.step(k)["step_time"]
+            a = ours.train_step()["step_time"]
             b = bare.step(k)
         else:
             b = bare.step(k)
-            a = ours.stepper.step(k)["step_time"]
+            a = ours.train_step()["step_time"]
         if k >= WARMUP:
             ours_t.append(a)
             bare_t.append(b)

@@ -1,6 +1,6 @@
 """The pieces around the DeepSpeed engine: process group, DeepSpeed config, optimizer groups, schedule, model setup.
 
-Kept apart from the loop (`train.py`) so the loop reads top to bottom and the benchmark can reuse the same setup.
+Kept apart from the loop (`loop.py`) so the loop reads top to bottom and the benchmarks can reuse the same setup.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from mmdata.core.errors import NotFound
 from trainer.config import StageConfig
 from trainer.model import Loaded, UnifiedModel, build_model, load
-from trainer.recipe import TrainRecipe
+from trainer.recipe import RunRecipe, TrainRecipe
 from trainer.trainable import apply_stage
 
 log = logging.getLogger("trainer")
@@ -66,7 +66,7 @@ def init_distributed() -> Dist:
     return Dist(int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"]), int(os.environ["WORLD_SIZE"]))
 
 
-def ds_config(recipe: TrainRecipe, grad_accum: int, world_size: int) -> dict[str, Any]:
+def ds_config(recipe: RunRecipe, grad_accum: int, world_size: int) -> dict[str, Any]:
     """The DeepSpeed config, generated from the recipe (and saved in the run directory as ds_config.json)."""
     zero: dict[str, Any] = {"stage": recipe.train.zero_stage, "contiguous_gradients": True, "overlap_comm": False}
     if recipe.train.zero_stage == 3:
@@ -86,28 +86,18 @@ def ds_config(recipe: TrainRecipe, grad_accum: int, world_size: int) -> dict[str
     }
 
 
-def param_groups(model: UnifiedModel, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: decay on matrices; none on biases, norms, and the row-masked embedding matrices.
-
-    Decay on a masked embedding matrix would shrink the frozen rows (their gradient is zero, decay is not).
-    """
-    masked = {id(p) for p in _masked_matrices(model)}
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups over the trainable parameters: decay on matrices; none on biases and norms (ndim < 2), nor on
+    what the module's `no_weight_decay()` lists (`UnifiedModel`: its row-masked embedding matrices). Both the
+    stages and the visualizer take their groups from here."""
+    listed = getattr(module, "no_weight_decay", None)
+    exempt = {id(p) for p in listed()} if listed is not None else set()
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in module.parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or id(p) in masked else decay).append(p)
+            (no_decay if p.ndim < 2 or id(p) in exempt else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
-
-
-def _masked_matrices(model: UnifiedModel) -> list[torch.nn.Parameter]:
-    if not model._row_hooks:
-        return []
-    mats = [model.llm.get_input_embeddings().weight]
-    out = model.llm.get_output_embeddings()
-    if out is not None:
-        mats.append(out.weight)
-    return mats
 
 
 def cosine_schedule(total_steps: int, warmup_ratio: float, min_lr_ratio: float):

@@ -77,6 +77,18 @@ class UnifiedModel(nn.Module):
     def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
         self.llm.gradient_checkpointing_enable(**kwargs)
 
+    def no_weight_decay(self) -> list[nn.Parameter]:
+        """Matrices AdamW must not decay (`trainer.engine.param_groups`): the embedding matrices whose rows are
+        gradient-masked (stage 1's `new_token_rows`), since decay would shrink the frozen rows (their gradient is
+        zero, decay is not)."""
+        if not self._row_hooks:
+            return []
+        mats = [self.llm.get_input_embeddings().weight]
+        out = self.llm.get_output_embeddings()
+        if out is not None:
+            mats.append(out.weight)
+        return mats
+
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(M, 3, H, W) → (M, N, vision_dim) reduced (and normalised) features: projector input and head target."""
         train_tower = torch.is_grad_enabled() and any(p.requires_grad for p in self.vision.parameters())

@@ -14,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import yaml
 
@@ -23,7 +23,7 @@ from mmdata.core.errors import NotFound
 from mmdata.core.options import ConfigError, from_dict, parse_overrides, safe_load, set_key
 from trainer.config import STAGES, ModelConfig, StageConfig
 
-__all__ = ["ConfigError", "TrainRecipe", "load_recipe", "parse_overrides"]
+__all__ = ["ConfigError", "RunRecipe", "TrainRecipe", "load_recipe", "parse_overrides"]
 
 StageName = Literal["stage1", "stage2"]
 T = TypeVar("T")
@@ -160,6 +160,25 @@ class CheckpointSection:
 class LoggingSection:
     tensorboard: bool = True
     progress: bool = True  # a progress bar on rank 0 (stderr)
+
+
+class RunRecipe(Protocol):
+    """What the training loop (`trainer.loop.Trainer`) and `trainer.engine.ds_config` read of a recipe: the
+    sections a stage's `TrainRecipe` and the visualizer's recipe share."""
+
+    @property
+    def output_dir(self) -> str: ...
+    @property
+    def batch(self) -> BatchSection: ...
+    @property
+    def optim(self) -> OptimSection: ...
+    @property
+    def train(self) -> TrainSection: ...
+    @property
+    def checkpoint(self) -> CheckpointSection: ...
+    @property
+    def logging(self) -> LoggingSection: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 
 @dataclass

@@ -15,7 +15,8 @@ from mmdata.read.loader import RecordList
 from mmdata.read.view import Mixture
 from trainer import Collator, ConversationDataset, ModelConfig, Skipped, build_model
 from trainer.features import MANIFEST, FeatureStore, build_cache
-from trainer.train import model_inputs, skip_kind
+from trainer.loop import skip_kind
+from trainer.train import model_inputs
 
 
 def _model(world: TrainWorld, **kw):

@@ -367,3 +367,40 @@ def test_a_feature_cache_of_other_tokens_is_refused(tiny, vis_world: dict[str, P
     with pytest.raises(ValueError, match="another vision setup.*tower_sha256"):
         _train(vis_world, tmp_path / "run", **{"data.vision_features": str(theirs)})
     assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+# The first steps on the test world (seed 0, fp32, one rank, one CPU thread), recorded from the loop before it became
+# `trainer.loop.Trainer` + subclasses: reorganising the loop must not move a bit. Recorded with torch 2.13 (CPU),
+# deepspeed 0.19.8 and the installed diffusers; re-record from a commit whose loop is known good, never from the
+# change under test. step → (loss, grad_norm, cond_dropped); ZeRO-0 reports no gradient norm.
+PINNED_ZERO2 = [(1.0537785291671753, 2.573185443878174, 1), (1.1051663160324097, 2.19140362739563, 1),
+                (0.9504565596580505, 1.6896395683288574, 0), (0.8406938314437866, 1.4342379570007324, 2)]
+PINNED_ZERO0 = [(1.0454471111297607, None, 1), (1.094714879989624, None, 0), (0.9429240226745605, None, 0)]
+
+
+def test_losses_are_bit_identical_to_the_recorded_loop(vis_world: dict[str, Path], vis_run: Path,
+                                                       tmp_path: Path) -> None:
+    assert [(r["loss"], r["grad_norm"], r["cond_dropped"]) for r in read(vis_run)] == PINNED_ZERO2
+    res = _train(vis_world, tmp_path / "z0", **{"train.max_steps": 3, "checkpoint.every": 1000})  # the tiny recipe
+    assert [(r["loss"], r["grad_norm"], r["cond_dropped"]) for r in read(res.run_dir)] == PINNED_ZERO0
+
+
+def test_an_all_skipped_step_runs_on_a_fallback_batch_with_zero_loss(vis_world: dict[str, Path], tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first micro-batch (p0-p3) holds no usable image: it runs on the first usable record (p4) with loss × 0,
+    as in the stages, instead of stopping the run."""
+    from trainer.visualizer.data import Skip, VisTransform
+
+    real = VisTransform.__call__
+
+    def call(self: VisTransform, record, dataset):
+        broken = record.id.split("@")[0] in ("p0", "p1", "p2", "p3")  # ids are "p0@t2i:1", …
+        return Skip(record.id, "media[0] (img/x.png): OSError: broken") if broken else real(self, record, dataset)
+
+    monkeypatch.setattr(VisTransform, "__call__", call)
+    res = _train(vis_world, tmp_path / "run", **{"train.max_steps": 2, "train.zero_stage": 2})
+    first, second = read(res.run_dir)
+    assert (first["samples"], first["skipped"], first["loss"], first["grad_norm"]) == (0, 4, None, 0.0)
+    assert second["samples"] == 4 and second["loss"] > 0 and second["grad_norm"] > 0
+    logged = [json.loads(line) for line in (res.run_dir / "skipped-rank0.jsonl").read_text().splitlines()]
+    assert [s["id"].split("@")[0] for s in logged] == ["p0", "p1", "p2", "p3"]
