@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import transformers
-from trainer_world import model_config
 
+from tests.trainer.trainer_world import TrainWorld, model_config
 from tests.worlds import make_train_world
 from trainer import build_model, make_tiny
 from trainer.tiny import TinyPaths
@@ -40,21 +38,6 @@ def built(tiny: TinyPaths):
 def shared(tiny: TinyPaths):
     """One model for read-only tests (templates, data)."""
     return build_model(model_config(tiny))
-
-
-@dataclass
-class TrainWorld:
-    root: Path
-    models: Path
-    mixture: Path
-
-    def overrides(self, stage: str, out: Path, **extra: object) -> dict[str, object]:
-        base: dict[str, object] = {"data.mixture": str(self.mixture), "output_dir": str(out),
-                                   "logging.progress": False, "logging.tensorboard": False,
-                                   "train.max_steps": 4, "checkpoint.every": 2, "checkpoint.keep": 2}
-        if stage == "stage1":
-            base |= {"model.llm": str(self.models / "lm"), "model.vision_tower": str(self.models / "vision")}
-        return base | extra
 
 
 @pytest.fixture(scope="session")

@@ -209,7 +209,7 @@ def test_load_without_latest_is_not_found(tmp_path: Path) -> None:
 
 def run(run_dir: Path, steps: int, *, resume: bool) -> tuple[dict[int, Draw], dict[int, float], torch.Tensor]:
     """What `trainer.train` does around the checkpoints: seed (every process does), resume, step, save every 2."""
-    from trainer.train import seed_all
+    from trainer.loop import seed_all
 
     seed_all(0)
     engine = make_engine()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from trainer_world import RECORDS, N, fake_image, rec
 
 from mmdata.read.loader import RecordList
+from tests.trainer.trainer_world import RECORDS, N, fake_image, rec
 from trainer import Collator, ConversationDataset, LengthGroupedSampler, Sample, Skipped
 from trainer.templates import LabelError
 

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TrainWorld
-from trainer_world import RECORDS, N, fake_image
 
 from mmdata.read.loader import RecordList
 from mmdata.read.view import Mixture
+from tests.trainer.trainer_world import RECORDS, N, TrainWorld, fake_image
 from trainer import Collator, ConversationDataset, ModelConfig, Skipped, build_model
 from trainer.features import MANIFEST, FeatureStore, build_cache
 from trainer.loop import skip_kind

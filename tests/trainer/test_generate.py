@@ -6,8 +6,8 @@ import dataclasses
 
 import pytest
 import torch
-from trainer_world import N
 
+from tests.trainer.trainer_world import N
 from trainer.generate import generate
 from trainer.templates import TEMPLATES, ChatTemplate, ConversationEncoder
 

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_world import launcher_env
 
+from tests.trainer.trainer_world import launcher_env
 from trainer import checkpoint
 from trainer.metrics import read
 

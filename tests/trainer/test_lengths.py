@@ -11,12 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TrainWorld
-from trainer_world import RECORDS, fake_image, launcher_env
 
 from mmdata.read.dataset import Dataset
 from mmdata.read.loader import RecordList
 from mmdata.read.view import Mixture
+from tests.trainer.trainer_world import RECORDS, TrainWorld, fake_image, launcher_env
 from trainer import ConversationDataset, ModelConfig, build_model
 from trainer.lengths import MISSING, expanded_lengths
 from trainer.packing import fingerprint, plan_packs

@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
-from trainer_world import RECORDS, fake_image
 
 from mmdata.read.loader import RecordList
+from tests.trainer.trainer_world import RECORDS, fake_image
 from trainer import STAGES, Collator, ConversationDataset, apply_stage
 from trainer.losses import chunked_cross_entropy, cosine_vision_loss
 

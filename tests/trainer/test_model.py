@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from trainer_world import RECORDS, N, fake_image, model_config
 
 from mmdata.read.loader import RecordList
+from tests.trainer.trainer_world import RECORDS, N, fake_image, model_config
 from trainer import (
     STAGES,
     Collator,

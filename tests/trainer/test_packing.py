@@ -6,9 +6,9 @@ import random
 
 import pytest
 import torch
-from trainer_world import RECORDS, fake_image
 
 from mmdata.read.loader import RecordList
+from tests.trainer.trainer_world import RECORDS, fake_image
 from trainer import Collator, ConversationDataset
 from trainer.packing import PackedDataset, block_causal_mask, fingerprint, padding, plan_packs
 from trainer.train import model_inputs

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from trainer_world import RECORDS, N
 
+from tests.trainer.trainer_world import RECORDS, N
 from trainer.templates import IGNORE_INDEX, TEMPLATES, ChatTemplate, ConversationEncoder, LabelError
 
 IMG = "<image>" * N
@@ -130,7 +130,7 @@ def test_tokenizer_without_image_tokens_is_an_error(tiny) -> None:
     tok = AutoTokenizer.from_pretrained(tiny.lm)
     tok.add_tokens(["<|eot_id|>"], special_tokens=True)
     ConversationEncoder("llama3", tok, N)  # the tiny tokenizer already knows the image tokens
-    from trainer_world import make_plain_tokenizer
+    from tests.trainer.trainer_world import make_plain_tokenizer
 
     with pytest.raises(ValueError, match="<image>.*build_model"):
         ConversationEncoder("llama3", make_plain_tokenizer(), N)

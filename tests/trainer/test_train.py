@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TrainWorld
 from safetensors.torch import load_file
 
+from tests.trainer.trainer_world import TrainWorld
 from trainer import load
 from trainer.metrics import read
 from trainer.recipe import load_recipe
@@ -205,7 +205,7 @@ def test_two_process_torchrun(train_world: TrainWorld, tmp_path: Path) -> None:
             "-m", "trainer.cli", "stage1", "--config", str(TINY / "stage1.yaml")]
     for k, v in train_world.overrides("stage1", out, **{"train.max_steps": 2}).items():
         args += [f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)]
-    from trainer_world import launcher_env
+    from tests.trainer.trainer_world import launcher_env
 
     p = subprocess.run(args, cwd=ROOT, env=launcher_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]

@@ -47,8 +47,7 @@ def _pictures(root: Path, n: int) -> Path:
 
 
 def _model(tiny, out: Path, **kw) -> Path:
-    from trainer_world import model_config
-
+    from tests.trainer.trainer_world import model_config
     from trainer import build_model
 
     torch.manual_seed(0)
@@ -268,7 +267,7 @@ def test_two_process_torchrun(vis_world: dict[str, Path], tmp_path: Path) -> Non
             str(vis_world["data"]), "--data.images", "target", "--condition.from_model", str(vis_world["model"]),
             "--diffusion.pretrained", str(vis_world["diffusion"]), "--train.max_steps", "2",
             "--train.zero_stage", "2", "--logging.progress", "false"]
-    from trainer_world import launcher_env
+    from tests.trainer.trainer_world import launcher_env
 
     p = subprocess.run(args, cwd=ROOT, env=launcher_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
@@ -285,7 +284,7 @@ def test_sigkill_mid_run_then_resume_matches_the_uninterrupted_run(vis_world: di
     import sys
     import time
 
-    from trainer_world import launcher_env
+    from tests.trainer.trainer_world import launcher_env
 
     def args(out: Path, *extra: str) -> list[str]:
         return [sys.executable, "-m", "trainer.cli", "visualizer", "--config", str(RECIPE), "--output_dir", str(out),

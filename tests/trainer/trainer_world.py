@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 from PIL import Image
 
 from mmdata.core.schema import Media, Record, Turn
@@ -65,3 +68,18 @@ def launcher_env() -> dict[str, str]:
     for k in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(k, None)
     return env
+
+
+@dataclass
+class TrainWorld:
+    root: Path
+    models: Path
+    mixture: Path
+
+    def overrides(self, stage: str, out: Path, **extra: object) -> dict[str, object]:
+        base: dict[str, object] = {"data.mixture": str(self.mixture), "output_dir": str(out),
+                                   "logging.progress": False, "logging.tensorboard": False,
+                                   "train.max_steps": 4, "checkpoint.every": 2, "checkpoint.keep": 2}
+        if stage == "stage1":
+            base |= {"model.llm": str(self.models / "lm"), "model.vision_tower": str(self.models / "vision")}
+        return base | extra
