@@ -1,7 +1,10 @@
-"""Run a builder into a dataset directory: units → shards (in worker processes), resume, rejects, manifest.
+"""Run a builder into a dataset (a local folder or a URL prefix): units → shards (in worker processes), resume,
+rejects, manifest.
 
 The manifest (`dataset.json`) is written last: its existence means the build is complete. A build killed midway
 leaves complete shards (with their `.done.json`) and no manifest; rerunning the same command skips those shards.
+Where the output is, and how it is locked and replaced, is the `Destination`'s business (`mmdata.storage.output`):
+`build` and `DatasetWriter` prepare it the one same way (`_prepare`), wherever it is.
 """
 
 from __future__ import annotations
@@ -9,12 +12,11 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
@@ -24,15 +26,14 @@ from mmdata.build.freshness import Provenance, jsonable
 from mmdata.build.inputs import cache_dir, refuse_urls, stage_inputs
 from mmdata.build.registry import Builder, get
 from mmdata.build.writer import FORMATS, RESUME_HINT, ShardConfig, ShardWriter
-from mmdata.core.errors import InputError, writing
+from mmdata.core.errors import InputError, NotFound, writing
 from mmdata.format.manifests import SCHEMA_VERSION, Manifest
-from mmdata.format.names import BUILD, MANIFEST, MEDIA, REJECTS
+from mmdata.format.names import BUILD, MANIFEST, MEDIA, REJECTS, SHARDS
 from mmdata.format.shards import ShardResult, any_done, remove_shards_from
-from mmdata.storage.base import Storage, open_storage
-from mmdata.storage.files import write_bytes
-from mmdata.storage.local import LocalStorage
-from mmdata.storage.location import Location, as_location, is_url
-from mmdata.storage.outdir import clear_temp_files, locked, recover, staging, swap_in
+from mmdata.storage.base import Storage
+from mmdata.storage.location import Location, as_location
+from mmdata.storage.mediafiles import open_media_root
+from mmdata.storage.output import Destination, open_destination
 
 DEFAULT_SHARD_SIZE = 10_000
 
@@ -80,98 +81,68 @@ def _identity(builder: Builder, options: Any, settings: BuildSettings) -> dict[s
     }
 
 
-def _prepare_remote(storage: Storage, identity: dict[str, Any], overwrite: bool) -> None:
-    """`_prepare_out` for a URL prefix. An object store has no rename: `--overwrite` empties the prefix first."""
-    storage.check()
-    marker = BUILD
-    if not storage.empty():
-        same = storage.exists(marker) and orjson.loads(storage.read_bytes(marker)) == identity
-        if same and not overwrite:
-            return  # same build: resume
-        started = storage.exists(MANIFEST) or any_done(storage)
-        if (not storage.exists(marker) or started) and not overwrite:
-            what = "a different build" if storage.exists(marker) else "files that are not an mmdata build"
-            raise BuildError(f"{storage.where()}: output holds {what}; choose another --out or pass --overwrite")
-        storage.clear()
-    storage.write_bytes(marker, orjson.dumps(identity, option=orjson.OPT_INDENT_2))
+Replace = Literal["never", "builds", "anything"]  # what an output may hold for `_prepare` to replace it
 
 
-@contextmanager
-def _exclusive(out: Location, what: str) -> Iterator[None]:
-    """The output lock and the recovery of a half-done swap, for a local folder (an object store offers no lock:
-    run one writer per prefix)."""
-    if is_url(out):
-        yield
-        return
-    with locked(Path(out), what):
-        recover(Path(out), MANIFEST)
-        yield
+def _prepare(dest: Destination, identity: dict[str, Any], replace: Replace, fix: str) -> None:
+    """Make `dest.storage` the place to build into, holding the build's identity (`.build.json`): the output itself
+    (new; resumed when it holds this same build and `replace` is "never"; emptied when it holds an attempt that never
+    completed a shard, e.g. a typo in --input), or a replacement that `dest.commit()` puts in place once complete
+    (an output with shards, or files that are not a build: on a local folder a kill then loses neither the old
+    output nor the new). `replace` says what may be replaced: "never" (`build` without --overwrite), "builds"
+    (`DatasetWriter`: any mmdata build, never resumed) or "anything" (--overwrite); else a `BuildError` ends with
+    `fix`. Call inside `dest.exclusive`."""
+    output = dest.storage
+    output.check()
+    if not output.empty():
+        marked = output.exists(BUILD)
+        if marked and replace == "never" and orjson.loads(output.read_bytes(BUILD)) == identity:
+            return  # the same build: resume
+        started = output.exists(MANIFEST) or any_done(output)
+        if not marked or started:
+            if replace == "never" or (not marked and replace == "builds"):
+                what = "a different build" if marked else "files that are not an mmdata build"
+                raise BuildError(f"{dest.where()}: output holds {what}; {fix}")
+            dest.replace()
+        else:  # nothing to keep
+            output.clear()
+    dest.storage.write_bytes(BUILD, orjson.dumps(identity, option=orjson.OPT_INDENT_2))
 
 
-def _prepare_out(out: Path, identity: dict[str, Any], overwrite: bool) -> Path:
-    """The directory to build into: `out` itself (new, or resumed), or a staging sibling that replaces `out` once
-    complete (`--overwrite` of a build with shards: a kill then loses neither the old dataset nor the new)."""
-    marker = out / BUILD
-    target = out
-    if out.exists() and any(out.iterdir()):
-        same = marker.is_file() and orjson.loads(marker.read_bytes()) == identity
-        started = (out / MANIFEST).exists() or any_done(LocalStorage(out))
-        if same and not overwrite:
-            return out  # same build: resume
-        if not marker.is_file() or started:
-            if not overwrite:
-                what = "a different build" if marker.is_file() else "files that are not an mmdata build"
-                raise BuildError(f"{out}: output directory holds {what}; choose another --out or pass --overwrite")
-            target = staging(out)
-        else:  # an attempt that never completed a shard (e.g. a typo in --input): nothing to keep
-            _clear(out)
-    target.mkdir(parents=True, exist_ok=True)
-    write_bytes(orjson.dumps(identity, option=orjson.OPT_INDENT_2), target / BUILD)
-    return target
-
-
-def _clear(out: Path) -> None:
-    import shutil
-
-    for child in out.iterdir():
-        shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+def _media_root(root: Location | None, flag: str, storage_options: dict[str, Any] | None) -> Location | None:
+    try:
+        return None if root is None else open_media_root(root, storage_options)
+    except NotFound as e:
+        raise BuildError(f"{flag} {e}") from None
 
 
 def build(builder_name: str, options: Any, settings: BuildSettings, progress: bool = False) -> Manifest:
     """Build (or resume) a dataset and return its manifest."""
-    with writing(settings.out, RESUME_HINT), _exclusive(settings.out, "mmdata build"):
-        return _build(builder_name, options, settings, progress)
+    dest = open_destination(settings.out, settings.storage_options)
+    with writing(dest.where(), RESUME_HINT), dest.exclusive("mmdata build", MANIFEST):
+        return _build(builder_name, options, settings, dest, progress)
 
 
-def _build(builder_name: str, options: Any, settings: BuildSettings, progress: bool) -> Manifest:
+def _build(builder_name: str, options: Any, settings: BuildSettings, dest: Destination, progress: bool) -> Manifest:
     builder = get(builder_name)
     identity = _identity(builder, options, settings)  # before staging: the manifest names the URLs
     if not builder.reads_urls:
         refuse_urls(builder.name, options)
-    media_root = builder.media_root(options)
-    if is_url(media_root):
-        open_storage(media_root, settings.storage_options).check()
-    elif media_root is not None:
-        media_root = Path(media_root).resolve()
-        if not media_root.is_dir():
-            raise BuildError(f"--media-root {media_root}: directory not found")
-    options = stage_inputs(options, cache_dir(settings.out), settings.storage_options)
+    media_root = _media_root(builder.media_root(options), "--media-root", settings.storage_options)
+    options = stage_inputs(options, cache_dir(dest), settings.storage_options)
     # Before planning: a wrong --out must fail before a builder starts converting or downloading anything.
-    out: Location = settings.out
-    if is_url(out):
-        _prepare_remote(open_storage(out, settings.storage_options), identity, settings.overwrite)
-    else:
-        out = _prepare_out(Path(out), identity, settings.overwrite)
-        clear_temp_files(out)
+    _prepare(dest, identity, "anything" if settings.overwrite else "never",
+             "choose another --out or pass --overwrite")
+    dest.discard_temp(("", SHARDS))
+    storage = dest.storage
     with make_executor(settings.engine, settings.workers, settings.ray_address) as executor:
         # Before planning too: a worker that cannot see an input or --out fails the build before any work.
-        executor.check_paths(shared_paths(options, out))
+        executor.check_paths(shared_paths(options, dest.shared_folder()))
         units = list(builder.units(options, settings.shard_size, settings.limit))
-        storage = open_storage(out, settings.storage_options)
         provenance = Provenance(options, units, storage, str(settings.out))
         if builder.start is not None:
             units = builder.start(options, settings.shard_size, settings.limit, units)
-        cfg = ShardConfig(out, FORMATS[settings.format], media_root, identity["copy_media"],
+        cfg = ShardConfig(dest.target, FORMATS[settings.format], media_root, identity["copy_media"],
                           settings.storage_options)
 
         results: dict[int, ShardResult] = {}
@@ -192,12 +163,11 @@ def _build(builder_name: str, options: Any, settings: BuildSettings, progress: b
             for r in executor.run(Job(builder.name, options, cfg), todo, ready):
                 results[r.index] = r
                 bar.advance(r)
-    tidy(storage)
+    tidy(dest)
     if builder.finish is not None:
         builder.finish(options, storage)
     manifest = _finish(storage, identity, cfg, [results[k] for k in range(len(units))])
-    if out != settings.out:
-        swap_in(Path(out), Path(settings.out))
+    dest.commit()
     return manifest
 
 
@@ -272,38 +242,30 @@ class DatasetWriter:
         # dataset.json is written here, on a clean exit only
 
     Same checks, layout and manifest as `mmdata build` (shards of `shard_size` records, media decoded once,
-    rejects counted with their reason). No resume: an exception leaves no manifest and the directory is rewritten
-    by the next run.
+    rejects counted with their reason), into a local folder or a URL prefix (`storage_options`: its credentials),
+    prepared the way a build prepares its --out. No resume: a previous dataset there is replaced once the new one is
+    complete; an exception leaves no new manifest, and the next run writes the dataset anew.
     """
 
-    def __init__(self, out: str | Path, *, media_root: str | Path | None = None, format: str = "jsonl",
-                 copy_media: bool = False, shard_size: int = DEFAULT_SHARD_SIZE, name: str = "records") -> None:
-        settings = BuildSettings(out=Path(out), format=format, shard_size=shard_size)  # validates the flags
-        assert isinstance(settings.out, Path)
-        root = Path(media_root).resolve() if media_root is not None else None
-        if root is not None and not root.is_dir():
-            raise BuildError(f"media_root {root}: directory not found")
-        self.out, self.name, self.shard_size = settings.out, name, settings.shard_size
+    def __init__(self, out: Location, *, media_root: Location | None = None, format: str = "jsonl",
+                 copy_media: bool = False, shard_size: int = DEFAULT_SHARD_SIZE, name: str = "records",
+                 storage_options: dict[str, Any] | None = None) -> None:
+        settings = BuildSettings(out=out, format=format, shard_size=shard_size)  # validates the flags
+        root = _media_root(media_root, "media_root", storage_options)
+        self.dest = open_destination(settings.out, storage_options)
+        self.name, self.shard_size, self.storage_options = name, settings.shard_size, storage_options
         self.identity = {"builder": name, "args": {"media_root": None if root is None else str(root)},
                          "format": format, "copy_media": copy_media, "shard_size": shard_size, "limit": None}
-        self.cfg = ShardConfig(self.out, FORMATS[format], root, copy_media)
+        self.cfg = ShardConfig(self.dest.target, FORMATS[format], root, copy_media, storage_options)
         self.results: list[ShardResult] = []
         self._shard: Any = None
 
     def __enter__(self) -> DatasetWriter:
-        self._lock = locked(self.out, "mmdata DatasetWriter")
-        self._lock.__enter__()
-        try:
-            recover(self.out, MANIFEST)
-            if self.out.exists() and any(self.out.iterdir()):
-                if not (self.out / BUILD).is_file():
-                    raise BuildError(f"{self.out}: output directory holds files that are not an mmdata build")
-                _clear(self.out)
-        except BaseException:
-            self._lock.__exit__(None, None, None)
-            raise
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_bytes(orjson.dumps(self.identity, option=orjson.OPT_INDENT_2), self.out / BUILD)
+        with ExitStack() as held:
+            held.enter_context(self.dest.exclusive("mmdata DatasetWriter", MANIFEST))
+            _prepare(self.dest, self.identity, "builds", "choose another out, or empty it")
+            self.cfg = dataclasses.replace(self.cfg, out=self.dest.target)  # a replacement is written elsewhere
+            self._held = held.pop_all()
         return self
 
     def add(self, item: Any) -> bool:
@@ -344,6 +306,7 @@ class DatasetWriter:
             if self._shard is not None:
                 self.results.append(self._shard.commit())
                 self._shard = None
-            self.manifest = _finish(LocalStorage(self.out), self.identity, self.cfg, self.results)
+            self.manifest = _finish(self.dest.storage, self.identity, self.cfg, self.results)
+            self.dest.commit()
         finally:
-            self._lock.__exit__(None, None, None)
+            self._held.close()

@@ -23,28 +23,28 @@ from typing import Any
 from mmdata.core.errors import InputError
 from mmdata.storage.base import open_storage
 from mmdata.storage.files import temp_path
-from mmdata.storage.location import Location, basename, is_url
+from mmdata.storage.location import basename, is_url
+from mmdata.storage.output import Destination
 
 
-def cache_dir(out: Location) -> Path:
+def cache_dir(out: Destination) -> Path:
     if os.environ.get("MMDATA_CACHE"):
         return Path(os.environ["MMDATA_CACHE"]) / "inputs"
-    if not is_url(out):
-        return Path(out).resolve().parent / ".inputs"
-    return Path.home() / ".cache" / "mmdata" / "inputs"
+    return out.local_cache("inputs")
 
 
 def _flag(f: dataclasses.Field[Any]) -> str:
     return f.metadata.get("flag") or "--" + f.name.replace("_", "-")
 
 
-def urls(options: Any) -> list[tuple[str, str]]:
-    """(flag, URL) for every URL-valued option (a single value or a list)."""
+def urls(options: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, str]]:
+    """(flag, URL) for every URL-valued option (a single value or a list item) but the fields in `skip`: the one
+    place a builder's options are asked "local or URL?" (builders open their input files locally)."""
     found = []
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if is_url(v):
+            if f.name not in skip and is_url(v):
                 found.append((_flag(f), v))
     return found
 
@@ -61,16 +61,23 @@ def refuse_urls(builder: str, options: Any) -> None:
 
 def stage_inputs(options: Any, cache: Path, storage_options: dict[str, Any] | None = None) -> Any:
     """`options` with each URL-valued field except `media_root` (read file by file) replaced by its local copy."""
+    copies = {url: stage(url, cache, storage_options) for _, url in urls(options, skip=("media_root",))}
+    if not copies:
+        return options
+
+    def local(v: Any) -> Any:
+        return copies.get(v, v) if isinstance(v, str) else v
+
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
         if f.name == "media_root":
             continue
-        if isinstance(value, list) and any(is_url(v) for v in value):
-            changes[f.name] = [stage(v, cache, storage_options) if is_url(v) else v for v in value]
-        elif is_url(value):
-            changes[f.name] = stage(value, cache, storage_options)
-    return dataclasses.replace(options, **changes) if changes else options
+        if isinstance(value, (list, tuple)) and any(isinstance(v, str) and v in copies for v in value):
+            changes[f.name] = type(value)(map(local, value))
+        elif isinstance(value, str) and value in copies:
+            changes[f.name] = copies[value]
+    return dataclasses.replace(options, **changes)
 
 
 def stage(url: str, cache: Path, storage_options: dict[str, Any] | None = None) -> Path:

@@ -11,7 +11,6 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, repeat
@@ -25,19 +24,17 @@ import orjson
 from mmdata.core.errors import writing
 from mmdata.core.media import MediaError, decode
 from mmdata.core.schema import Media, Record, RecordError, Reject, Turn, plain_mask
-from mmdata.format.names import MEDIA, Form, media_name, shard_pattern
+from mmdata.format.names import Form, media_name, shard_pattern
 from mmdata.format.shards import ShardResult, write_done
 from mmdata.format.sinks import SINKS
 from mmdata.storage.base import open_storage
-from mmdata.storage.files import place
-from mmdata.storage.local import LocalStorage
 from mmdata.storage.location import Location, join
-from mmdata.storage.mediafiles import inside, read_media
+from mmdata.storage.mediafiles import local_file, read_media
 
 RESUME_HINT = "free space (or make it writable) and rerun the same command: complete shards are kept"
 
 
-_UPLOAD_BATCH = 64 << 20  # media bytes held before they are uploaded
+_MEDIA_BATCH = 64 << 20  # media bytes held before they are stored (an object store uploads a batch concurrently)
 
 
 FORMATS: dict[str, tuple[Form, ...]] = {"jsonl": ("jsonl",), "wds": ("wds",), "both": ("jsonl", "wds")}
@@ -65,8 +62,8 @@ class ShardWriter:
         self.result = ShardResult(index, node=node or {})
         self._inputs = inputs or {}  # or how to get them once the shard is written (they may be hashed meanwhile)
         self.storage = open_storage(cfg.out, cfg.storage_options)
-        self._uploads: list[tuple[str, bytes]] = []  # media for an object store, sent in parallel batches
-        self._upload_bytes = 0
+        self._media: list[tuple[str, bytes, Path | None]] = []  # media to store: (name, bytes, local source)
+        self._media_bytes = 0
         self.sinks = {fmt: SINKS[fmt](self.storage, index) for fmt in cfg.formats}
         self._sinks = list(self.sinks.values())
         self._tasks: Counter[str] = Counter()
@@ -203,33 +200,23 @@ class ShardWriter:
         return data
 
     def _store_media(self, record: Record, generated: list[bool], blobs: list[bytes]) -> None:
-        if not isinstance(self.storage, LocalStorage):  # uploaded under the dataset's prefix
-            for m, blob in zip(record.media, blobs):
-                self._uploads.append((media_name(m.path), blob))
-                self._upload_bytes += len(blob)
-            if self._upload_bytes > _UPLOAD_BATCH:
-                self._upload()
-            return
-        media_dir = Path(self.cfg.out) / MEDIA
-        for m, made in zip(record.media, generated):
-            dst = media_dir / m.path
-            if not made and isinstance(self.cfg.media_root, Path):  # a local source file: linked, never re-encoded
-                place(inside(self.cfg.media_root, m.path, f"media {m.path!r}"), dst)  # a symlink's target, never the link
-            else:
-                # Written in place, not via temp + rename: a media file only counts once the shard's .done.json
-                # exists, and a rerun of an unfinished shard rewrites the same paths.
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                dst.write_bytes(m.data)  # generated, or read from a URL media root
+        for m, made, blob in zip(record.media, generated, blobs):
+            # A source file under a local media root is linked rather than copied (a symlink's target, never the
+            # link); generated media, and those read from a URL, are written.
+            source = None if made else local_file(self.cfg.media_root, m.path, f"media {m.path!r}")
+            self._media.append((media_name(m.path), blob, source))
+            self._media_bytes += len(blob)
+        if self._media_bytes > _MEDIA_BATCH:
+            self._flush_media()
 
-    def _upload(self) -> None:
+    def _flush_media(self) -> None:
         # Before the shard's .done.json, like every media file: a shard never counts done without its media.
-        if self._uploads:
-            with ThreadPoolExecutor(8) as pool:
-                list(pool.map(lambda item: self.storage.write_bytes(*item), self._uploads))
-            self._uploads, self._upload_bytes = [], 0
+        if self._media:
+            self.storage.put_files(self._media)
+            self._media, self._media_bytes = [], 0
 
     def commit(self) -> ShardResult:
-        self._upload()
+        self._flush_media()
         for fmt, sink in self.sinks.items():
             self.result.files[fmt] = sink.commit()
         self.result.tasks = dict(sorted(self._tasks.items()))

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ from mmdata.core.errors import InputError, NotFound
 from mmdata.format.names import BUILD, MANIFEST, MIXTURE, VIEW
 from mmdata.format.shards import ShardEntry
 from mmdata.storage.base import Storage, as_storage
-from mmdata.storage.location import Location, is_url, resolve
+from mmdata.storage.location import Location, resolve
 
 SCHEMA_VERSION = 1
 VIEW_VERSION = 1
@@ -61,11 +60,7 @@ class Manifest:
 
     def resolve_media_root(self, root: Location) -> Location | None:
         """Where the media are: under the dataset (`media`, copied there), or the source's root, in place."""
-        if self.media_root is None:
-            return None
-        if is_url(root) or is_url(self.media_root):
-            return resolve(root, self.media_root)
-        return (Path(root) / self.media_root).resolve()
+        return None if self.media_root is None else resolve(root, self.media_root)
 
 
 def read_manifest(storage: Storage, pin: bool = False) -> bytes:

@@ -20,8 +20,9 @@ A view (dedup, decontamination) or a mixture:
     index.npy                packed (source, row) pairs, 12 bytes a record, in order
     removed.jsonl            (views) one line per input record left out, and why
 
-The io layer names its own mechanics beside an output (locks and staged replacements: `mmdata.storage.outdir`; temporary
-files: `mmdata.storage.files`); they are never part of a dataset.
+The storage layer names its own mechanics beside an output (locks and staged replacements of a local folder:
+`mmdata.storage.outdir`, reached through `mmdata.storage.output`; temporary files: `mmdata.storage.files`); they are
+never part of a dataset.
 """
 
 from __future__ import annotations

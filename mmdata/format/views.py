@@ -1,32 +1,44 @@
 """Writing a view: `index.npy` (packed (source, row) pairs, `INDEX_DTYPE`), `removed.jsonl` (one line per input
-record left out, and why), then `view.json` last, so the manifest exists only for a complete view."""
+record left out, and why), then `view.json` last, so the manifest exists only for a complete view. `write_index`
+writes the index of a view or a mixture."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import asdict
-from pathlib import Path
 
 import numpy as np
 import orjson
 
-from mmdata.core.errors import InputError
+from mmdata.core.errors import InputError, writing
 from mmdata.format.manifests import ViewManifest
 from mmdata.format.names import INDEX, REMOVED, VIEW
-from mmdata.storage.files import temp_path, write_bytes
+from mmdata.storage.base import Storage
+from mmdata.storage.output import Destination
+
+WRITE_HINT = "free space (or make it writable) and rerun the same command"
 
 
-def write_view(out: Path, manifest: ViewManifest, index: np.ndarray, removed: Iterator[bytes]) -> None:
-    """Index, then removed.jsonl, then `view.json` last: the manifest exists only for a complete view."""
-    out = Path(out)
-    if out.exists() and any(out.iterdir()) and not (out / VIEW).is_file():
-        raise InputError(f"{out}: output directory holds files that are not a view; choose another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    (out / VIEW).unlink(missing_ok=True)
-    tmp = temp_path(out / INDEX)
-    with open(tmp, "wb") as f:
-        np.save(f, index, allow_pickle=False)
-    os.replace(tmp, out / INDEX)
-    write_bytes(b"".join(removed), out / REMOVED)
-    write_bytes(orjson.dumps(asdict(manifest), option=orjson.OPT_INDENT_2) + b"\n", out / VIEW)
+def write_index(storage: Storage, index: np.ndarray) -> None:
+    """`index.npy`, staged: it appears whole under its name, or not at all."""
+    f = storage.create(INDEX)
+    try:
+        np.save(f, index, allow_pickle=False)  # type: ignore[arg-type]
+        f.commit()
+    except BaseException:
+        f.abort()
+        raise
+
+
+def write_view(dest: Destination, manifest: ViewManifest, index: np.ndarray, removed: Iterator[bytes]) -> None:
+    """Index, then removed.jsonl, then `view.json` last: the manifest exists only for a complete view. A view already
+    at `dest` is replaced once the new one is complete (`Destination.replace`)."""
+    with writing(dest.where(), WRITE_HINT), dest.exclusive(f"mmdata {manifest.kind}", VIEW):
+        if not dest.holds_only((INDEX, REMOVED, VIEW)) and not dest.storage.exists(VIEW):
+            raise InputError(f"{dest.where()}: output holds files that are not a view; choose another --out")
+        if not dest.storage.empty():
+            dest.replace()
+        write_index(dest.storage, index)
+        dest.storage.write_bytes(REMOVED, b"".join(removed))
+        dest.storage.write_bytes(VIEW, orjson.dumps(asdict(manifest), option=orjson.OPT_INDENT_2) + b"\n")
+        dest.commit()

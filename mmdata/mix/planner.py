@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
@@ -31,13 +30,12 @@ from mmdata.core.errors import writing
 from mmdata.core.schema import Record
 from mmdata.format.manifests import INDEX_DTYPE, MIXTURE_VERSION, MixtureManifest, MixtureSource
 from mmdata.format.names import INDEX, MIXTURE
+from mmdata.format.views import WRITE_HINT, write_index
 from mmdata.mix.filters import Filters
 from mmdata.mix.recipe import MixRecipe, RecipeError, SourceSpec, load_recipe
 from mmdata.read.view import manifest_sha256, open_any
-from mmdata.storage.base import Storage, open_storage
-from mmdata.storage.files import temp_path, write_bytes
-from mmdata.storage.location import Location, as_location, is_url, relative
-from mmdata.storage.outdir import locked, recover, staging, swap_in
+from mmdata.storage.location import Location, as_location, relative
+from mmdata.storage.output import Destination, open_destination
 
 REPEAT_WARNING = 4.0  # effective epochs above which a source is flagged as likely over-fit
 
@@ -111,10 +109,7 @@ def mix(recipe_path: Path, out: Location | None = None, dry_run: bool = False,
     target = None if dry_run else as_location(out) if out is not None else default_out(recipe)
     plan = make_plan(recipe, target, storage_options)
     if target is not None:
-        if is_url(target):
-            write_remote_mixture(plan, build_index(plan), open_storage(target, storage_options))
-        else:
-            write_mixture(plan, build_index(plan), Path(target))
+        write_mixture(plan, build_index(plan), open_destination(target, storage_options))
     return plan
 
 
@@ -250,50 +245,20 @@ def build_index(plan: MixPlan) -> np.ndarray:
     return index
 
 
-def write_mixture(plan: MixPlan, index: np.ndarray, out: Path) -> None:
-    """Write the index, then the manifest (`mixture.json` exists only for a complete mixture). A mixture already
-    at `out` is replaced only once the new one is complete (built beside it, then swapped in): a killed or
-    disk-full re-mix leaves the previous mixture readable, and the same command then starts again."""
-    out = Path(out)
-    foreign = out.exists() and any(p.name not in (INDEX, MIXTURE) and not p.name.endswith(".tmp")
-                                   for p in out.iterdir())
-    if foreign and not (out / MIXTURE).is_file():
-        raise RecipeError(f"{out}: output directory holds files that are not a mixture; choose another --out")
-    with writing(out, "free space (or make it writable) and rerun the same command"), locked(out, "mmdata mix"):
-        recover(out, MIXTURE)
-        target = staging(out) if out.exists() else out
-        target.mkdir(parents=True)
-        plan.out = out.resolve()
-        tmp = temp_path(target / INDEX)
-        try:
-            with open(tmp, "wb") as f:
-                np.save(f, index, allow_pickle=False)
-            os.replace(tmp, target / INDEX)
-        finally:
-            tmp.unlink(missing_ok=True)
-        write_bytes(orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n", target / MIXTURE)
-        if target != out:
-            swap_in(target, out)
-
-
-def write_remote_mixture(plan: MixPlan, index: np.ndarray, storage: Storage) -> None:
-    """`write_mixture` for a URL prefix: the index, then the manifest, each one upload that appears whole or not at
-    all, so a mix killed midway leaves no `mixture.json` and the same command starts again."""
-    foreign = any(name not in (INDEX, MIXTURE) for name in storage.list("", ""))
-    if foreign and not storage.exists(MIXTURE):
-        raise RecipeError(f"{storage.where()}: output holds files that are not a mixture; choose another --out")
-    with writing(storage.where(), "rerun the same command"):
-        storage.check()
-        plan.out = storage.where()
-        storage.remove(MIXTURE)
-        f = storage.create(INDEX)
-        try:
-            np.save(f, index, allow_pickle=False)  # type: ignore[arg-type]
-            f.commit()
-        except BaseException:
-            f.abort()
-            raise
-        storage.write_bytes(MIXTURE, orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+def write_mixture(plan: MixPlan, index: np.ndarray, dest: Destination) -> None:
+    """Write the index, then the manifest (`mixture.json` exists only for a complete mixture). A mixture already at
+    `dest` is replaced only once the new one is complete (`Destination.replace`: on a local folder, built beside it
+    and swapped in): a killed or disk-full re-mix leaves the previous mixture readable, and the same command then
+    starts again."""
+    with writing(dest.where(), WRITE_HINT), dest.exclusive("mmdata mix", MIXTURE):
+        if not dest.holds_only((INDEX, MIXTURE)) and not dest.storage.exists(MIXTURE):
+            raise RecipeError(f"{dest.where()}: output holds files that are not a mixture; choose another --out")
+        if not dest.storage.empty():
+            dest.replace()
+        plan.out = dest.location
+        write_index(dest.storage, index)
+        dest.storage.write_bytes(MIXTURE, orjson.dumps(plan.to_dict(), option=orjson.OPT_INDENT_2) + b"\n")
+        dest.commit()
 
 
 def plan_table(plan: MixPlan) -> Any:

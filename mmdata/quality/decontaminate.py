@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,7 @@ from mmdata.quality.dedup import _chunks
 from mmdata.quality.selection import Inputs, Removal
 from mmdata.quality.signatures import ShardTask, SignatureParams, image_phash, iter_words, key64, map_shards, shard_tasks
 from mmdata.read.dataset import Dataset
+from mmdata.storage.location import Location
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
@@ -192,8 +194,10 @@ def _image_hits(inputs: Inputs, evals: list[EvalSet], distance: int) -> dict[tup
     return hits
 
 
-def decontaminate(paths: list[Path], against: list[Path], out: Path, opts: DecontaminateOptions) -> ViewManifest:
-    """Write the view of `paths` without the records that leak any of `against` (see the module docstring)."""
+def decontaminate(paths: list[Path], against: list[Path], out: Location, opts: DecontaminateOptions,
+                  storage_options: dict[str, Any] | None = None) -> ViewManifest:
+    """Write the view of `paths` without the records that leak any of `against` to `out`, a folder or a URL (see the
+    module docstring)."""
     if not against:
         raise InputError("no eval set: pass --against EVAL (a folder of images and/or a JSON/JSONL of questions)")
     evals = [load_eval(p) for p in against]
@@ -225,4 +229,4 @@ def decontaminate(paths: list[Path], against: list[Path], out: Path, opts: Decon
                   "ngram": opts.ngram, "min_words": opts.min_words, "questions_skipped_as_too_short": skipped,
                   "eval_images": sum(len(e.images) for e in evals),
                   "eval_questions": sum(len(e.questions) for e in evals)}
-    return inputs.write(out, "decontaminate", params_out, removals)
+    return inputs.write(out, "decontaminate", params_out, removals, storage_options)

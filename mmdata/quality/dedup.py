@@ -25,6 +25,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -32,6 +33,7 @@ from mmdata.core.options import ConfigError
 from mmdata.format.manifests import ViewManifest
 from mmdata.quality.selection import Inputs, Removal
 from mmdata.quality.signatures import SignatureParams
+from mmdata.storage.location import Location
 
 _SPEC = re.compile(r"^(none|exact|phash|minhash)(?::([0-9.]+))?$")
 
@@ -292,11 +294,14 @@ def _reason(sig: _Signatures, opts: DedupOptions, i: int, j: int, sim: float) ->
     return ", ".join(parts), " + ".join(kinds)
 
 
-def dedup(paths: list[Path], out: Path, opts: DedupOptions, params: SignatureParams | None = None) -> ViewManifest:
-    """Write the view of `paths` without duplicates to `out` (see the module docstring for the rules)."""
+def dedup(paths: list[Path], out: Location, opts: DedupOptions, params: SignatureParams | None = None,
+          storage_options: dict[str, Any] | None = None) -> ViewManifest:
+    """Write the view of `paths` without duplicates to `out`, a folder or a URL (see the module docstring for the
+    rules)."""
     params = params or SignatureParams()
     inputs = Inputs(paths)
     inputs.load_signatures(opts.cache, params, opts.workers)
     removals = find_duplicates(inputs, opts, params)
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(opts).items() if k != "workers"}
-    return inputs.write(out, "dedup", {**settings, "num_perm": params.num_perm, "shingle": params.shingle}, removals)
+    return inputs.write(out, "dedup", {**settings, "num_perm": params.num_perm, "shingle": params.shingle}, removals,
+                        storage_options)

@@ -8,7 +8,6 @@ dataset reached through two inputs is opened and hashed once.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,8 @@ from mmdata.format.views import write_view
 from mmdata.quality.signatures import DatasetSignatures, SignatureParams, default_cache, signatures
 from mmdata.read.dataset import Dataset
 from mmdata.read.view import manifest_sha256, open_any
+from mmdata.storage.location import Location, basename, relative
+from mmdata.storage.output import open_destination
 
 _ID_BATCH = 2048
 
@@ -112,8 +113,10 @@ class Inputs:
         k = int(self.input_of(np.array([p]))[0])
         return {"source": self.names[k], "position": p - int(self.starts[k]), "id": record_id}
 
-    def write(self, out: Path, kind: str, params: dict[str, Any], removals: list[Removal]) -> ViewManifest:
-        """The view keeping every position not in `removals`, in input order, and its `removed.jsonl`."""
+    def write(self, out: Location, kind: str, params: dict[str, Any], removals: list[Removal],
+              storage_options: dict[str, Any] | None = None) -> ViewManifest:
+        """The view keeping every position not in `removals`, in input order, and its `removed.jsonl`, written to
+        `out` (a local folder or a URL; `storage_options`: its credentials)."""
         removals = sorted(removals, key=lambda r: r.position)
         gone = np.array([r.position for r in removals], dtype=np.int64)
         keep = np.ones(len(self), dtype=bool)
@@ -133,19 +136,20 @@ class Inputs:
             entry = {**self.where(r.position, ids[r.position]), "reason": r.reason, "kind": r.kind, **match}
             reasons[entry["source"]][r.kind] += 1
             lines.append(orjson.dumps(entry) + b"\n")
-        out = Path(out)
+        dest = open_destination(out, storage_options)
         manifest = ViewManifest(
-            version=VIEW_VERSION, kind=kind, total=len(kept), index=INDEX, name=out.name,
-            sources=[view_source(name, path, out) for name, path in zip(self.names, self.paths)],
+            version=VIEW_VERSION, kind=kind, total=len(kept), index=INDEX, name=basename(dest.location),
+            sources=[view_source(name, path, dest.location) for name, path in zip(self.names, self.paths)],
             params={**params, "versions": tool_versions()},
             counts={"read": len(self), "kept": len(kept), "removed": len(removals)},
             removed={name: dict(sorted(c.items())) for name, c in reasons.items()})
-        write_view(out, manifest, index, iter(lines))
+        write_view(dest, manifest, index, iter(lines))
         return manifest
 
 
-def view_source(name: str, root: Path, out: Path) -> ViewSource:
-    """The manifest entry of source `root` of a view written to `out`: where it is and which build of it."""
+def view_source(name: str, root: Path, out: Location) -> ViewSource:
+    """The manifest entry of source `root` of a view written to `out` (absolute): where it is and which build of
+    it."""
     root = root.resolve()
-    return ViewSource(name=name, path=os.path.relpath(root, out.resolve()), abs_path=str(root),
-                      length=len(open_any(root)), dataset_sha256=manifest_sha256(root))
+    return ViewSource(name=name, path=relative(root, out), abs_path=str(root), length=len(open_any(root)),
+                      dataset_sha256=manifest_sha256(root))

@@ -50,6 +50,9 @@ class Storage(Protocol):
     def check_pinned(self) -> None: ...  # raise `DatasetChanged` if the pinned manifest changed (after a read)
     def write_bytes(self, name: str, data: bytes) -> None: ...  # atomic: the old content or the new, never half
     def create(self, name: str) -> StagedFile: ...
+    # Many files (media) each written whole, in place, once this returns: only for files that count once something
+    # written after them exists (a shard's `.done.json`). A local `source` holding a file's bytes may be linked.
+    def put_files(self, files: Sequence[tuple[str, bytes, Path | None]]) -> None: ...
     def stream(self, name: str, size: int | None = None) -> BinaryIO: ...  # `size`, if known, saves a request
     def list(self, folder: str, suffix: str) -> list[str]: ...
     def remove(self, name: str) -> None: ...  # no error if absent

@@ -49,6 +49,11 @@ def temp_path(path: Path) -> Path:
     return path.with_name(name + tail)
 
 
+def is_temp(name: str) -> bool:
+    """Whether `name` is one `temp_path` gives: a file being written, or left by a killed writer."""
+    return name.endswith(".tmp")
+
+
 @functools.cache
 def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname())[:64] or "host"

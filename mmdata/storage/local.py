@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from mmdata.storage.files import temp_path, write_bytes
+from mmdata.storage.files import place, temp_path, write_bytes
 from mmdata.storage.pin import Pin, check_pin, take_pin
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
@@ -101,6 +101,17 @@ class LocalStorage:
 
     def create(self, name: str) -> _LocalStaged:
         return _LocalStaged(self.root / name)
+
+    def put_files(self, files: Sequence[tuple[str, bytes, Path | None]]) -> None:
+        """Each file linked from its `source` when it has one (free: a hard link, else a copy), else written in place:
+        not via temp + rename, since a rerun of an unfinished shard rewrites the same paths."""
+        for name, data, source in files:
+            dst = self.root / name
+            if source is not None:
+                place(source, dst)
+            else:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(data)
 
     def stream(self, name: str, size: int | None = None) -> BinaryIO:
         f = open(self.root / name, "rb")

@@ -1,6 +1,7 @@
 """Reading media files under a media root (a local folder or a URL): the path must stay inside the root, checked on
 the name (and, locally, through symlinks) before anything is opened; a letter-case mismatch with the disk is
-resolved."""
+resolved. Also what a writer asks of a media root: that it exists (`open_media_root`) and which local file to link
+when media are copied (`local_file`)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 from mmdata.core.errors import NotFound
 from mmdata.core.media import MediaError, check_bytes, check_name
 from mmdata.storage.base import open_storage
+from mmdata.storage.location import Location, is_url
 
 
 def check_file(path: Path) -> tuple[int, int, str]:
@@ -23,6 +25,26 @@ def check_file(path: Path) -> tuple[int, int, str]:
     except IsADirectoryError:
         raise MediaError(f"{path}: is a directory, not a media file") from None
     return check_bytes(data, str(path))
+
+
+def open_media_root(root: Location, storage_options: dict[str, Any] | None = None) -> Location:
+    """`root` as media are read from it: a local folder made absolute, or a URL whose bucket exists (`NotFound`
+    naming it otherwise)."""
+    if is_url(root):
+        open_storage(root, storage_options).check()
+        return root
+    path = Path(root).resolve()
+    if not path.is_dir():
+        raise NotFound(f"{path}: directory not found")
+    return path
+
+
+def local_file(root: Location | None, rel: str, what: str) -> Path | None:
+    """The local file media `rel` under `root` is read from (symlinks followed, checked by `inside`), which a local
+    output links instead of copying; None under a URL root, which has no local file."""
+    if root is None or is_url(root):
+        return None
+    return inside(Path(root), rel, what)
 
 
 def read_media(root: Path | str | None, rel: str, what: str,

@@ -36,6 +36,9 @@ AHEAD = 4  # chunks in flight ahead of the reader
 BLOCK = 1 << 20  # cache block size
 
 
+_PUT_THREADS = 8  # concurrent uploads of `put_files`
+
+
 _SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
 
 
@@ -198,6 +201,12 @@ class FsspecStorage:
 
     def create(self, name: str) -> _Upload:
         return _Upload(self, name)
+
+    def put_files(self, files: Sequence[tuple[str, bytes, Path | None]]) -> None:
+        """Uploaded concurrently, one PUT each (a local `source` cannot be linked here: its bytes are sent)."""
+        if files:
+            with ThreadPoolExecutor(_PUT_THREADS) as pool:
+                list(pool.map(lambda f: self.write_bytes(f[0], f[1]), files))
 
     def list(self, folder: str, suffix: str) -> list[str]:
         with self._errors(folder):

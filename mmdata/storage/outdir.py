@@ -11,7 +11,8 @@ A swap is two renames (`<name>` → old, new → `<name>`), then old is deleted.
 finishes or undoes the swap, so the old and the new output are never both lost. Readers that opened the old output
 keep reading it: their open files and memory maps stay on the old inodes after the rename and the delete.
 
-Local file systems only (flock, rename): an object store has neither, and a remote output needs another scheme.
+Local file systems only (flock, rename): an object store has neither. Writers reach these mechanics through
+`mmdata.storage.output.Destination`, which gives a URL prefix its own scheme behind the same calls.
 """
 
 from __future__ import annotations
@@ -112,7 +113,7 @@ def swap_in(new: Path, out: Path) -> None:
     _remove(old)
 
 
-def clear_temp_files(root: Path, folders: tuple[str, ...] = ("", "shards")) -> None:
+def clear_temp_files(root: Path, folders: tuple[str, ...]) -> None:
     """Delete the `*.tmp` files (`temp_path`) killed runs on any host left in `root` and its `folders` (staged
     shards, half-written JSON). Under the lock, no live run owns one. (A media tree is not walked: it can hold
     millions of files.)"""

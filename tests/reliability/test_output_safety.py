@@ -16,11 +16,13 @@ import pytest
 import mmdata
 import mmdata.build.executors.base as executors
 import mmdata.storage.files as outdir
+import mmdata.storage.local as local_storage
 from builders.cambrian import CambrianOptions
 from mmdata.build.driver import BuildSettings, build
 from mmdata.core.errors import StorageError
 from mmdata.core.media import NAME_MAX
 from mmdata.mix.planner import mix
+from mmdata.quality.dedup import DedupOptions, dedup
 from mmdata.read.view import Mixture
 from mmdata.report.validate import validate
 from mmdata.storage.files import temp_path
@@ -194,6 +196,31 @@ def test_a_failed_remix_keeps_the_previous_mixture_and_the_same_command_complete
     assert [r.id for r in Mixture(out)] == before  # still there, still whole
     assert mix(recipe, out).total == 6
     assert len(Mixture(out)) == 6 and _siblings(out) == []
+
+
+def test_a_failed_rewrite_of_a_view_keeps_the_previous_view_and_the_same_command_completes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    a = _build(_source(tmp_path / "a", 6, "a"), tmp_path / "da").root
+    b = _build(_source(tmp_path / "b", 4, "b"), tmp_path / "db").root
+    out = tmp_path / "v"
+    exact = DedupOptions(images="none", text="exact", workers=1, cache=tmp_path / "cache")
+    dedup([a, b], out, exact)
+    before = [r.conversations[1].value for r in mmdata.open(out)]
+    assert len(before) == 10
+    real = local_storage.write_bytes
+
+    def full_at_removed(data: bytes, dst: Path) -> None:  # after the new index.npy is written
+        if dst.name == "removed.jsonl":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(data, dst)
+
+    with monkeypatch.context() as m:
+        m.setattr(local_storage, "write_bytes", full_at_removed)
+        with pytest.raises(StorageError, match="No space left on device"):
+            dedup([a], out, exact)
+    assert [r.conversations[1].value for r in mmdata.open(out)] == before  # still there, still whole
+    assert dedup([a], out, exact).counts == {"read": 6, "kept": 6, "removed": 0}
+    assert _siblings(out) == [] and sorted(p.name for p in out.iterdir()) == ["index.npy", "removed.jsonl", "view.json"]
 
 
 def test_a_dataset_writer_holds_the_same_lock(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import socket
 import time
 from collections import deque
@@ -26,9 +25,8 @@ from mmdata.build.writer import ShardConfig, write_shard
 from mmdata.core.errors import InputError
 from mmdata.format.names import RUNNING, SHARDS, running_name
 from mmdata.format.shards import ShardResult
-from mmdata.storage.base import Storage, open_storage
-from mmdata.storage.local import LocalStorage
-from mmdata.storage.location import Location, is_url
+from mmdata.storage.base import open_storage
+from mmdata.storage.output import Destination
 
 ENGINES = ("local", "ray")
 
@@ -76,16 +74,11 @@ def run_unit(job: Job, todo: Todo, node: dict[str, Any]) -> ShardResult:
         storage.remove(marker)
 
 
-def tidy(storage: Storage) -> None:
+def tidy(dest: Destination) -> None:
     """After every unit is done: drop the running markers and the temporary files of processes killed mid-shard
-    (their retries wrote the shard under its final name; an object store has no such files)."""
-    if not isinstance(storage, LocalStorage):
-        for name in storage.list(RUNNING, ".json"):
-            storage.remove(name)
-        return
-    shutil.rmtree(storage.root / RUNNING, ignore_errors=True)
-    for tmp in (storage.root / SHARDS).glob("*.tmp"):
-        tmp.unlink(missing_ok=True)
+    (their retries wrote the shard under its final name)."""
+    dest.discard(RUNNING)
+    dest.discard_temp((SHARDS,))
 
 
 def local_node() -> dict[str, Any]:
@@ -124,9 +117,9 @@ class _Pending:
         return out
 
 
-def shared_paths(options: Any, out: Location) -> list[tuple[str, Path]]:
+def shared_paths(options: Any, out: Path | None) -> list[tuple[str, Path]]:
     """The paths every worker must see, as (flag, path): each path-valued builder option that exists on the
-    driver, and --out (unless it is a URL: every node reaches an object store by itself)."""
+    driver, and `out` (`Destination.shared_folder`: None for a URL, which every node reaches by itself)."""
     paths: list[tuple[str, Path]] = []
     for f in dataclasses.fields(options):
         value = getattr(options, f.name)
@@ -134,4 +127,4 @@ def shared_paths(options: Any, out: Location) -> list[tuple[str, Path]]:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, Path) and v.exists():
                 paths.append((flag, v.resolve()))
-    return paths if is_url(out) else [*paths, ("--out", Path(out).resolve())]
+    return paths if out is None else [*paths, ("--out", out)]
