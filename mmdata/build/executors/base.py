@@ -11,12 +11,13 @@ import os
 import shutil
 import socket
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -30,7 +31,8 @@ from mmdata.storage.base import Storage, open_storage
 from mmdata.storage.local import LocalStorage
 from mmdata.storage.location import Location, is_url
 
-ENGINES = ("local", "ray")
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
 
 _POLL = 0.2  # seconds between checks of units that are not ready yet (cc12m: download shards still arriving)
