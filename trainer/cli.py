@@ -16,22 +16,21 @@ from pathlib import Path
 import typer
 
 from mmdata.core.commands import user_errors
+from mmdata.core.flags import recipe_command
+from mmdata.core.options import find_key, overview, parse_overrides
+from trainer.recipe import OptimSection, TrainRecipe
+from trainer.visualizer.config import VisualizerRecipe
 
 app = typer.Typer(name="mmtrain", help="Train the unified model: stage 1 (projector), then stage 2 (LLM + head), "
                   "then the visualizer (pictures from predicted image tokens); generate with the exports.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
-_EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
-_EPILOG = ("Any recipe key can be overridden as --section.key VALUE (YAML value, e.g. --optim.lr 1e-4 --train.max_steps "
-           "10); the override is validated with the file. `mmtrain keys` lists every key with its type and doc.")
 _CONFIG = typer.Option(..., "--config", "-c", help="Training recipe YAML (recipes/tiny/, recipes/metamorph/)")
 _RESUME = typer.Option(False, "--resume", help="Continue from the newest checkpoint in output_dir (must exist)")
 _SCALE = typer.Option(None, "--lr-scale-from", metavar="BASE_LR@BASE_BATCH",
-                      help="lr = BASE_LR × √(global batch / BASE_BATCH), e.g. 3.74e-5@448")
+                      help=f"--optim.lr_scale_from: {find_key(OptimSection, 'lr_scale_from').help}")
 
 
 def _overrides(ctx: typer.Context, resume: bool, lr_scale_from: str | None) -> dict[str, object]:
-    from mmdata.core.options import parse_overrides
-
     overrides = parse_overrides(list(ctx.args))
     if resume:
         overrides["checkpoint.resume"] = True
@@ -52,14 +51,14 @@ def _run(stage: str, ctx: typer.Context, config: Path, resume: bool, lr_scale_fr
     train(recipe)
 
 
-@app.command(context_settings=_EXTRA, epilog=_EPILOG)
+@app.command(**recipe_command(TrainRecipe, "Training recipe keys"))
 @user_errors
 def stage1(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, lr_scale_from: str | None = _SCALE) -> None:
     """Stage 1: projector (+ the new image-token rows) on a frozen LLM and vision tower; text loss only."""
     _run("stage1", ctx, config, resume, lr_scale_from)
 
 
-@app.command(context_settings=_EXTRA, epilog=_EPILOG)
+@app.command(**recipe_command(TrainRecipe, "Training recipe keys"))
 @user_errors
 def stage2(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, lr_scale_from: str | None = _SCALE) -> None:
     """Stage 2: from stage 1's export, LLM + projector + vision head train; vision loss on."""
@@ -69,15 +68,11 @@ def stage2(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME, l
 @app.command()
 def keys(visualizer: bool = typer.Option(False, "--visualizer", help="The visualizer recipe's keys instead")) -> None:
     """Every training-recipe key (`section.key`), its type and its doc: what the YAML and the overrides accept."""
-    from mmdata.core.options import overview
-    from trainer.recipe import TrainRecipe
-    from trainer.visualizer.config import VisualizerRecipe
-
     for key, kind, text in overview(VisualizerRecipe if visualizer else TrainRecipe):
         typer.echo(f"{key:32} {kind:36} {text}".rstrip())
 
 
-@app.command(context_settings=_EXTRA, epilog=_EPILOG.replace("mmtrain keys", "mmtrain keys --visualizer"))
+@app.command(**recipe_command(VisualizerRecipe, "Visualizer recipe keys"))
 @user_errors
 def visualizer(ctx: typer.Context, config: Path = _CONFIG, resume: bool = _RESUME,
                lr_scale_from: str | None = _SCALE) -> None:
@@ -116,7 +111,7 @@ def generate(
         print(f"[mmtrain] {r.predicted} image(s) predicted; pass --visualizer VIS/export to render them")
 
 
-@app.command("cache-features", context_settings=_EXTRA)
+@app.command("cache-features", **recipe_command(TrainRecipe, "Training recipe keys"))
 @user_errors
 def cache_features(ctx: typer.Context, config: Path = _CONFIG,
                    out: Path = typer.Option(..., "--out", "-o", help="Cache directory (resumed if it exists)"),

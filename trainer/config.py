@@ -15,19 +15,19 @@ TRAINABLE_PARTS = ("projector", "new_token_rows", "llm", "vision_head", "vision"
 
 @dataclass
 class ModelConfig:
-    llm: str
-    vision_tower: str
-    mm_vision_select_layer: int = -1
-    normalize_vision: bool = True
-    token_reduction: str = "interpolation"
-    num_image_tokens: int = 64
-    mm_projector_type: str = "mlp2x_gelu"
-    vision_head_type: str | None = "mlp"
-    vision_coef: float = 1.0
-    template: str = "llama3"
-    image_aspect_ratio: Literal["pad", "resize"] = "pad"
-    ce_chunk_size: int = 1024
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    llm: str  # local Hugging Face causal-LM directory, with its tokenizer
+    vision_tower: str  # local SigLIP or CLIP vision model directory
+    mm_vision_select_layer: int = -1  # the tower's hidden_states entry used; -1: the last, before the post-layernorm
+    normalize_vision: bool = True  # L2-normalise each reduced image token (projector input and vision-loss target)
+    token_reduction: str = "interpolation"  # patch grid → N tokens: interpolation, avgpool or none
+    num_image_tokens: int = 64  # N, tokens per image (each image takes N + 2 positions)
+    mm_projector_type: str = "mlp2x_gelu"  # mlp2x_gelu or linear
+    vision_head_type: str | None = "mlp"  # the head predicting image tokens; null: none (understanding only)
+    vision_coef: float = 1.0  # weight of the vision loss in the total loss
+    template: str = "llama3"  # chat template for training and inference: llama3, qwen2, plain
+    image_aspect_ratio: Literal["pad", "resize"] = "pad"  # pad to a square (LLaVA) or stretch (MetaMorph)
+    ce_chunk_size: int = 1024  # rows of logits computed at a time in the text loss
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # dtype the model is loaded in
     attn_implementation: str | None = None  # the LM's attention, e.g. flash_attention_2 on GPU; null: transformers' default
 
     def __post_init__(self) -> None:

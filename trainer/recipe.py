@@ -32,10 +32,10 @@ T = TypeVar("T")
 @dataclass
 class DataSection:
     mixture: str  # a directory written by `mmdata mix` (or a dedup/decontamination view, or a dataset), or a URL (s3://…)
-    max_length: int = 4096
-    on_error: Literal["raise", "skip"] = "skip"
-    num_workers: int = 0
-    shuffle: bool = False  # the mixture is already interleaved; True reshuffles every epoch (seeded)
+    max_length: int = 4096  # tokens per sample (or packed row); a longer conversation loses whole trailing exchanges
+    on_error: Literal["raise", "skip"] = "skip"  # a sample that fails (bad image, no labels): skip it, or stop the run
+    num_workers: int = 0  # dataloader worker processes
+    shuffle: bool = False  # the mixture is already interleaved; true reshuffles every epoch (seeded)
     packing: bool = False  # whole samples packed into rows of max_length; batch.per_device then counts rows
     group_by_length: bool = False  # LLaVA's mega-batch length grouping (seeded, reshuffled each epoch)
     vision_features: str | None = None  # a directory written by `mmtrain cache-features`: no tower at train time
@@ -53,7 +53,7 @@ class DataSection:
 
 @dataclass
 class BatchSection:
-    per_device: int = 1
+    per_device: int = 1  # samples (rows, when packing) per device per micro-batch
     grad_accum: int | None = None  # derived from global_batch when null
     global_batch: int | None = None  # per_device × grad_accum × world size; checked against the launch
 
@@ -80,15 +80,16 @@ class BatchSection:
 
 @dataclass
 class OptimSection:
-    lr: float = 2e-5
-    lr_scale_from: str | None = None  # "BASE_LR@BASE_BATCH": lr = BASE_LR × √(global batch / BASE_BATCH)
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    warmup_ratio: float = 0.03
+    lr: float = 2e-5  # peak learning rate (reached at the end of the warmup)
+    lr_scale_from: str | None = None
+    """"BASE_LR@BASE_BATCH" (e.g. 3.74e-5@448): lr = BASE_LR × √(global batch / BASE_BATCH)"""
+    weight_decay: float = 0.0  # AdamW; not applied to biases, norms and row-masked embeddings
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW
+    eps: float = 1e-8  # AdamW
+    warmup_ratio: float = 0.03  # share of the total steps spent in the linear warmup
     min_lr_ratio: float = 0.0  # cosine decays to lr × this
-    # Max global gradient norm; null (or 0) applies none, as the reference's ZeRO configs (no gradient_clipping).
     grad_clip: float | None = 1.0
+    """Max global gradient norm; null (or 0) applies none, as the reference's ZeRO configs (no gradient_clipping)."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.warmup_ratio < 1:
@@ -117,21 +118,22 @@ class OptimSection:
 
 @dataclass
 class LoraSection:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = 16  # adapter rank
+    alpha: int = 32  # adapter scale numerator (scale = alpha / r)
+    dropout: float = 0.05  # dropout on the adapters' input
     target_modules: list[str] = field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"])
+    """The LLM's linear layers that get adapters."""
 
 
 @dataclass
 class TrainSection:
-    epochs: int = 1
+    epochs: int = 1  # passes over the mixture
     max_steps: int | None = None  # stop after this many optimizer steps (crosses epochs if needed)
-    seed: int = 0
-    precision: Literal["fp32", "bf16"] = "bf16"
-    zero_stage: int = 2
-    gradient_checkpointing: bool = True
+    seed: int = 0  # seeds the model init, shuffling and dropout
+    precision: Literal["fp32", "bf16"] = "bf16"  # bf16 keeps fp32 master weights
+    zero_stage: int = 2  # DeepSpeed ZeRO stage, 0-3
+    gradient_checkpointing: bool = True  # recompute the LLM's activations in the backward pass (less memory)
     cpu_threads: int | None = None  # torch intra-op threads; 1 is much faster for tiny models on a busy CPU
 
     def __post_init__(self) -> None:
@@ -158,7 +160,7 @@ class CheckpointSection:
 
 @dataclass
 class LoggingSection:
-    tensorboard: bool = True
+    tensorboard: bool = True  # TensorBoard logs in <output_dir>/tb
     progress: bool = True  # a progress bar on rank 0 (stderr)
 
 

@@ -14,19 +14,21 @@ import os
 from collections import Counter
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
 import orjson
 
 from mmdata.build.executors import make_executor
-from mmdata.build.executors.base import ENGINES, Job, Todo, shared_paths, tidy
+from mmdata.build.executors.base import ENGINES, Engine, Job, Todo, shared_paths, tidy
 from mmdata.build.freshness import Provenance, jsonable
 from mmdata.build.inputs import cache_dir, refuse_urls, stage_inputs
 from mmdata.build.registry import Builder, get
-from mmdata.build.writer import FORMATS, RESUME_HINT, ShardConfig, ShardWriter
+from mmdata.build.writer import FORMATS, RESUME_HINT, Format, ShardConfig, ShardWriter
+from mmdata.core.commands import STORAGE_OPTIONS_HELP, parse_storage_options
 from mmdata.core.errors import InputError, NotFound, writing
+from mmdata.core.options import opt
 from mmdata.format.manifests import SCHEMA_VERSION, Manifest
 from mmdata.format.names import BUILD, MANIFEST, MEDIA, REJECTS, SHARDS
 from mmdata.format.shards import ShardResult, any_done, remove_shards_from
@@ -44,16 +46,22 @@ class BuildError(InputError):
 
 @dataclass(frozen=True)
 class BuildSettings:
-    out: Location  # a local folder or a URL prefix
-    format: str = "jsonl"
-    workers: int = 1
-    copy_media: bool = False
-    shard_size: int = DEFAULT_SHARD_SIZE
-    limit: int | None = None
-    overwrite: bool = False
-    engine: str = "local"  # where units run (mmdata.build.executors); never changes what the build writes
-    ray_address: str = "auto"
-    storage_options: dict[str, Any] | None = field(default=None, repr=False, compare=False)  # never stored
+    """How a build runs and what it writes, beside the builder's own options: `mmdata build <name>`'s flags
+    (`mmdata.core.flags`) and `build()`'s argument."""
+
+    out: Location = opt(short="-o", help="Output dataset directory or URL (s3://bucket/prefix)")
+    format: Format = opt("jsonl", help="jsonl (+ offset index), wds (webdataset tars) or both")
+    workers: int = opt(1, short="-w", help="Worker processes (--engine local); the output does not depend on it")
+    copy_media: bool = opt(False, help="Store media under <out>/media instead of referencing them in place")
+    shard_size: int = opt(DEFAULT_SHARD_SIZE, help="Input items per shard")
+    limit: int | None = opt(None, help="Read at most this many input items")
+    overwrite: bool = opt(False, help="Replace an existing, different build in --out")
+    # where units run (mmdata.build.executors); never changes what the build writes
+    engine: Engine = opt("local", help="local: this machine's processes; ray: one Ray task per shard on a cluster "
+                                       "(same output)")
+    ray_address: str = opt("auto", help="--engine ray: the cluster, auto (the one `ray start` runs here) or HOST:PORT")
+    storage_options: dict[str, Any] | None = opt(None, help=STORAGE_OPTIONS_HELP, metavar="JSON",
+                                                 parse=parse_storage_options, repr=False, compare=False)  # never stored
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out", as_location(self.out))

@@ -35,7 +35,7 @@ Output = Record | Reject | list[Record | Reject]
 class Builder:
     name: str
     help: str
-    options: type  # a dataclass; its fields become `mmdata build <name>` flags (see mmdata.cli)
+    options: type  # a dataclass; its fields become `mmdata build <name>` flags (see mmdata.core.flags)
     # units(options, shard_size, limit) -> picklable units, in a stable order; unit k becomes shard k.
     units: Callable[[Any, int, int | None], Sequence[Any]]
     # records(options, unit) -> the unit's records and rejects, alone or in batches; every input item yields

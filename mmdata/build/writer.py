@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import attrgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import orjson
@@ -37,6 +37,7 @@ RESUME_HINT = "free space (or make it writable) and rerun the same command: comp
 _MEDIA_BATCH = 64 << 20  # media bytes held before they are stored (an object store uploads a batch concurrently)
 
 
+Format = Literal["jsonl", "wds", "both"]  # what `--format` names: the forms a build writes
 FORMATS: dict[str, tuple[Form, ...]] = {"jsonl": ("jsonl",), "wds": ("wds",), "both": ("jsonl", "wds")}
 
 

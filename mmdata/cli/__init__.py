@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
 from mmdata.cli import build as build_cli
 from mmdata.cli import quality as quality_cli
 from mmdata.core.commands import STORAGE_OPTIONS, parse_storage_options, user_errors
-from mmdata.core.options import describe
+from mmdata.core.flags import recipe_command
+from mmdata.core.options import parse_overrides
 from mmdata.mix.recipe import MixRecipe
 from mmdata.storage.location import basename, is_url
 
@@ -27,12 +27,13 @@ app = typer.Typer(
 build_cli.register_builders()
 app.add_typer(build_cli.app, name="build")
 console = Console()
+DATASET: Any = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)")
 
 
 @app.command()
 @user_errors
 def inspect(
-    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    path: str = DATASET,
     storage_options: Optional[str] = STORAGE_OPTIONS,
     n: int = typer.Option(3, "--n", "-n", help="How many records to print"),
     start: int = typer.Option(0, "--start", help="Index of the first record printed"),
@@ -51,7 +52,7 @@ def inspect(
 @app.command()
 @user_errors
 def validate(
-    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    path: str = DATASET,
     storage_options: Optional[str] = STORAGE_OPTIONS,
     no_media: bool = typer.Option(False, "--no-media", help="Check records only, do not decode media"),
 ) -> None:
@@ -82,7 +83,7 @@ def validate(
 @app.command()
 @user_errors
 def stats(
-    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    path: str = DATASET,
     storage_options: Optional[str] = STORAGE_OPTIONS,
     limit: Optional[int] = typer.Option(None, "--limit", help="Only the first N records"),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables"),
@@ -108,7 +109,7 @@ def stats(
 @app.command()
 @user_errors
 def report(
-    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    path: str = DATASET,
     storage_options: Optional[str] = STORAGE_OPTIONS,
     out: Optional[Path] = typer.Option(None, "--out", "-o",
                                        help="HTML file [default: PATH/report.html, ./NAME-report.html for a URL]"),
@@ -128,7 +129,7 @@ def report(
 @app.command()
 @user_errors
 def export(
-    path: str = typer.Argument(..., help="A built dataset or a mixture: a directory or a URL (s3://…)"),
+    path: str = DATASET,
     storage_options: Optional[str] = STORAGE_OPTIONS,
     to: str = typer.Option(..., "--to", help="Target loader format: metamorph (JSONL) or llava (LLaVA-1.5 JSON array)"),
     out: Path = typer.Option(..., "--out", "-o", help="File to write (metamorph: *.jsonl, llava: *.json)"),
@@ -147,19 +148,20 @@ def export(
                    "paths as written: run it from there, or export with --absolute-paths)")
 
 
-@app.command(epilog=escape("Recipe keys (YAML):\n\n" + describe(MixRecipe)))
+@app.command(**recipe_command(MixRecipe))
 @user_errors
 def mix(
-    recipe: Path = typer.Argument(..., help="A mixture recipe (YAML)"),
+    ctx: typer.Context,
+    recipe: Path = typer.Argument(..., help="A mixture recipe (YAML); then any --key VALUE overriding it"),
     out: Optional[str] = typer.Option(None, "--out", "-o", help="Mixture directory or URL (s3://bucket/prefix)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan, write nothing"),
+    dry_run: bool = typer.Option(False, "--dry-run/--no-dry-run", help="Print the plan, write nothing"),
     storage_options: Optional[str] = STORAGE_OPTIONS,
 ) -> None:
     """Resolve a recipe into a weighted, seeded, deterministic mixture of built datasets."""
     from mmdata.mix.planner import mix as run_mix
     from mmdata.mix.planner import plan_table
 
-    plan = run_mix(recipe, out, dry_run, parse_storage_options(storage_options))
+    plan = run_mix(recipe, out, dry_run, parse_storage_options(storage_options), parse_overrides(list(ctx.args)))
     console.print(plan_table(plan))
     for warning in plan.warnings:
         typer.secho(f"warning: {warning}", err=True, fg="yellow")

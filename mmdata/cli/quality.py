@@ -1,19 +1,19 @@
-"""`mmdata dedup`, `mmdata decontaminate` and `mmdata card`: flags parsed here, the work done by the library."""
+"""`mmdata dedup`, `mmdata decontaminate` and `mmdata card`: flags parsed here (the options' flags generated from
+`mmdata.quality.options` by `mmdata.core.flags`), the work done by the library."""
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
 from mmdata.core.commands import STORAGE_OPTIONS, parse_storage_options, user_errors
+from mmdata.core.flags import OptionsCommand, typed_command
 from mmdata.format.names import REMOVED
+from mmdata.quality.options import DecontaminateOptions, DedupOptions
 from mmdata.storage.location import as_location, join
-
-WORKERS = typer.Option(2, "--workers", "-w", help="Processes hashing shards in parallel")
-CACHE = typer.Option(None, "--cache", help="Signature cache [default: $MMDATA_CACHE/signatures or "
-                     "~/.cache/mmdata/signatures]")
 
 
 def _summary(where: str, manifest: object) -> None:
@@ -26,45 +26,40 @@ def _summary(where: str, manifest: object) -> None:
             typer.echo(f"  {source}: {n:,} {reason}")
 
 
-@user_errors
-def dedup(
-    inputs: list[Path] = typer.Argument(..., help="Datasets, views or mixtures; earlier ones win ties"),
-    out: str = typer.Option(..., "--out", "-o", help="The view to write: a directory or a URL (s3://bucket/prefix)"),
-    storage_options: Optional[str] = STORAGE_OPTIONS,
-    images: str = typer.Option("phash:4", "--images", help="none | exact | phash:D (Hamming distance)"),
-    text: str = typer.Option("minhash:0.8", "--text", help="none | exact | minhash:J (Jaccard)"),
-    workers: int = WORKERS,
-    cache: Optional[Path] = CACHE,
-) -> None:
+def _param(name: str, annotation: Any, default: Any) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+_OUT = _param("out", str, typer.Option(..., "--out", "-o", help="The view to write: a directory or a URL "
+                                     "(s3://bucket/prefix)"))
+_STORAGE = _param("storage_options", Optional[str], STORAGE_OPTIONS)
+
+
+def _dedup(opts: DedupOptions, inputs: list[Path], out: str, storage_options: str | None) -> None:
     """Drop duplicate records within and across inputs into a view (first occurrence kept; removed.jsonl says
     which record each removed one duplicates)."""
-    from mmdata.quality.dedup import DedupOptions
     from mmdata.quality.dedup import dedup as run
 
-    opts = DedupOptions(images=images, text=text, workers=workers, cache=cache)
     _summary(out, run(inputs, out, opts, storage_options=parse_storage_options(storage_options)))
 
 
-@user_errors
-def decontaminate(
-    inputs: list[Path] = typer.Argument(..., help="Datasets, views or mixtures"),
-    against: list[Path] = typer.Option(..., "--against", help="Eval set: a folder of images and/or a JSON/JSONL "
-                                       "of questions (repeat for several)"),
-    out: str = typer.Option(..., "--out", "-o", help="The view to write: a directory or a URL (s3://bucket/prefix)"),
-    storage_options: Optional[str] = STORAGE_OPTIONS,
-    distance: int = typer.Option(4, "--distance", help="pHash Hamming distance of an image match"),
-    ngram: int = typer.Option(13, "--ngram", help="Words in a shared n-gram"),
-    min_words: int = typer.Option(8, "--min-words", help="Shorter eval questions are ignored"),
-    workers: int = WORKERS,
-    cache: Optional[Path] = CACHE,
-) -> None:
+def _decontaminate(opts: DecontaminateOptions, inputs: list[Path], against: list[Path], out: str,
+                   storage_options: str | None) -> None:
     """Drop training records whose images match an eval image or whose questions share an n-gram with an eval
     question, into a view with removed.jsonl; counts per source and eval set."""
-    from mmdata.quality.decontaminate import DecontaminateOptions
     from mmdata.quality.decontaminate import decontaminate as run
 
-    opts = DecontaminateOptions(distance=distance, ngram=ngram, min_words=min_words, workers=workers, cache=cache)
     _summary(out, run(inputs, against, out, opts, parse_storage_options(storage_options)))
+
+
+dedup = user_errors(typed_command(_dedup, {"opts": DedupOptions}, before=[
+    _param("inputs", list[Path], typer.Argument(..., help="Datasets, views or mixtures; earlier ones win ties")),
+    _OUT, _STORAGE]))
+decontaminate = user_errors(typed_command(_decontaminate, {"opts": DecontaminateOptions}, before=[
+    _param("inputs", list[Path], typer.Argument(..., help="Datasets, views or mixtures")),
+    _param("against", list[Path], typer.Option(..., "--against", help="Eval set: a folder of images and/or a "
+                                               "JSON/JSONL of questions (repeat for several)")),
+    _OUT, _STORAGE]))
 
 
 @user_errors
@@ -81,5 +76,6 @@ def card(
 
 
 def register(app: typer.Typer) -> None:
-    for command in (dedup, decontaminate, card):
-        app.command()(command)
+    app.command("dedup", help=_dedup.__doc__, cls=OptionsCommand)(dedup)
+    app.command("decontaminate", help=_decontaminate.__doc__, cls=OptionsCommand)(decontaminate)
+    app.command()(card)

@@ -13,10 +13,9 @@ import typer
 
 from mmdata.core.errors import InputError, UserError
 
-STORAGE_OPTIONS: Any = typer.Option(
-    None, "--storage-options", metavar="JSON",
-    help='fsspec options for URLs, e.g. \'{"endpoint_url": "http://minio:9000", "key": "…", "secret": "…"}\' '
-         "(default: the AWS environment and config); never written anywhere")
+STORAGE_OPTIONS_HELP = ('fsspec options for URLs, e.g. \'{"endpoint_url": "http://minio:9000", "key": "…", '
+                        '"secret": "…"}\' (default: the AWS environment and config); never written anywhere')
+STORAGE_OPTIONS: Any = typer.Option(None, "--storage-options", metavar="JSON", help=STORAGE_OPTIONS_HELP)
 
 
 def parse_storage_options(text: str | None) -> dict[str, Any] | None:

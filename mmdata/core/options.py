@@ -1,5 +1,5 @@
-"""The one config mechanism: plain dataclasses, validated here, for builder options, build settings, mixture and
-training recipes.
+"""The one config mechanism: plain dataclasses, validated here, for builder options, build settings, dedup and
+decontamination options, mixture and training recipes.
 
 A config is a `@dataclass` whose fields are its keys. `from_dict(cls, raw)` builds it from parsed YAML or flags and
 is the only validator: an unknown key, a missing required key or a wrong type is a `ConfigError` naming the key as a
@@ -8,7 +8,9 @@ float field also takes a numeric string. Value rules live in the dataclass's `__
 `ConfigError(msg, key="field")` there and the error is re-keyed with the field's full path.
 
 A field's help text (for `--help`) is `opt(help=...)`'s, else the attribute docstring under the field, else the
-comment on the field's line, so sections stay plain dataclass definitions.
+comment on the field's line (an inherited field's, in the class that declares it), so sections stay plain dataclass
+definitions. `mmdata.core.flags` makes command lines from the same fields; `opt(flag=, short=, metavar=, parse=)`
+shapes a key's flag.
 
 YAML is read as people write numbers (`safe_load`): `1e-5` and `1e-300` are floats (YAML 1.1, PyYAML's default,
 reads them as strings unless written `1.0e-5`)."""
@@ -25,6 +27,7 @@ import textwrap
 import tokenize
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
@@ -65,14 +68,16 @@ class ConfigError(InputError):
         super().__init__(message if key is None else f"{key}: {message}" if key else message)
 
 
-def opt(default: Any = MISSING, *, help: str, flag: str | None = None, factory: Any = MISSING) -> Any:
-    """A field with its help text (and, for builder options, a flag name other than `--field-name`)."""
-    metadata = {"help": help, "flag": flag}
+def opt(default: Any = MISSING, *, help: str, flag: str | None = None, short: str | None = None,
+        metavar: str | None = None, parse: Callable[[str], Any] | None = None, factory: Any = MISSING,
+        repr: bool = True, compare: bool = True) -> Any:
+    """A field with its help text and, for its command-line flag (`mmdata.core.flags`), a name other than
+    `--field-name`, a short alias (`-o`), a metavar, or `parse` turning the flag's text into the value (e.g. JSON)."""
+    metadata = {"help": help, "flag": flag, "short": short, "metavar": metavar, "parse": parse}
+    kwargs: dict[str, Any] = {"metadata": metadata, "repr": repr, "compare": compare}
     if factory is not MISSING:
-        return field(default_factory=factory, metadata=metadata)
-    if default is MISSING:
-        return field(metadata=metadata)
-    return field(default=default, metadata=metadata)
+        return field(default_factory=factory, **kwargs)
+    return field(**kwargs) if default is MISSING else field(default=default, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -99,9 +104,21 @@ def keys(cls: type) -> list[Key]:
             continue
         default = f.default if f.default is not MISSING else (
             f.default_factory() if f.default_factory is not MISSING else MISSING)
-        out.append(Key(f.name, hints[f.name], default, f.metadata.get("help") or _source_docs(cls).get(f.name, ""),
-                       f.metadata))
+        out.append(Key(f.name, hints[f.name], default, f.metadata.get("help") or _doc(cls, f.name), f.metadata))
     return out
+
+
+def _doc(cls: type, name: str) -> str:
+    """The doc of field `name` where it is written: in `cls` or, for an inherited field, in a base class."""
+    return next((doc for c in cls.__mro__ if dataclasses.is_dataclass(c) and (doc := _source_docs(c).get(name))), "")
+
+
+def find_key(cls: type, name: str) -> Key:
+    """The key `name` of config dataclass `cls` (KeyError if it has none)."""
+    for k in keys(cls):
+        if k.name == name:
+            return k
+    raise KeyError(f"{cls.__name__} has no key {name!r}")
 
 
 def type_name(tp: Any) -> str:
@@ -115,6 +132,8 @@ def type_name(tp: Any) -> str:
         return f"a list of {_PLURALS.get(args[0], f'({type_name(args[0])})') if args else 'values'}"
     if dataclasses.is_dataclass(tp):
         return f"a mapping ({tp.__name__})"
+    if origin is dict:
+        return "a mapping"
     return _NAMES.get(tp, getattr(tp, "__name__", str(tp)))
 
 
@@ -182,6 +201,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         if not isinstance(value, dict):
             raise _Mismatch
         return from_dict(tp, value, where=f"{key}.")
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise _Mismatch
+        return {k: convert(v, args[1], f"{key}.{k}") for k, v in value.items()} if args else dict(value)
     if tp is Any:
         return value
     if tp is type(None):
@@ -225,8 +248,9 @@ def parse_overrides(args: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {arg!r}: expected --section.key VALUE (e.g. --optim.lr 1.0e-4)")
         key, eq, value = arg[2:].partition("=")
         if not eq:
-            if i + 1 >= len(args):
-                raise ConfigError(f"override --{key} has no value")
+            if i + 1 >= len(args) or args[i + 1].startswith("--"):
+                raise ConfigError(f"override --{key} has no value; write --{key} VALUE (a YAML value: true, 3, "
+                                  f"null, [a, b]) or --{key}=VALUE")
             value, i = args[i + 1], i + 1
         try:
             out[key.replace("-", "_")] = safe_load(value) if value.strip() else ""
@@ -258,18 +282,20 @@ def overview(cls: type, *, prefix: str = "") -> list[tuple[str, str, str]]:
         if section is not None:
             rows += overview(section, prefix=f"{prefix}{k.name}{suffix}.")
             continue
-        default = "" if k.required or k.default in (None, []) else f" (default {_plain(k.default)!r})"
+        default = "" if k.required or k.default in (None, []) else f" (default {yaml_text(k.default)})"
         rows.append((prefix + k.name, type_name(k.type), (k.help + default).strip()))
     return rows
 
 
 def describe(cls: type) -> str:
-    """One paragraph per key (`optim.lr (a number): help (default 2e-05)`) for a command's `--help` epilog."""
-    return "\n\n".join(f"{key} ({kind}): {text}".rstrip(": ") for key, kind, text in overview(cls))
+    """One line per key (`optim.lr (a number): help (default 2.0e-05)`) for a command's `--help` epilog."""
+    return "\n".join(f"{key} ({kind}): {text}".rstrip(": ") for key, kind, text in overview(cls))
 
 
-def _plain(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
+def yaml_text(value: Any) -> str:
+    """`value` as it is written in YAML or after `--key` (`true`, `skip`, `[0.9, 0.999]`, `2.0e-05`)."""
+    plain = str(value) if isinstance(value, Path) else value
+    return yaml.safe_dump(plain, default_flow_style=True, width=1 << 16).removesuffix("...\n").strip()
 
 
 def _section(tp: Any) -> tuple[type | None, str]:

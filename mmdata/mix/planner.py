@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -102,10 +102,11 @@ def default_out(recipe: MixRecipe) -> Path:
 
 
 def mix(recipe_path: Path, out: Location | None = None, dry_run: bool = False,
-        storage_options: dict[str, Any] | None = None) -> MixPlan:
-    """Plan the mixture of `recipe_path` and, unless `dry_run`, write `out/mixture.json` + `out/index.npy`.
-    `out` and the recipe's source paths may be URLs; `storage_options` (credentials) stay in memory."""
-    recipe = load_recipe(recipe_path, storage_options=storage_options)
+        storage_options: dict[str, Any] | None = None, overrides: Mapping[str, Any] | None = None) -> MixPlan:
+    """Plan the mixture of `recipe_path` (with `overrides` of its keys, see `load_recipe`) and, unless `dry_run`,
+    write `out/mixture.json` + `out/index.npy`. `out` and the recipe's source paths may be URLs; `storage_options`
+    (credentials) stay in memory."""
+    recipe = load_recipe(recipe_path, overrides=overrides, storage_options=storage_options)
     target = None if dry_run else as_location(out) if out is not None else default_out(recipe)
     plan = make_plan(recipe, target, storage_options)
     if target is not None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import orjson
 import yaml
 
 from mmdata.core.errors import NotFound
-from mmdata.core.options import ConfigError, from_dict, safe_load
+from mmdata.core.options import ConfigError, from_dict, safe_load, set_key
 from mmdata.format.names import MANIFEST, VIEW
 from mmdata.mix.filters import Filters
 from mmdata.read.view import manifest_file
@@ -102,10 +103,12 @@ class MixRecipe:
         return hashlib.sha256(orjson.dumps(self.data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def load_recipe(path: str | Path, *, check_paths: bool = True,
+def load_recipe(path: str | Path, *, overrides: Mapping[str, Any] | None = None, check_paths: bool = True,
                 storage_options: dict[str, Any] | None = None) -> MixRecipe:
-    """Read and validate a recipe. `check_paths=False` skips "is every source a built dataset" (for linting
-    recipes whose datasets are built elsewhere)."""
+    """Read and validate a recipe. `overrides` ({"seed": 3, "filters.max_media": 8}, from `mmdata mix`'s `--key
+    VALUE`) are applied to the file first and validated with it; source paths given there are relative to the working
+    directory. `check_paths=False` skips "is every source a built dataset" (for linting recipes whose datasets are
+    built elsewhere)."""
     file = Path(path)
     if not file.is_file():
         raise NotFound(f"{file}: recipe not found")
@@ -113,7 +116,21 @@ def load_recipe(path: str | Path, *, check_paths: bool = True,
         data = safe_load(file.read_text())
     except yaml.YAMLError as e:
         raise RecipeError(f"{file}: not valid YAML: {e}") from None
+    if overrides and isinstance(data, dict):
+        try:
+            for dotted, value in overrides.items():
+                set_key(data, dotted, _cwd_paths(value) if dotted == "sources" else value)
+        except ConfigError as e:
+            raise RecipeError(f"{file}: {e}") from None
     return parse_recipe(data, file, check_paths=check_paths, storage_options=storage_options)
+
+
+def _cwd_paths(sources: Any) -> Any:
+    """A `--sources` list typed on the command line: its relative paths are the working directory's, not the file's."""
+    if not isinstance(sources, list):
+        return sources  # from_dict says what it should be
+    return [s | {"path": str(resolve(Path.cwd(), s["path"]))} if isinstance(s, dict) and isinstance(s.get("path"), str)
+            and s["path"] else s for s in sources]
 
 
 def parse_recipe(data: Any, file: Path, *, check_paths: bool = True,

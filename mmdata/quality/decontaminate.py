@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 
 from mmdata.core.errors import InputError, NotFound
-from mmdata.core.options import ConfigError
 from mmdata.format.manifests import ViewManifest
 from mmdata.quality.dedup import _chunks
+from mmdata.quality.options import DecontaminateOptions
 from mmdata.quality.selection import Inputs, Removal
 from mmdata.quality.signatures import ShardTask, SignatureParams, image_phash, iter_words, key64, map_shards, shard_tasks
 from mmdata.read.dataset import Dataset
@@ -32,20 +32,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
 
 
 _QUESTION_KEYS = ("question", "text", "prompt", "instruction")
-
-
-@dataclass(frozen=True)
-class DecontaminateOptions:
-    distance: int = 4  # pHash Hamming distance at which a training image matches an eval image
-    ngram: int = 13  # words in a shared n-gram
-    min_words: int = 8  # shorter eval questions are ignored
-    workers: int = 2
-    cache: Path | None = None
-
-    def __post_init__(self) -> None:
-        for key, lo, hi in (("distance", 0, 16), ("ngram", 3, 64), ("min_words", 1, 64), ("workers", 1, 1024)):
-            if not lo <= getattr(self, key) <= hi:
-                raise ConfigError(f"must be in [{lo}, {hi}], got {getattr(self, key)}", key=key)
 
 
 @dataclass

@@ -73,9 +73,9 @@ class DiffusionSection:
 
 @dataclass
 class ProjectorSection:
-    type: Literal["mlp", "xattn", "transformer"] = "mlp"
-    hidden_dim: int = 2048
-    num_layers: int = 2
+    type: Literal["mlp", "xattn", "transformer"] = "mlp"  # maps the N condition tokens to the UNet's context
+    hidden_dim: int = 2048  # width inside the projector
+    num_layers: int = 2  # layers (mlp: input and output at least)
     num_heads: int = 8  # attention heads (xattn, transformer)
     context_tokens: int = 77  # length of the UNet's context; mlp pads its N tokens with zeros up to it
 

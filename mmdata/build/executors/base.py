@@ -10,12 +10,13 @@ import dataclasses
 import os
 import socket
 import time
+import typing
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import orjson
 
@@ -28,7 +29,8 @@ from mmdata.format.shards import ShardResult
 from mmdata.storage.base import open_storage
 from mmdata.storage.output import Destination
 
-ENGINES = ("local", "ray")
+Engine = Literal["local", "ray"]
+ENGINES: tuple[str, ...] = typing.get_args(Engine)
 
 
 _POLL = 0.2  # seconds between checks of units that are not ready yet (cc12m: download shards still arriving)
