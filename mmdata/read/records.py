@@ -199,15 +199,18 @@ class Selection(Records):
 
     def iter_from(self, start: int) -> Iterator[Record]:
         """Records from position `start` to the end, read a chunk at a time, decoded one at a time."""
-        served = self._served
         for lo in range(start, len(self), _CHUNK):
             located = self.located(self.index[lo:lo + _CHUNK])
             if self._resolver is not None:  # nothing to remember
                 for data, dataset in located:
                     yield dataset.decode(data)
-            else:
-                for data, dataset in located:
-                    yield served(dataset.decode(data), dataset)
+                continue
+            origins, ref = self._origins, weakref.ref  # `_served`, inlined: this is the hot loop
+            for data, dataset in located:
+                record = dataset.decode(data)
+                origins[id(record)] = (ref(record), dataset)
+                yield record
+            self._sweep()
 
     def get_many(self, positions: Sequence[int] | np.ndarray) -> list[tuple[Record, Any]]:
         """`get` for a batch of positions: one batched read per source (what a DataLoader batch wants)."""
@@ -216,9 +219,13 @@ class Selection(Records):
         if pos.size and (pos.min() < -n or pos.max() >= n):
             raise IndexError(f"a position in {positions!r} is out of range for {self.describe()} ({n} samples)")
         located = self.located(self.index[pos % max(n, 1)])
-        if self._resolver is not None:
-            return [(dataset.decode(data), dataset) for data, dataset in located]
-        return [(self._served(dataset.decode(data), dataset), dataset) for data, dataset in located]
+        out = [(dataset.decode(data), dataset) for data, dataset in located]
+        if self._resolver is None:
+            origins, ref = self._origins, weakref.ref
+            for record, dataset in out:
+                origins[id(record)] = (ref(record), dataset)
+            self._sweep()
+        return out
 
     def _selection(self, positions: np.ndarray) -> Selection:
         return Selection(self.datasets, self.names, self.index[positions], labelled=self.labelled)
@@ -266,12 +273,18 @@ class Selection(Records):
     def _served(self, record: Record, dataset: Any) -> Record:
         """`record`, remembered as `dataset`'s while it is alive, when the sources resolve media differently."""
         if self._resolver is None:
-            origins = self._origins
-            origins[id(record)] = (weakref.ref(record), dataset)
-            if len(origins) > self._sweep_at:  # drop the dead; amortized O(1) a record
-                self._origins = origins = {k: v for k, v in origins.items() if v[0]() is not None}
-                self._sweep_at = max(_ORIGINS, 2 * len(origins))
+            self._origins[id(record)] = (weakref.ref(record), dataset)
+            self._sweep()
         return record
+
+    def _sweep(self) -> None:
+        """Forget dead records once the map has doubled since the last sweep (amortized O(1) a record). In place:
+        an iteration in progress holds the map."""
+        origins = self._origins
+        if len(origins) > self._sweep_at:
+            for k in [k for k, (ref, _) in origins.items() if ref() is None]:
+                del origins[k]
+            self._sweep_at = max(_ORIGINS, 2 * len(origins))
 
     def _holder(self, record: Record, j: int) -> Any:
         if self._resolver is not None:

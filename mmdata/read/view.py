@@ -103,7 +103,7 @@ class View(Selection):
         return int(self.manifest.total)
 
     def describe(self) -> str:
-        return basename(self.root)
+        return f"{self.kind} {basename(self.root)}"
 
     def __getstate__(self) -> dict[str, Any]:
         return {**super().__getstate__(), "_index": None}  # re-mapped in each worker process

@@ -111,7 +111,8 @@ def test_a_record_a_mixture_did_not_serve_is_refused_not_guessed(world: Path) ->
     held = next(r for r in mixture if r.id == "blue-3")
     stranger = Record.from_dict(held.to_dict())  # equal to a record the mixture served, but not that one
     assert stranger == held and stranger is not held
-    with pytest.raises(InputError, match=r"record 'blue-3' was not served by mixture.*x\.image\(i, j\)"):
+    with pytest.raises(InputError, match=r"record 'blue-3' was not served by mixture mixture, whose sources keep "
+                                         r"their media in different places.*x\.image\(i, j\)"):
         mixture.image(stranger, 0)
     with pytest.raises(InputError, match="not served"):
         mixture[[0, 1]].media_bytes(stranger, 0)
