@@ -34,6 +34,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 sys.path.insert(0, str(ROOT / "bench"))
 from _pairs import rate, ratio  # noqa: E402
 
+import mmdata  # noqa: E402
 from builders.cc12m import convert_tsv  # noqa: E402
 from mmdata.testing.cc12m import world  # noqa: E402
 
@@ -106,10 +107,10 @@ def main() -> None:
                       f"(load average {os.getloadavg()[0]:.1f})",
                       flush=True)
                 shutil.rmtree(d / f"i2d_{i}")
-            manifest = json.loads((d / "out_0" / "dataset.json").read_text())
+            counts = mmdata.open(d / "out_0").manifest.counts
         print(f"\n{len(w.rows)} TSV rows ({args.images} images), {SETTINGS}, shard size {SHARD_SIZE}, "
               f"{args.workers} writer workers, {os.cpu_count()} cores, {args.repeat} interleaved runs")
-        print(f"counts: {manifest['counts']}")
+        print(f"counts: {counts}")
         rate("img2dataset alone", len(w.rows), [x[0] for x in base], "rows/s")
         rate("mmdata build cc12m", len(w.rows), [x[0] for x in ours], "rows/s")
         bc, oc = statistics.median(x[1] for x in base), statistics.median(x[1] for x in ours)

@@ -28,12 +28,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmdata.format.manifests import SCHEMA_VERSION, Manifest  # noqa: E402
+import mmdata  # noqa: E402
 
 SHARD = 10_000  # the build default: a worker hashes one shard at a time
 VOCAB = [f"w{k}" for k in range(5000)]
@@ -44,39 +43,39 @@ def _texts(n: int, seed: int) -> list[str]:
     return [" ".join(VOCAB[w] for w in row) for row in words.tolist()]
 
 
+def is_built(path: Path) -> bool:
+    try:
+        mmdata.open(path)
+    except mmdata.NotFound:
+        return False
+    return True
+
+
 def write_dataset(out: Path, n: int, images: bool) -> None:
-    """n records, every 20th a duplicate of the one before; written straight through `mmdata.format`."""
-    if (out / "dataset.json").is_file():
+    """n records, every 20th a duplicate of the one before, through `mmdata.DatasetWriter` (images beside `out`)."""
+    if is_built(out):
         return
-    from mmdata.format.shards import ShardResult
-    from mmdata.format.sinks import JsonlSink
-    from mmdata.storage.local import LocalStorage
+    from mmdata import Media, Record, Turn
     from mmdata.testing.images import jpeg_bytes
     from mmdata.testing.quality import shapes_image
 
-    storage, media = LocalStorage(out), out / "media"
+    media = out.with_name(f"{out.name}-images")
     media.mkdir(parents=True, exist_ok=True)
     questions, answers = _texts(n, 1), _texts(n, 2)
-    shards = []
-    for s, lo in enumerate(range(0, n, SHARD)):
-        sink = JsonlSink(storage, s)
-        for i in range(lo, min(n, lo + SHARD)):
-            dup = i % 20 == 19
-            k = i - 1 if dup else i
-            q = questions[k].replace(" ", "  ", 3) if dup else questions[k]
-            record = {"id": f"r{i}", "source": "bench", "task": "vqa" if images else "text", "media": [],
-                      "conversations": [{"from": "human", "value": ("<image>\n" if images else "") + q},
-                                        {"from": "gpt", "value": answers[k]}], "meta": {}}
-            if images:
-                (media / f"{i}.jpg").write_bytes(jpeg_bytes(shapes_image(k, 64, 48), quality=70 if dup else 90))
-                record["media"] = [{"path": f"{i}.jpg", "kind": "image", "width": 64, "height": 48}]
-            sink.add_line(orjson.dumps(record), f"r{i}")
-        count = len(sink.offsets)
-        shards.append(ShardResult(s, count, count, 0, {"jsonl": sink.commit()}).entry())
-    Manifest(schema_version=SCHEMA_VERSION, builder="bench", args={}, formats=["jsonl"], shard_size=SHARD,
-             media_root=str(media.resolve()) if images else None,
-             counts={"read": n, "written": n, "rejected": 0}, tasks={"vqa" if images else "text": n},
-             sources={"bench": n}, shards=shards).save(out)
+    with mmdata.DatasetWriter(out, media_root=media if images else None, shard_size=SHARD, name="bench") as w:
+        for lo in range(0, n, SHARD):
+            batch = []
+            for i in range(lo, min(n, lo + SHARD)):
+                dup = i % 20 == 19
+                k = i - 1 if dup else i
+                q = questions[k].replace(" ", "  ", 3) if dup else questions[k]
+                record = Record(f"r{i}", "bench", "vqa" if images else "text",
+                                [Turn("human", ("<image>\n" if images else "") + q), Turn("gpt", answers[k])])
+                if images:
+                    (media / f"{i}.jpg").write_bytes(jpeg_bytes(shapes_image(k, 64, 48), quality=70 if dup else 90))
+                    record.media = [Media(f"{i}.jpg", "image", 64, 48)]
+                batch.append(record)
+            w.add_many(batch)
 
 
 # ---------------------------------------------------------------------------------------------- the two sides
@@ -94,7 +93,6 @@ def run_ours(data: Path, work: Path, images: bool, workers: int) -> dict:
 def run_baseline(data: Path, images: bool) -> dict:
     from datasketch import MinHash, MinHashLSH
 
-    import mmdata
     from mmdata.quality.signatures import conversation_words, image_phash, shingles
 
     t = time.perf_counter()
@@ -105,7 +103,7 @@ def run_baseline(data: Path, images: bool) -> dict:
     for i, record in enumerate(ds):
         m = MinHash(num_perm=128, permutations=perm.permutations, scheme=perm.scheme)
         m.update_batch(shingles(conversation_words(record), 3))
-        ph = image_phash(ds.media_path(record, 0).read_bytes()) if images else None
+        ph = image_phash(ds.media_bytes(record, 0)) if images else None
         hits = [k for k in lsh.query(m) if not images or int(ph ^ phashes[k]).bit_count() <= 4]  # type: ignore[operator]
         if hits:
             removed += 1

@@ -47,7 +47,7 @@ def expanded_lengths(mixture: Path, lm: Path, max_length: int) -> list[int]:
     """The samples' exact expanded lengths (tokenizer only, no image read)."""
     from transformers import AutoTokenizer
 
-    from mmdata.read.view import Mixture
+    from mmdata import Mixture
     from trainer.data import ConversationDataset
 
     ds = ConversationDataset(Mixture(mixture), tokenizer=AutoTokenizer.from_pretrained(lm), processor=None,

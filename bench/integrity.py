@@ -25,6 +25,7 @@ from unittest import mock
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import mmdata  # noqa: E402
 import mmdata.build.freshness as freshness  # noqa: E402
 from builders.cambrian import CambrianOptions  # noqa: E402
 from mmdata.build.driver import BuildSettings, build  # noqa: E402
@@ -78,7 +79,7 @@ def main() -> None:
             fresh()
             pairs["rerun of a complete build"].append((_timed(rerun), _timed(rerun_trusting)))
         size = src.stat().st_size / 1e6
-        shards = sum(p.stat().st_size for p in (out / "shards").glob("*.jsonl")) / 1e6
+        shards = sum(f.bytes for f in mmdata.open(out).shard_files()) / 1e6
         print(f"{args.records:,} records, input {size:.0f} MB, shards {shards:.0f} MB, {args.repeat} interleaved pairs")
         for name, runs in pairs.items():
             ours, base = [r[0] for r in runs], [r[1] for r in runs]

@@ -32,8 +32,13 @@ WORDS = ["the", "a", "red", "cat", "dog", "sky", "tree", "house", "car", "runs",
 
 def build_world(out: Path, n: int) -> Path:
     """Two text datasets built by the cambrian builder and a `mmdata mix` of them: `out/mixture`."""
-    if (out / "mixture" / "mixture.json").is_file():
+    import mmdata
+
+    try:
+        mmdata.open(out / "mixture")
         return out / "mixture"
+    except mmdata.NotFound:
+        pass
     from builders.cambrian import CambrianOptions
     from mmdata.build.driver import BuildSettings, build
     from mmdata.mix.planner import mix
@@ -66,7 +71,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "bench_out" / "lengths")
     args = ap.parse_args()
 
-    from mmdata.read.view import Mixture
+    from mmdata import Mixture
     from trainer import ConversationDataset, ModelConfig, build_model, make_tiny
     from trainer.lengths import expanded_lengths
 

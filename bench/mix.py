@@ -10,8 +10,8 @@ Reports, from the same run:
   random access `mixture[i]`, and the training path (`MixtureLoader(RecordDataset(mixture))`, batches of 64).
   Rounds interleave the baseline and every contender; each figure is the median ratio to its round's baseline,
   with the spread (min–max) over rounds.
-The datasets are written straight through `mmdata.format` rather than a builder: building is not what is measured,
-and it keeps the setup to seconds. They are reused if present.
+The datasets are written through `mmdata.DatasetWriter` rather than a builder: building is not what is measured.
+They are reused if present.
 """
 
 from __future__ import annotations
@@ -31,42 +31,38 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mmdata.core.schema import Record  # noqa: E402
-from mmdata.format.manifests import SCHEMA_VERSION, Manifest  # noqa: E402
+import mmdata  # noqa: E402
+from mmdata import Record, Turn  # noqa: E402
 
 SHARE = {"large": 0.6, "medium": 0.3, "small": 0.1}
 SHARD = 100_000
 
 
-def write_dataset(out: Path, name: str, n: int) -> None:
-    if (out / "dataset.json").is_file():
-        return
-    from mmdata.format.shards import ShardResult
-    from mmdata.format.sinks import JsonlSink
-    from mmdata.storage.local import LocalStorage
+def is_built(path: Path) -> bool:
+    try:
+        mmdata.open(path)
+    except mmdata.NotFound:
+        return False
+    return True
 
-    storage = LocalStorage(out)
-    shards = []
-    for s, lo in enumerate(range(0, n, SHARD)):
-        sink = JsonlSink(storage, s)
-        for i in range(lo, min(n, lo + SHARD)):
-            sink.add_line(orjson.dumps({
-                "id": f"{name}-{i}", "source": name, "task": "text", "media": [],
-                "conversations": [{"from": "human", "value": f"Question {i} about {name}?"},
-                                  {"from": "gpt", "value": f"The answer to {i} is {i * 7 % 1000}."}],
-                "meta": {"ref": f"{name}.jsonl:{i + 1}"}}), f"{name}-{i}")
-        count = min(n, lo + SHARD) - lo
-        shards.append(ShardResult(s, count, count, 0, {"jsonl": sink.commit()}).entry())
-    Manifest(schema_version=SCHEMA_VERSION, builder="bench", args={}, formats=["jsonl"], shard_size=SHARD,
-             media_root=None, counts={"read": n, "written": n, "rejected": 0}, tasks={"text": n},
-             sources={name: n}, shards=shards).save(out)
+
+def write_dataset(out: Path, name: str, n: int) -> None:
+    if is_built(out):
+        return
+    with mmdata.DatasetWriter(out, shard_size=SHARD, name="bench") as w:
+        for lo in range(0, n, SHARD):
+            w.add_many([Record(f"{name}-{i}", name, "text", [Turn("human", f"Question {i} about {name}?"),
+                                                             Turn("gpt", f"The answer to {i} is {i * 7 % 1000}.")],
+                               meta={"ref": f"{name}.jsonl:{i + 1}"}) for i in range(lo, min(n, lo + SHARD))])
 
 
 def scan(root: Path) -> Iterator[Record]:
-    """The baseline: a dataset's JSONL shards read front to back and decoded, with nothing of mmdata's reader."""
-    manifest = orjson.loads((root / "dataset.json").read_bytes())
-    for shard in manifest["shards"]:
-        with open(root / shard["files"]["jsonl"]["name"], "rb") as f:
+    """The baseline: a dataset's JSONL shards read front to back and decoded, with nothing of mmdata's reader (the
+    files from `shard_files()`)."""
+    ds = mmdata.open(root)
+    assert isinstance(ds, mmdata.Dataset) and ds.form == "jsonl"
+    for shard in ds.shard_files():
+        with open(shard.location, "rb") as f:
             for line in f:
                 yield Record.from_dict(orjson.loads(line))
 
@@ -114,16 +110,15 @@ def main() -> None:
 
     import torch.utils.data  # noqa: F401 - imported before any clock starts
 
-    from mmdata.read.loader import MixtureLoader, RecordDataset
-    from mmdata.read.view import Mixture
-
-    mixture, shuffled = Mixture(out / "mixture"), Mixture(out / "large-only")
+    mixture, shuffled = mmdata.open(out / "mixture"), mmdata.open(out / "large-only")
+    assert isinstance(mixture, mmdata.Mixture) and isinstance(shuffled, mmdata.Mixture)
     n = min(args.read, len(shuffled))
     random_n = min(n, 200_000)
     positions = np.random.default_rng(0).integers(0, len(mixture), random_n).tolist()
 
     def loader() -> Iterator[object]:
-        return (r for batch in MixtureLoader(RecordDataset(mixture), batch_size=64, collate_fn=list) for r in batch)
+        return (r for batch in mmdata.MixtureLoader(mmdata.RecordDataset(mixture), batch_size=64,
+                                                    collate_fn=mmdata.collate_list) for r in batch)
 
     contenders: dict[str, tuple[Callable[[], Iterable[object]], int]] = {
         "iterate the mixture": (lambda: mixture, n),

@@ -21,8 +21,7 @@ import torch
 import transformers
 from PIL import Image
 
-from mmdata.core.schema import Media, Record, Turn
-from mmdata.read.loader import RecordList
+from mmdata import Media, Record, RecordList, Turn
 from trainer import STAGES, Collator, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
 
 

@@ -134,8 +134,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from mmdata.read.loader import RecordList
-    from mmdata.read.view import Mixture
+    from mmdata import Mixture, RecordList
     from trainer import STAGES, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
 
     torch.manual_seed(0)

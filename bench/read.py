@@ -1,5 +1,6 @@
 """Reading a built dataset beside the format's limit: a bare loop of `os.pread` + `orjson.loads` over the same
-shards and the same `.idx` offsets (no Record, no checks, the offsets already in Python lists).
+shard files at the same record offsets (`ds.shard_files()`; no Record, no checks, the offsets already in Python
+lists).
 
 Builds 200,000 text-only LLaVA-style records (shards of 10,000), then, as interleaved repeated rounds:
 (a) random access: 20,000 `ds[i]` at random indices vs pread + loads at the same indices;
@@ -19,7 +20,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import orjson
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -31,13 +31,13 @@ from builders.cambrian import CambrianOptions
 from mmdata.build.driver import BuildSettings, build
 
 
-def bare_table(root: Path) -> tuple[list[int], list[list[tuple[int, int, int]]]]:
-    """Per shard, each record's (fd, offset, length) from the `.idx` files: what the bare loop reads with."""
+def bare_table(ds: mmdata.Dataset) -> tuple[list[int], list[list[tuple[int, int, int]]]]:
+    """Per shard, each record's (fd, offset, length), from `ds.shard_files()`: what the bare loop reads with."""
     fds, shards = [], []
-    for data in sorted((root / "shards").glob("*.jsonl")):
-        fd = os.open(data, os.O_RDONLY)
+    for f in ds.shard_files():
+        fd = os.open(f.location, os.O_RDONLY)
         fds.append(fd)
-        offsets = np.fromfile(data.with_suffix(".idx"), dtype="<u8").tolist() + [data.stat().st_size]
+        offsets = f.offsets.tolist()
         shards.append([(fd, a, b - a) for a, b in zip(offsets, offsets[1:])])
     return fds, shards
 
@@ -54,7 +54,8 @@ def main() -> None:
         make_text_jsonl(src, args.records)
         build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=tmp / "ds"))
         ds = mmdata.open(tmp / "ds")
-        fds, shards = bare_table(tmp / "ds")
+        assert isinstance(ds, mmdata.Dataset)
+        fds, shards = bare_table(ds)
         flat = [row for shard in shards for row in shard]
         rng = random.Random(0)
         idx = [rng.randrange(len(ds)) for _ in range(args.reads)]

@@ -83,7 +83,6 @@ def main() -> None:
     from builders.cambrian import CambrianOptions
     from mmdata.build.driver import BuildSettings, build
     from mmdata.mix.planner import mix
-    from mmdata.read.loader import MixtureLoader, RecordDataset
 
     with tempfile.TemporaryDirectory(prefix="bench_remote_") as tmp, S3Server(process=True) as s3:
         root = Path(tmp)
@@ -97,11 +96,12 @@ def main() -> None:
             mix(recipe, f"{out}-mixture")
         local, remote = mmdata.open(root / "ds"), mmdata.open("s3://bench/ds")
         assert isinstance(local, mmdata.Dataset) and isinstance(remote, mmdata.Dataset)
-        mb = sum(s.files["wds"].bytes for s in local.manifest.shards) / 1e6
-        print(f"{len(local):,} records in {len(local.shards.names)} tar shards, {mb:.1f} MB; server {s3.url}")
+        local_files = local.shard_files()
+        mb = sum(f.bytes for f in local_files) / 1e6
+        print(f"{len(local):,} records in {len(local_files)} tar shards, {mb:.1f} MB; server {s3.url}")
 
         # ---- requests per record
-        remote.shards.offsets  # noqa: B018 - the indexes: fetched once, on first use
+        shards = [str(f.location) for f in remote.shard_files()]  # the offset indexes: fetched once, here
         rng = random.Random(0)
         rows = [rng.randrange(len(local)) for _ in range(args.random)]
         before = s3.count("GET")
@@ -111,7 +111,7 @@ def main() -> None:
         import fsspec
 
         fs = fsspec.filesystem("s3")  # presigned URLs: what `aws s3 presign` prints, for curl (webdataset's http)
-        http = [fs.sign(f"bench/ds/{name}", expiration=3600) for name in remote.shards.names]
+        http = [fs.sign(url, expiration=3600) for url in shards]
 
         def random_reads(ds: mmdata.Dataset) -> Callable[[], int]:
             return lambda: len([ds[i] for i in rows])
@@ -120,18 +120,17 @@ def main() -> None:
             return lambda: sum(1 for _ in ds)
 
         def batches(where: object) -> Callable[[], int]:
-            loader = MixtureLoader(RecordDataset(mmdata.open(f"{where}-mixture")), batch_size=64, shuffle=True,
-                                   collate_fn=lambda b: b)
+            loader = mmdata.MixtureLoader(mmdata.RecordDataset(mmdata.open(f"{where}-mixture")), batch_size=64,
+                                          shuffle=True, collate_fn=mmdata.collate_list)
             return lambda: sum(len(b) for b in loader)
 
 
         def batches_cached(where: str, cache: Path) -> Callable[[], int]:
-            loader = MixtureLoader(RecordDataset(mmdata.open(f"{where}-mixture", cache_dir=cache)), batch_size=64,
-                                   shuffle=True, collate_fn=lambda b: b)
+            loader = mmdata.MixtureLoader(mmdata.RecordDataset(mmdata.open(f"{where}-mixture", cache_dir=cache)),
+                                          batch_size=64, shuffle=True, collate_fn=mmdata.collate_list)
             return lambda: sum(len(b) for b in loader)
 
-        def bare_requests(fs: object, name: str) -> Callable[[], float]:
-            path = f"bench/ds/{name}"
+        def bare_requests(fs: object, path: str) -> Callable[[], float]:
             return lambda: 64 * 20 / _seconds(lambda: [fs.cat_ranges([path] * 64, list(range(64)),  # type: ignore[attr-defined]
                                                                        list(range(1, 65))) for _ in range(20)])
 
@@ -141,8 +140,7 @@ def main() -> None:
         print(f"{'':44}{'ours':>12}{'baseline':>12} {'':10}{'ratio':>6}")
         pairs("random ds[i]: S3 vs local", random_reads(remote), random_reads(local), args.pairs, None, "rec/s")
         pairs("sequential: S3 vs local", iterate(remote), iterate(local), args.pairs, 0.8, "rec/s")
-        paths = [f"bench/ds/{name}" for name in remote.shards.names]
-        whole = statistics.median(mb / _seconds(lambda: fs.cat(paths)) for _ in range(3))
+        whole = statistics.median(mb / _seconds(lambda: fs.cat(shards)) for _ in range(3))
         ours = statistics.median(mb / _seconds(iterate(remote)) for _ in range(3))
         print(f"{'  the server alone: every shard at once':44}{whole:>12,.0f}{'':12} MB/s  (ours: {ours:,.0f} MB/s)")
         pairs("MixtureLoader batches: S3 vs local", batches("s3://bench/ds"), batches(root / "ds"), args.pairs, 0.5,
@@ -150,7 +148,7 @@ def main() -> None:
         cached = batches_cached("s3://bench/ds", root / "cache")
         cached()  # the first epoch fills the block cache
         pairs("  the same, repeated epochs (cache_dir)", cached, batches(root / "ds"), args.pairs, 0.5, "rec/s")
-        floor = bare_requests(fs, remote.shards.names[0])
+        floor = bare_requests(fs, shards[0])
         print(f"{'  the server alone: 64 concurrent 1-byte GETs':44}{floor():>12,.0f}{'':12} requests/s")
         pairs("sequential from S3: ours vs webdataset", iterate(remote), webdataset_stream, args.pairs, 1.0, "rec/s")
         print("\nthe S3 rows are bounded by the server: compare them with its own requests/s and MB/s above")

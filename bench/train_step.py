@@ -55,7 +55,7 @@ def setup(recipe, d):
     """The recipe's model (stage parts applied), dataset, loader and collator, built as `mmtrain` builds them."""
     import torch
 
-    from mmdata.read.view import Mixture
+    from mmdata import Mixture
     from trainer.data import ConversationDataset
     from trainer.engine import prepare_model
     from trainer.train import make_loader

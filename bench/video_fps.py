@@ -27,6 +27,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import mmdata  # noqa: E402
 
 
 def make_videos(folder: Path, n: int, seconds: int) -> list[Path]:
@@ -72,10 +75,9 @@ def run_mmdata(videos: list[Path], work: Path, workers: int, frame_size: int, se
                     str(videos[0].parent), "--task", "video_qa", "--fps", "1", "--max-frames", str(seconds + 1),
                     "--frame-size", str(frame_size), "--workers", str(workers), "--shard-size", "1",
                     "--out", str(work / "out")], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    manifest = json.loads((work / "out" / "dataset.json").read_text())
-    assert manifest["counts"]["rejected"] == 0, (work / "out" / "rejects.jsonl").read_text()
-    return sum(len(json.loads(line)["media"]) for f in sorted((work / "out" / "shards").glob("*.jsonl"))
-               for line in f.read_text().splitlines())
+    ds = mmdata.open(work / "out")
+    assert ds.manifest.counts["rejected"] == 0, f"{ds.manifest.counts}: `mmdata report {work / 'out'}` says why"
+    return sum(len(record.media) for record in ds)
 
 
 def timed(fn: Callable[[], int]) -> tuple[int, float, float]:

@@ -39,8 +39,7 @@ def main() -> None:
     import torch
     from packing import fake_image
 
-    from mmdata.core.schema import Media, Record, Turn
-    from mmdata.read.loader import RecordList
+    from mmdata import Media, Record, RecordList, Turn
     from trainer import STAGES, Collator, ConversationDataset, ModelConfig, apply_stage, build_model, make_tiny
     from trainer.engine import param_groups
     from trainer.features import FeatureStore, build_cache

@@ -91,7 +91,7 @@ class Turn(msgspec.Struct, gc=False):
         return {"from": self.role, "value": self.value}
 
 
-class Record(msgspec.Struct):
+class Record(msgspec.Struct, weakref=True):  # weakref: a view knows which of its sources a record it served came from
     id: str
     source: str
     task: str

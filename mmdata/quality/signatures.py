@@ -162,11 +162,10 @@ def compute_shard(task: ShardTask) -> Path:
 
 
 def _media_bytes(ds: Dataset, record: Record, j: int) -> bytes | None:
-    m = record.media[j]
-    if m.data is not None:
-        return m.data
+    """The media's bytes wherever the dataset keeps them; None for a file that cannot be read (hashed as
+    undecodable). Media whose whole root is gone stop the run (`MediaUnreachable`) instead of all matching none."""
     try:
-        return ds.media_path(record, j).read_bytes()
+        return ds.media_bytes(record, j)
     except OSError:
         return None
 

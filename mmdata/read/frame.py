@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mmdata.core.schema import Record
-
-if TYPE_CHECKING:
-    pass
 
 
 def records_frame(records: Sequence[Record], limit: int | None = None, dataset: Any = None) -> Any:

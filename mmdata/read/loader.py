@@ -99,15 +99,26 @@ class MixtureSampler:
 
 
 class RecordSource(Protocol):
-    """What `RecordDataset` reads: a `Mixture`, a `Dataset` or a `RecordList`."""
+    """What `RecordDataset` reads: a `Dataset`, `View`, `Mixture` or `Selection` (any `Records`), or a
+    `RecordList`."""
 
     def __len__(self) -> int: ...
     def get(self, i: int) -> tuple[Record, Any]: ...
     def get_many(self, positions: Sequence[int]) -> list[tuple[Record, Any]]: ...
 
 
+def collate_list(batch: Sequence[T]) -> list[T]:
+    """A DataLoader `collate_fn` that keeps a batch as the list of its items: records (`DataLoader(ds, ...)` over a
+    dataset, view, mixture or selection) or `(record, dataset)` pairs (`RecordDataset`). torch's default collate
+    stacks tensors and numbers and cannot batch a `Record`; tokenize or decode images in a `RecordDataset`
+    transform (or a collate function of your own) to get tensors. A module-level function, so DataLoader workers
+    started by `spawn` can unpickle it (a lambda cannot be)."""
+    return list(batch)
+
+
 class RecordList:
-    """Records already in memory as a `RecordSource`; `image(record, j)` resolves their media (tests, benchmarks)."""
+    """Records already in memory as a `RecordSource`; `image(record or i, j)` resolves their media (tests,
+    benchmarks)."""
 
     def __init__(self, records: Sequence[Record], image: Callable[[Record, int], Any]) -> None:
         self.records, self._image = records, image
@@ -121,8 +132,8 @@ class RecordList:
     def get_many(self, positions: Sequence[int]) -> list[tuple[Record, RecordList]]:
         return [(self.records[i], self) for i in positions]
 
-    def image(self, record: Record, j: int) -> Any:
-        return self._image(record, j)
+    def image(self, x: Record | int, j: int) -> Any:
+        return self._image(x if isinstance(x, Record) else self.records[x], j)
 
 
 class RecordDataset(Generic[T]):

@@ -1,9 +1,10 @@
 """Where a dataset's files live. The format layer reads and writes every file through this interface only.
 
 `Storage` is what a backend provides: whole-file reads and atomic writes, staged files that become visible under
-their final name only on `commit()`, a streaming read for sequential scans, and `read_ranges` — many byte ranges of
+their final name only on `commit()`, a streaming read for sequential scans, `read_ranges` — many byte ranges of
 many files in one call, which a local backend serves from memory maps and an object store serves as concurrent
-ranged GETs. Names are '/'-separated and relative to the dataset root. `open_storage` picks the backend from the
+ranged GETs — and whole files shaped for a parser (`open_file`, `read_array`), so a reader never asks which backend
+it has. Names are '/'-separated and relative to the dataset root. `open_storage` picks the backend from the
 location (`LocalStorage`, or `FsspecStorage` for a URL)."""
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
+
+import numpy as np
 
 from mmdata.storage.local import LocalStorage
 from mmdata.storage.location import Location, is_url
@@ -58,3 +61,7 @@ class Storage(Protocol):
     def remove(self, name: str) -> None: ...  # no error if absent
     def read_ranges(self, names: Sequence[str], starts: Sequence[int], ends: Sequence[int]) -> list[bytes]: ...
     def close(self) -> None: ...
+    # Reading whole files the way the backend serves them best (what the read layer asks, never "local or URL?").
+    def open_file(self, name: str) -> BinaryIO: ...  # a file for a parser (an image): opened, or fetched in one GET
+    def read_array(self, name: str) -> np.ndarray: ...  # a `.npy` file: memory-mapped, or fetched in one GET
+    def reachable(self) -> bool: ...  # the root is there to read from (a folder that exists, a prefix with objects)

@@ -11,15 +11,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from mmdata.storage.files import place, temp_path, write_bytes
 from mmdata.storage.pin import Pin, check_pin, take_pin
 
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
-
-
 _POPULATE_MAX = 256 << 20  # pre-fault JSONL-sized files; a multi-GB tar of images is read a record at a time
-
-
 _MAX_MAPS = 1024  # bound memory maps on datasets with thousands of shards (vm.max_map_count is ~65k)
 
 
@@ -156,6 +154,20 @@ class LocalStorage:
         for m in self._maps.values():
             m.close()
         self._maps.clear()
+
+    # ---------------------------------------------------------------- whole files for a parser (the read layer)
+    def open_file(self, name: str) -> BinaryIO:
+        """`name` opened for a parser that reads it whole (an image decoder reads what it needs, when it needs it)."""
+        return self.stream(name)
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A `.npy` file as a read-only memory map: pages are read on demand and shared between processes."""
+        array = np.load(self.root / name, mmap_mode="r", allow_pickle=False)
+        self.check_pinned()
+        return array
+
+    def reachable(self) -> bool:
+        return self.root.is_dir()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"root": self.root, "_maps": {}, "_pin": self._pin}  # a worker checks against the build opened

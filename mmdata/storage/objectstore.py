@@ -24,6 +24,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import numpy as np
+
 from mmdata.core.errors import NotFound, StorageError
 from mmdata.storage.pin import Pin, check_pin, take_pin
 
@@ -242,6 +244,25 @@ class FsspecStorage:
                         raise r
         self.check_pinned()  # before anything is used or cached: the bytes are the opened build's
         return [bytes(r) for r in out]
+
+    # ---------------------------------------------------------------- whole files for a parser (the read layer)
+    def open_file(self, name: str) -> BinaryIO:
+        """`name` fetched in one GET (a file a parser reads whole, such as an image: `stream`'s read-ahead would
+        cost a HEAD more)."""
+        return io.BytesIO(self.read_bytes(name))
+
+    def read_array(self, name: str) -> np.ndarray:
+        """A `.npy` file, fetched in one GET (a view's index: 12 bytes a sample)."""
+        return np.load(io.BytesIO(self.read_bytes(name)), allow_pickle=False)
+
+    def reachable(self) -> bool:
+        """Whether the prefix holds anything (one HEAD, then a listing of at most one key); a refused request is
+        an error, not an answer."""
+        with self._errors(""):
+            try:
+                return self.fs.info(self._path("")).get("type") == "directory"
+            except FileNotFoundError:
+                return False
 
     def close(self) -> None:
         if self._pool is not None:

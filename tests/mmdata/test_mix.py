@@ -192,5 +192,5 @@ def test_images_come_from_the_right_dataset(llava_world, tmp_path: Path) -> None
     for i in range(len(m)):
         record, dataset = m.get(i)
         for j in range(len(record.media)):
-            assert m.image_at(i, j).size == dataset.image(record, j).size == (record.media[j].width,
+            assert m.image(i, j).size == dataset.image(record, j).size == (record.media[j].width,
                                                                         record.media[j].height)

@@ -373,3 +373,54 @@ def test_a_rerun_that_changes_nothing_keeps_a_remote_reader(s3: S3Server, tmp_pa
     time.sleep(1.1)  # the store's modification times are in seconds: the rewritten manifest gets a new one
     build("cambrian", CambrianOptions(input=[src]), BuildSettings(out=url, shard_size=10))
     assert [r.conversations[1].value for r in ds][35] == "A0035"
+
+
+# ---------------------------------------------------------------- whole files, shard files, URL media roots
+def test_storage_serves_whole_files_for_a_parser_in_one_request(s3: S3Server, built: dict[str, tuple[Path, str]],
+                                                                tmp_path: Path) -> None:
+    from mmdata.storage.objectstore import FsspecStorage
+
+    local, url = built["jsonl"]
+    storage = FsspecStorage(url)
+    name = next(k for k in _objects(url) if k.startswith("media/"))
+    before = s3.count("GET")
+    with storage.open_file(name) as f:
+        assert f.read() == (local / name).read_bytes()
+    assert s3.count("GET", 0) - before == 1  # one GET, no read-ahead
+    np.save(tmp_path / "a.npy", np.arange(5, dtype="<u8"))
+    storage.write_bytes("extra/a.npy", (tmp_path / "a.npy").read_bytes())
+    before = s3.count("GET")
+    assert storage.read_array("extra/a.npy").tolist() == [0, 1, 2, 3, 4]
+    assert s3.count("GET", 0) - before == 1
+    storage.remove("extra/a.npy")
+    assert storage.reachable() and FsspecStorage(f"{url}/shards").reachable()
+    assert not FsspecStorage("s3://mmdata-test/no/such/prefix").reachable()
+    assert not FsspecStorage("s3://no-such-bucket-y/x").reachable()
+
+
+def test_shard_files_name_the_objects_and_their_record_offsets(built: dict[str, tuple[Path, str]]) -> None:
+    for form in ("jsonl", "wds"):
+        local, url = built[form]
+        here, there = mmdata.open(local), mmdata.open(url)
+        files = there.shard_files()
+        assert [str(f.location) for f in files] == [f"{url}/{Path(f.location).relative_to(local).as_posix()}"
+                                                    for f in here.shard_files()]
+        blobs = _objects(url)
+        got = [blobs[str(f.location)[len(url) + 1:]][a:b] for f in files for a, b in zip(f.offsets[:-1], f.offsets[1:])]
+        assert got == [here.raw(i) for i in range(len(here))]
+
+
+def test_a_url_media_root_that_is_gone_is_one_message(s3: S3Server, llava_world: World, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MMDATA_CACHE", raising=False)
+    url, media = _upload_world(llava_world, "gone")
+    build("cambrian", CambrianOptions(input=[url], media_root=media),  # type: ignore[list-item, arg-type]
+          BuildSettings(out=tmp_path / "ds"))
+    ds = mmdata.open(tmp_path / "ds")
+    i = next(i for i in range(len(ds)) if ds[i].media)
+    ds.check_media()
+    assert ds.media_bytes(i, 0) == (llava_world.media_root / ds[i].media[0].path).read_bytes()
+    fsspec.filesystem("s3", skip_instance_cache=True).rm(media.split("://", 1)[1], recursive=True)
+    for call in (ds.check_media, lambda: ds.image(i, 0), lambda: mmdata.open(tmp_path / "ds").media_bytes(i, 0)):
+        with pytest.raises(MediaUnreachable, match=f"under {media}.*--copy-media.*--format wds"):
+            call()
