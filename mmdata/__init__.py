@@ -1,7 +1,7 @@
 """mmdata: raw multimodal sources → one conversation format (`Record`) → lazily read datasets, views and mixtures.
 
 This module is the public Python API; `mmdata.core` (errors, the `Record` schema, typed options) is the public
-foundation every layer builds on. The layers themselves (`io`, `format`, `build`, `read`, `mix`, `quality`,
+foundation every layer builds on. The layers themselves (`storage`, `format`, `build`, `read`, `mix`, `quality`,
 `report`, `cli`) are the implementation: ARCHITECTURE.md says which owns what.
 """
 
