@@ -24,8 +24,9 @@ the bands would become part of every generation target.
 
 The package: `options` (the flags; a unit is one img2dataset shard), `tsv` (reading and splitting the TSV),
 `download` (img2dataset in its child process, the download folder's identity, `ready`), `letterbox` (the
-resize_mode=border check), `records` (a downloaded shard → records, its tar read from its headers by the builder
-API's `tar_spans`); here: planning (`units`), `start` and the `BUILDER`.
+resize_mode=border check), `conversion` (a downloaded sample → a record; `tar_index` reads a shard's tar from its
+headers with the builder API's `tar_spans`); here: planning (`units`), `start`, `records` (img2dataset shard k →
+output shard k) and the `BUILDER`.
 """
 
 from __future__ import annotations
@@ -38,17 +39,20 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import contextlib
 import dataclasses
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pyarrow.parquet as pq
 
+from builders.cc12m.conversion import ANSWERS, CAPTION_PROMPTS, PERSON, PROMPTS, convert, tar_index, tsv_line
 from builders.cc12m.download import DownloadError, check_download_dir, download_identity, ready, start_download
 from builders.cc12m.letterbox import letterbox_evidence
 from builders.cc12m.options import CC12MOptions, Unit
-from builders.cc12m.records import ANSWERS, CAPTION_PROMPTS, PERSON, PROMPTS, convert, records, tar_index
 from builders.cc12m.tsv import convert_tsv, count_rows, header_lines, is_header, parse_line
 from mmdata.build import Builder, Storage, temp_path
 from mmdata.core.errors import InputError, NotFound
+from mmdata.core.schema import Record, Reject
 
 __all__ = ["ANSWERS", "BUILDER", "CAPTION_PROMPTS", "PERSON", "PROMPTS", "CC12MOptions", "DownloadError", "Unit",
            "convert", "convert_tsv", "header_lines", "is_header", "keep_stats", "letterbox_evidence", "parse_line",
@@ -135,6 +139,37 @@ def _existing_units(folder: Path, limit: int | None, allow_letterbox: bool = Fal
         out.append(Unit(str(folder / name), folder.name, 0, n, per_shard=per_shard))
         left = None if left is None else left - n
     return out
+
+
+# ------------------------------------------------------------ records: img2dataset shard k → output shard k
+def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
+    table = pq.read_table(unit.shard + ".parquet")
+    rows = table.to_pylist()
+    shard = Path(unit.shard).name
+    with open(unit.shard + ".tar", "rb") as tar:
+        images, damage = tar_index(tar, unit.shard + ".tar")
+        if unit.first:
+            by_line = {r["line"]: r for r in rows}
+            order: list[tuple[int, dict[str, Any] | None]] = [
+                (line, by_line.get(line)) for line in range(unit.first, unit.first + unit.count)]
+        else:
+            order = [(0, r) for r in sorted(rows, key=lambda r: r["key"])[: unit.count]]
+        for line, row in order:
+            ref = f"{unit.label}:{line}" if line else f"cc12m:{tsv_line(row, shard, unit.per_shard)}"  # type: ignore
+            if row is None:
+                yield Reject(ref, "img2dataset wrote no status for this row (a per-sample error; see "
+                                  "img2dataset.log in the download folder)")
+            elif row.get("issue"):
+                yield Reject(ref, row["issue"])
+            elif row["status"] != "success":
+                yield Reject(ref, f"{row['status']}: {row['error_message']}")
+            elif row["key"] not in images:
+                yield Reject(ref, damage or f"img2dataset reported success but {shard}.tar has no image for key "
+                                            f"{row['key']}")
+            else:
+                offset, size, ext = images[row["key"]]
+                tar.seek(offset)
+                yield convert(options, row, tar.read(size), ext, unit.label, line, shard, ref)
 
 
 def keep_stats(options: CC12MOptions, out: Storage) -> None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from builders.cc12m.records import tar_index
+from builders.cc12m.conversion import tar_index
 
 
 def letterbox_evidence(folder: Path, shards: list[str], samples: int = 8) -> str | None:

@@ -1,19 +1,15 @@
-"""img2dataset shard k → output shard k: each row of its parquet (in TSV line order) becomes a `t2i` record (or, for
-a seeded share, a `caption` one) with the image its tar holds for the row's key, or a reject with img2dataset's own
-error message."""
+"""Conversion of a downloaded sample to a record: a `t2i` conversation (or, for a seeded share, a `caption` one) with
+the image img2dataset's tar holds for the row's key (`tar_index`: where each image is), and the TSV line it came
+from (`tsv_line`)."""
 
 from __future__ import annotations
 
 import html
 import mmap
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any, BinaryIO
 
-import pyarrow.parquet as pq
-
 from builders._common import Draws
-from builders.cc12m.options import CC12MOptions, Unit
+from builders.cc12m.options import CC12MOptions
 from mmdata.build import tar_spans
 from mmdata.core.schema import IMAGE, Media, Record, Reject, Turn
 
@@ -50,37 +46,7 @@ CAPTION_PROMPTS = (
 )
 
 
-def records(options: CC12MOptions, unit: Unit) -> Iterator[Record | Reject]:
-    table = pq.read_table(unit.shard + ".parquet")
-    rows = table.to_pylist()
-    shard = Path(unit.shard).name
-    with open(unit.shard + ".tar", "rb") as tar:
-        images, damage = tar_index(tar, unit.shard + ".tar")
-        if unit.first:
-            by_line = {r["line"]: r for r in rows}
-            order: list[tuple[int, dict[str, Any] | None]] = [
-                (line, by_line.get(line)) for line in range(unit.first, unit.first + unit.count)]
-        else:
-            order = [(0, r) for r in sorted(rows, key=lambda r: r["key"])[: unit.count]]
-        for line, row in order:
-            ref = f"{unit.label}:{line}" if line else f"cc12m:{_tsv_line(row, shard, unit.per_shard)}"  # type: ignore
-            if row is None:
-                yield Reject(ref, "img2dataset wrote no status for this row (a per-sample error; see "
-                                  "img2dataset.log in the download folder)")
-            elif row.get("issue"):
-                yield Reject(ref, row["issue"])
-            elif row["status"] != "success":
-                yield Reject(ref, f"{row['status']}: {row['error_message']}")
-            elif row["key"] not in images:
-                yield Reject(ref, damage or f"img2dataset reported success but {shard}.tar has no image for key "
-                                            f"{row['key']}")
-            else:
-                offset, size, ext = images[row["key"]]
-                tar.seek(offset)
-                yield convert(options, row, tar.read(size), ext, unit.label, line, shard, ref)
-
-
-def _tsv_line(row: dict[str, Any], shard: str, per_shard: int) -> int:
+def tsv_line(row: dict[str, Any], shard: str, per_shard: int) -> int:
     """The TSV line an img2dataset row came from: its `line` column (our own downloads save it), else from its key
     (shard id digits + index in the shard) below the header line img2dataset's TSV input requires."""
     if isinstance(row.get("line"), int):
