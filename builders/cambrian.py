@@ -24,8 +24,9 @@ from typing import Any
 
 from builders._common import InputSpan, convert_llava, plan_inputs, span_records
 from mmdata.build import Batch, Builder, Output
+from mmdata.core import rules
 from mmdata.core.options import opt
-from mmdata.core.schema import LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject, human_gpt_pairs, turn_verdicts
+from mmdata.core.schema import LLAVA_DECODER, LlavaRecord, Record, RecordError, Reject
 
 
 @dataclass
@@ -47,8 +48,9 @@ _ID, _IMAGE, _VIDEO, _TURNS = map(attrgetter, ("id", "image", "video", "conversa
 
 
 def convert_batch(batch: Batch, label: str) -> list[Record | Reject]:
-    """`convert` of each of a batch's typed values. Runs of values that are text-only with human/gpt turn pairs, as
-    most lines of these files are (nothing to repair), are converted in a few whole-batch passes in C."""
+    """`convert` of each of a batch's typed values. Runs of values that are text-only with whole exchanges of the
+    contract's turns, as most lines of these files are (nothing to repair), are converted in a few whole-batch
+    passes in C."""
     values, refs = batch.values, batch.refs()
     numbers = range(batch.first, batch.first + len(values))
     fast = _text_pairs(values)
@@ -66,24 +68,27 @@ def convert_batch(batch: Batch, label: str) -> list[Record | Reject]:
 
 
 def _text_pairs(values: list[LlavaRecord]) -> list[bool]:
-    """For each value: whether it is text-only with valid human/gpt turn pairs (`convert` repairs nothing)."""
+    """For each value: whether it is text-only and its turns pass the contract's rules as whole exchanges (its roles
+    in their order, no opening turn, ending with the order's last role): with the contract's human/gpt order, what
+    `convert_llava` leaves as it is (no role to respell, no leading gpt or trailing human turn to drop)."""
     n = len(values)
+    contract = rules.RULES
     images, videos = list(map(_IMAGE, values)), list(map(_VIDEO, values))
-    if images.count(None) == n and videos.count(None) == n and human_gpt_pairs(list(map(_TURNS, values))):
+    if images.count(None) == n and videos.count(None) == n and contract.whole_exchanges(list(map(_TURNS, values))):
         return [True] * n  # the usual batch
-    checked = turn_verdicts(values)  # which values, then
+    checked = contract.turn_verdicts(values)  # which values, then
     if checked is None:
         return [False] * n
-    odd = map((1).__and__, map(len, map(_TURNS, values)))
-    return [image is None and video is None and count is not None and not opens_with_system and not trailing
-            for image, video, count, opens_with_system, trailing in zip(images, videos, *checked, odd)]
+    cut = map(len(contract.order).__rmod__, map(len, map(_TURNS, values)))  # not whole cycles of the order
+    return [image is None and video is None and count is not None and not opens and not partial
+            for image, video, count, opens, partial in zip(images, videos, *checked, cut)]
 
 
 def _text_records(values: list[LlavaRecord], numbers: range, refs: list[str], label: str) -> list[Record]:
     """`convert` of values that `_text_pairs` passed: the same Records, made a batch at a time."""
     origs = list(map(_ID, values))
     keys = origs if None not in origs else ["" if o is None else o for o in origs]
-    ids = [f"{o}@{label}:{number}" for o, number in zip(keys, numbers)]
+    ids = [f"{o}@{label}:{number}" for o, number in zip(keys, numbers)]  # `convert_llava`'s ids
     metas = [{"orig_id": o, "ref": ref} for o, ref in zip(origs, refs)]
     n = len(values)
     return list(map(Record, ids, repeat("cambrian"), repeat("text"), map(_TURNS, values), map(list, repeat((), n)),

@@ -21,9 +21,10 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
+from mmdata.core import rules
 from mmdata.core.errors import writing
 from mmdata.core.media import MediaError, decode
-from mmdata.core.schema import Media, Record, RecordError, Reject, Turn, plain_mask
+from mmdata.core.schema import Media, Record, RecordError, Reject, Turn
 from mmdata.format.names import Form, media_name, shard_pattern
 from mmdata.format.shards import ShardResult, write_done
 from mmdata.format.sinks import SINKS
@@ -121,12 +122,13 @@ class ShardWriter:
 
     def add_many(self, items: list[Record | Reject]) -> None:
         """`add` on each item, in order, with the same outcome. Runs of valid media-free records with plain meta
-        (text conversion's common case) are checked and encoded in a few whole-batch passes in C instead."""
+        (text conversion's common case) are checked and encoded in a few whole-batch passes in C instead: the
+        contract's batch check (`rules.RULES.plain_mask`), and `_plain_metas` for what msgspec writes as orjson does."""
         records = [x for x in items if type(x) is Record]
-        plain = plain_mask(records)
+        plain = rules.RULES.plain_mask(records)
         metas = list(map(_META, records))
         if not _plain_metas(metas):  # msgspec writes other values than orjson would (floats), or refuses them
-            plain = [p and type(m) is dict and _plain(m) for p, m in zip(plain, metas)]  # (`_plain` only if `p`)
+            plain = [p and q for p, q in zip(plain, _plain_each(metas))]
         if all(plain) and set(map(type, items)) <= {Record, Reject}:  # the usual batch
             if not records or self._write_plain(records):
                 for x in items:
@@ -151,7 +153,7 @@ class ShardWriter:
                 self.add(record)
 
     def _write_plain(self, records: list[Record]) -> bool:
-        """Write valid media-free records with plain meta (see `plain_mask`, `_plain`) in one encoding pass; False
+        """Write valid media-free records with plain meta (see `Rules.plain_mask`, `_plain`) in one encoding pass; False
         (nothing written) if msgspec cannot encode one of them (`add` then tells why)."""
         ids, sources, tasks, metas = (list(map(f, records)) for f in (_ID, _SOURCE, _TASK, _META))
         try:
@@ -247,9 +249,6 @@ _ENCODE, _ENCODE_LINES = _ENCODER.encode, _ENCODER.encode_lines
 _ID, _SOURCE, _TASK, _TURNS, _META = map(attrgetter, ("id", "source", "task", "conversations", "meta"))
 
 
-_INT_MIN, _INT_END = -(2**63), 2**64
-
-
 def encode(record: Record) -> bytes:
     """A valid record's stored line: `orjson.dumps(record.to_dict())`, byte for byte.
 
@@ -266,19 +265,39 @@ def encode(record: Record) -> bytes:
     return orjson.dumps(record.to_dict())
 
 
+# What msgspec writes exactly as orjson does, read by `_plain` (one meta) and `_plain_metas` (a batch): a dict with
+# string keys whose values are of these types, integers within orjson's range.
+_PLAIN = frozenset((str, type(None), bool, int))
+
+
+_INT_MIN, _INT_END = -(2**63), 2**64
+
+
 def _plain(meta: dict[str, Any]) -> bool:
+    """Whether msgspec encodes this meta as orjson does (a test holds `_plain_metas` to it)."""
+    if type(meta) is not dict:
+        return False
     for k, v in meta.items():
         t = type(v)
-        if type(k) is not str or not (t is str or v is None or t is bool or (t is int and _INT_MIN <= v < _INT_END)):
+        if type(k) is not str or t not in _PLAIN or (t is int and not _INT_MIN <= v < _INT_END):
             return False
     return True
 
 
-_PLAIN = frozenset((str, type(None), bool, int))
+def _plain_each(metas: list[dict[str, Any]]) -> list[bool]:
+    """`_plain` of each meta: runs of `_RUN` judged at once by `_plain_metas`, one meta at a time in runs that fail."""
+    out: list[bool] = []
+    for at in range(0, len(metas), _RUN):
+        run = metas[at:at + _RUN]
+        out += [True] * len(run) if _plain_metas(run) else list(map(_plain, run))
+    return out
+
+
+_RUN = 32
 
 
 def _plain_metas(metas: list[dict[str, Any]]) -> bool:
-    """`_plain` of every meta, in a few passes over the whole batch."""
+    """`_plain` of every meta (of at least one), in a few passes over the whole batch."""
     if set(map(type, metas)) != {dict} or not set(map(type, chain.from_iterable(metas))) <= {str}:
         return False
     values = list(chain.from_iterable(map(dict.values, metas)))

@@ -192,14 +192,14 @@ def test_img2dataset_imports_during_the_split_and_downloads_nothing_if_it_fails(
     alive_during_split = []
 
     def failing_split(*args: object, **kwargs: object) -> int:
-        alive_during_split.append(dl in cc12m._RUNNING and cc12m._RUNNING[dl].poll() is None)
+        alive_during_split.append(dl in cc12m.download.RUNNING and cc12m.download.RUNNING[dl].poll() is None)
         raise OSError("disk full while splitting the TSV")
 
     monkeypatch.setattr(cc12m, "convert_tsv", failing_split)
     with pytest.raises(OSError, match="disk full"):
         build("cc12m", options, BuildSettings(out=tmp_path / "out", shard_size=10))
     assert alive_during_split == [True]  # img2dataset was already starting up
-    proc = cc12m._RUNNING[dl]
+    proc = cc12m.download.RUNNING[dl]
     assert proc.wait(timeout=120) != 0  # it ends by itself, told by its closed stdin
     log = (options.download_dir / "img2dataset.log").read_text()  # type: ignore[operator]
     assert "img2dataset not started" in log and "distributor" not in log
@@ -254,7 +254,7 @@ def test_a_download_that_died_stops_the_shard_with_the_fix(tmp_path: Path) -> No
 
 @pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 def test_tar_index_matches_tarfile(fmt: int) -> None:
-    from builders.cc12m import _tar_index
+    from builders.cc12m import tar_index
 
     names = ["000001.jpg", "000001.txt", "000001.json", "d/000002.png", "é3.webp"]
     if fmt != tarfile.USTAR_FORMAT:
@@ -270,7 +270,7 @@ def test_tar_index_matches_tarfile(fmt: int) -> None:
         expected = {m.name.rpartition("/")[2].split(".")[0]: (m.offset_data, m.size, m.name.rsplit(".")[-1])
                     for m in tf if m.name.endswith((".jpg", ".png", ".webp"))}
     buf.seek(0)
-    assert _tar_index(buf, "x.tar") == (expected, None) and len(expected) == len(names) - 2
+    assert tar_index(buf, "x.tar") == (expected, None) and len(expected) == len(names) - 2
 
 
 def test_img2dataset_stats_are_kept_in_the_output(built: Built) -> None:

@@ -4,6 +4,7 @@ import random
 
 import pytest
 
+from mmdata.core.rules import RULES
 from mmdata.core.schema import IMAGE, Media, Record, RecordError, Turn, llava_image_paths
 
 
@@ -100,7 +101,7 @@ def _random_record(rng: random.Random, n: int) -> Record:
 def _walk(record: Record) -> int | None:
     """The turn-by-turn rules: the `<image>` count, or None if a turn breaks one."""
     try:
-        return record._check_turns(1 if record.conversations and record.conversations[0].role == "system" else 0)
+        return RULES.walk_turns(record, 1 if record.conversations and record.conversations[0].role == "system" else 0)
     except RecordError:
         return None
 
@@ -108,13 +109,11 @@ def _walk(record: Record) -> int | None:
 def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None:
     """`validate` and the writer check turns with a few C-level operations over a whole batch and only walk them
     to say what is wrong: both must give the same verdict (and placeholder count) for every record."""
-    from mmdata.core.schema import turn_verdicts
-
     rng = random.Random(0)
     agreed = 0
     for _ in range(20_000):
         record = _random_record(rng, 0)
-        checked = turn_verdicts([record])
+        checked = RULES.turn_verdicts([record])
         expected = _walk(record)
         assert (None if checked is None else checked[0][0]) == expected, record.conversations
         agreed += expected is not None
@@ -124,7 +123,7 @@ def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None
         batch = [_random_record(rng, i) for i in range(rng.choice((rng.randint(1, 6), rng.randint(30, 80))))]
         if rng.random() < 0.3:
             batch.append(Record("e", "s", "t", []))  # no turns at all
-        checked = turn_verdicts(batch)
+        checked = RULES.turn_verdicts(batch)
         if checked is None:  # only a batch holding a value that is not a string may be sent one by one
             assert any(type(t.value) is not str for r in batch for t in r.conversations), batch
             continue
@@ -137,15 +136,13 @@ def test_the_whole_batch_turn_check_agrees_with_the_turn_by_turn_rules() -> None
 def test_the_batch_check_of_media_free_records_judges_each_record() -> None:
     """`plain_mask` (the writer's fast path) says True exactly for the media-free records that validate and open
     with a human turn, whatever else the batch holds."""
-    from mmdata.core.schema import plain_mask
-
     rng = random.Random(1)
     passed = 0
     for _ in range(5000):
         batch = [_random_record(rng, i) if rng.random() < 0.2 else
                  Record(f"r{i}", "s", "text", [Turn(("human", "gpt")[k % 2], rng.choice(("a", " b", "c\n")))
                                                for k in range(rng.choice((2, 4)))]) for i in range(rng.randint(1, 6))]
-        mask = plain_mask(batch)
+        mask = RULES.plain_mask(batch)
         if any(type(t.value) is not str for r in batch for t in r.conversations):
             assert not any(mask)
             continue
